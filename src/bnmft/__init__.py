@@ -1,0 +1,26 @@
+"""bnmft: the mean field theory of batch normalization (Yang et al., ICLR 2019) as software.
+
+The public API (this module) is small; the implementation lives in subpackages:
+
+* :mod:`bnmft.theory` - exact theory in numpy/scipy (no torch);
+* :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions.
+
+``import bnmft`` never imports torch.
+"""
+
+from .nonlinearity import Nonlinearity, available as nonlinearities, get_nonlinearity
+from .theory import TheoryResult, gegenbauer_series, spherical_moments, theory, theory_table
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Nonlinearity",
+    "TheoryResult",
+    "__version__",
+    "gegenbauer_series",
+    "get_nonlinearity",
+    "nonlinearities",
+    "spherical_moments",
+    "theory",
+    "theory_table",
+]

@@ -1,0 +1,315 @@
+"""Nonlinearities: a registry of named functions with exact derivatives, safe expressions, and callables.
+
+Every nonlinearity is a :class:`Nonlinearity`: a vectorised ``phi`` and its derivative ``phi'`` (both map a
+float64 array to an array of the same shape), the points where phi or phi' is not smooth (``kinks``, used by
+the quadrature to split its domain), and, for the closed forms, a ``family`` tag.
+
+The paper's knobs toward the linear regime, ``gamma`` and ``beta`` of batch norm, fold into the
+nonlinearity (theory.md section 1): :meth:`Nonlinearity.affine_input` returns ``z -> phi(gamma * z + beta)``.
+
+Example:
+    >>> phi = get_nonlinearity("tanh(2*z) + 0.1*z")
+    >>> float(phi(np.array(0.0))), float(phi.derivative(np.array(0.0)))
+    (0.0, 2.1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from ._expression import Expression
+
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+@dataclass(frozen=True)
+class Nonlinearity:
+    """A scalar nonlinearity phi with its exact derivative.
+
+    Attributes:
+        name: canonical description, e.g. ``"tanh"``, ``"alpha_relu(alpha=1.5)"``, ``"tanh(2*z)"``.
+        fn: vectorised phi (float64 array in, same-shape array out).
+        deriv: vectorised phi'.
+        kinks: sorted points z where phi or phi' is not analytic (empty for smooth phi).
+        family: ``"identity"``, ``"relu"``, ``"alpha_relu"`` or ``None``; with ``alpha`` (degree of
+            positive homogeneity) in ``params``, this enables closed forms.
+        params: the parameters the nonlinearity was built with (``slope``, ``alpha``, ``gamma``, ``beta``).
+        kink_grading: power p of the graded quadrature map ``u = s^p`` next to kinks (2 integrates
+            half-integer power singularities exactly; alpha_relu asks for more when 2 alpha is not an integer).
+    """
+
+    name: str
+    fn: ArrayFn = field(repr=False)
+    deriv: ArrayFn = field(repr=False)
+    kinks: tuple[float, ...] = ()
+    family: str | None = None
+    params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    kink_grading: int = 2
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.fn(np.asarray(z, dtype=float))
+
+    def derivative(self, z: np.ndarray) -> np.ndarray:
+        """phi'(z), same shape as z."""
+        return self.deriv(np.asarray(z, dtype=float))
+
+    def affine_input(self, gamma: float = 1.0, beta: float = 0.0) -> Nonlinearity:
+        """``z -> phi(gamma * z + beta)``: BN's gamma and beta folded into phi (theory.md section 1)."""
+        _check_finite("gamma", gamma)
+        _check_finite("beta", beta)
+        if gamma == 1.0 and beta == 0.0:
+            return self
+        g, b, f, d = float(gamma), float(beta), self.fn, self.deriv
+        kinks = () if g == 0 else tuple(sorted((k - b) / g for k in self.kinks))
+        params = dict(self.params, gamma=g, beta=b)
+        return Nonlinearity(
+            name=self.name,
+            fn=lambda z: f(g * z + b),
+            deriv=lambda z: g * d(g * z + b),
+            kinks=kinks,
+            family=self.family,
+            params=MappingProxyType(params),
+            kink_grading=self.kink_grading,
+        )
+
+
+def _check_finite(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., Nonlinearity]
+    params: tuple[str, ...]
+    doc: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, params: tuple[str, ...] = (), doc: str = ""):
+    """Decorator: register ``build(**params) -> Nonlinearity`` under ``name``."""
+
+    def wrap(build: Callable[..., Nonlinearity]) -> Callable[..., Nonlinearity]:
+        _REGISTRY[name] = _Entry(build, params, doc)
+        return build
+
+    return wrap
+
+
+def available() -> dict[str, str]:
+    """Registered names -> one-line description (with their parameters)."""
+    return {k: e.doc for k, e in sorted(_REGISTRY.items())}
+
+
+def _smooth(name: str, f: ArrayFn, d: ArrayFn, doc: str) -> None:
+    register(name, doc=doc)(lambda: Nonlinearity(name, f, d))
+
+
+def _sig(z):
+    return special.expit(z)
+
+
+_smooth("tanh", np.tanh, lambda z: 1.0 / np.cosh(z) ** 2, "tanh(z)")
+_smooth("erf", special.erf, lambda z: 2 / math.sqrt(math.pi) * np.exp(-z * z), "erf(z)")
+_smooth("sigmoid", _sig, lambda z: _sig(z) * _sig(-z), "1 / (1 + exp(-z))")
+_smooth(
+    "gelu",
+    lambda z: z * special.ndtr(z),
+    lambda z: special.ndtr(z) + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
+    "z * Phi(z), Phi the standard normal CDF (exact, not the tanh approximation)",
+)
+_smooth("silu", lambda z: z * _sig(z), lambda z: _sig(z) * (1 + z * _sig(-z)), "z * sigmoid(z) (swish)")
+_smooth("softplus", lambda z: np.logaddexp(0.0, z), _sig, "log(1 + exp(z))")
+_smooth("sin", np.sin, np.cos, "sin(z)")
+
+
+@register("identity", doc="z")
+def _identity() -> Nonlinearity:
+    return Nonlinearity("identity", lambda z: z * 1.0, np.ones_like, family="identity",
+                        params=MappingProxyType({"alpha": 1.0}))
+
+
+@register("relu", doc="max(z, 0)")
+def _relu() -> Nonlinearity:
+    return Nonlinearity("relu", lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float), (0.0,),
+                        family="relu", params=MappingProxyType({"alpha": 1.0}))
+
+
+@register("leaky_relu", params=("slope",), doc="max(z, 0) + slope * min(z, 0); slope = 0.01 by default")
+def _leaky_relu(slope: float = 0.01) -> Nonlinearity:
+    s = _check_finite("slope", slope)
+    return Nonlinearity(
+        f"leaky_relu(slope={s:g})",
+        lambda z: np.where(z > 0, z, s * z),
+        lambda z: np.where(z > 0, 1.0, s),
+        (0.0,),
+        params=MappingProxyType({"slope": s}),
+    )
+
+
+@register("alpha_relu", params=("alpha",), doc="max(z, 0)^alpha, alpha > 0; alpha = 1 is relu")
+def _alpha_relu(alpha: float = 1.0) -> Nonlinearity:
+    a = _check_finite("alpha", alpha)
+    if a <= 0:
+        raise ValueError(f"alpha must be > 0 for alpha_relu, got {alpha!r}")
+
+    def f(z):
+        return np.where(z > 0, np.power(np.maximum(z, 0.0), a), 0.0)
+
+    def d(z):
+        with np.errstate(divide="ignore"):
+            return np.where(z > 0, a * np.power(np.maximum(z, 0.0), a - 1), 0.0)
+
+    # phi'^2 ~ z^(2a-2) at 0+; the graded map u = s^p turns it into s^(p(2a-1)-1), polynomial at a = 3/4
+    grading = 2 if (2 * a).is_integer() else 6
+    return Nonlinearity(f"alpha_relu(alpha={a:g})", f, d, (0.0,), family="alpha_relu",
+                        params=MappingProxyType({"alpha": a}), kink_grading=grading)
+
+
+@register("elu", params=("alpha",), doc="z if z > 0 else alpha * (exp(z) - 1); alpha = 1 by default")
+def _elu(alpha: float = 1.0) -> Nonlinearity:
+    a = _check_finite("alpha", alpha)
+    return Nonlinearity(
+        f"elu(alpha={a:g})" if a != 1.0 else "elu",
+        lambda z: np.where(z > 0, z, a * np.expm1(np.minimum(z, 0.0))),
+        lambda z: np.where(z > 0, 1.0, a * np.exp(np.minimum(z, 0.0))),
+        (0.0,),
+        params=MappingProxyType({"alpha": a}),
+    )
+
+
+@register("selu", doc="scale * elu(z, alpha) with the self-normalising constants of Klambauer et al.")
+def _selu() -> Nonlinearity:
+    lam, a = SELU_LAMBDA, SELU_ALPHA
+    return Nonlinearity(
+        "selu",
+        lambda z: lam * np.where(z > 0, z, a * np.expm1(np.minimum(z, 0.0))),
+        lambda z: lam * np.where(z > 0, 1.0, a * np.exp(np.minimum(z, 0.0))),
+        (0.0,),
+    )
+
+
+# -- resolution ----------------------------------------------------------------------------------------------
+def get_nonlinearity(
+    spec: str | Nonlinearity | Callable[[np.ndarray], np.ndarray],
+    *,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> Nonlinearity:
+    """Resolve a nonlinearity specification.
+
+    Args:
+        spec: a registered name (see :func:`available`), an expression in ``z`` such as
+            ``"tanh(2*z) + 0.1*z"`` (parsed safely, differentiated exactly), a :class:`Nonlinearity`, or a
+            numpy-vectorised callable.
+        derivative: for a callable, its derivative; if omitted it is computed by a 5-point finite-difference
+            stencil (relative accuracy about 1e-10; one-sided next to declared ``kinks``).
+        kinks: for a callable, the points where it is not smooth.
+        **params: parameters of a registered nonlinearity (``slope`` for leaky_relu, ``alpha`` for
+            alpha_relu and elu). ``None`` values are ignored.
+
+    Raises:
+        ValueError: unknown name, unparsable or disallowed expression, parameter that does not apply.
+    """
+    params = {k: v for k, v in params.items() if v is not None}
+    if isinstance(spec, Nonlinearity):
+        _no_params(spec.name, params, ())
+        return spec
+    if callable(spec):
+        _no_params(getattr(spec, "__name__", "callable"), params, ())
+        return from_callable(spec, derivative=derivative, kinks=kinks)
+    if not isinstance(spec, str):
+        raise ValueError(f"phi must be a name, an expression in z or a callable, got {type(spec).__name__}")
+    key = spec.strip().lower().replace("-", "_")
+    if key in _REGISTRY:
+        entry = _REGISTRY[key]
+        _no_params(key, params, entry.params)
+        return entry.build(**params)
+    if key.isidentifier() and key != "z":
+        raise ValueError(
+            f"phi: unknown nonlinearity {spec!r}; known names: {', '.join(sorted(_REGISTRY))}, "
+            "or an expression in z such as 'tanh(2*z) + 0.1*z'"
+        )
+    _no_params(spec, params, ())
+    return from_expression(spec)
+
+
+def _no_params(name: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    extra = sorted(set(given) - set(allowed))
+    if extra:
+        takes = ", ".join(allowed) if allowed else "no parameters"
+        raise ValueError(f"parameter {extra[0]!r} does not apply to phi={name!r} (it takes: {takes})")
+
+
+def from_expression(text: str) -> Nonlinearity:
+    """A nonlinearity from a safe expression in ``z`` (see :mod:`bnmft._expression`)."""
+    expr = Expression(text)
+
+    def f(z):
+        return expr.value_and_derivative(z)[0]
+
+    def d(z):
+        return expr.value_and_derivative(z)[1]
+
+    return Nonlinearity(expr.text, f, d, expr.kinks())
+
+
+def from_callable(
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    name: str | None = None,
+) -> Nonlinearity:
+    """Wrap a numpy-vectorised callable (and optionally its derivative)."""
+    kinks = tuple(sorted(_check_finite("kinks", k) for k in kinks))
+    name = name or getattr(fn, "__name__", "callable")
+
+    def f(z):
+        return np.asarray(fn(z), dtype=float) * np.ones_like(z)
+
+    d = (lambda z: np.asarray(derivative(z), dtype=float) * np.ones_like(z)) if derivative else _fd(f, kinks)
+    return Nonlinearity(name, f, d, kinks)
+
+
+def _fd(f: ArrayFn, kinks: tuple[float, ...]) -> ArrayFn:
+    """5-point central differences; next to a kink, the 5-point one-sided stencil pointing away from it."""
+
+    def d(z):
+        z = np.asarray(z, dtype=float)
+        h = 1e-3 * np.maximum(1.0, np.abs(z))
+        central = (f(z - 2 * h) - 8 * f(z - h) + 8 * f(z + h) - f(z + 2 * h)) / (12 * h)
+        if not kinks:
+            return central
+        dist = z[..., None] - np.asarray(kinks)
+        idx = np.argmin(np.abs(dist), axis=-1)
+        nearest = np.take_along_axis(dist, idx[..., None], axis=-1)[..., 0]
+        near = np.abs(nearest) < 2.5 * h
+        if not np.any(near):
+            return central
+        s = np.where(nearest >= 0, 1.0, -1.0) * h
+        one_sided = (-25 * f(z) + 48 * f(z + s) - 36 * f(z + 2 * s) + 16 * f(z + 3 * s) - 3 * f(z + 4 * s)) / (
+            12 * s
+        )
+        return np.where(near, one_sided, central)
+
+    return d

@@ -1,0 +1,151 @@
+"""``bnmft.theory``: the BSB1 fixed point and the gradient explosion rate for any phi and batch size."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from ..nonlinearity import Nonlinearity, get_nonlinearity
+from . import closed_forms
+from .moments import spherical_moments
+from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
+
+METHODS = ("auto", "closed_form", "quadrature")
+MIN_BATCH = 4
+#: mu* below this fraction of q* means phi is constant on the support (to floating-point precision)
+CONSTANT_TOL = 1e-14
+
+
+def check_batch_size(batch_size) -> float:
+    """Validate B: an integer >= 4 or infinity (``math.inf`` or the string ``"inf"``); returns int or inf."""
+    if isinstance(batch_size, str):
+        text = batch_size.strip().lower()
+        if text in ("inf", "infinity"):
+            return math.inf
+        try:
+            batch_size = int(text)
+        except ValueError:
+            raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} or 'inf', got {batch_size!r}") from None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Real):
+        raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} or inf, got {batch_size!r}")
+    value = float(batch_size)
+    if math.isnan(value):
+        raise ValueError("batch_size must be an integer >= 4 or inf, got nan")
+    if math.isinf(value):
+        if value < 0:
+            raise ValueError("batch_size must be an integer >= 4 or +inf, got -inf")
+        return math.inf
+    if not value.is_integer():
+        raise ValueError(f"batch_size must be an integer (the number of examples BN normalises together), "
+                         f"got {batch_size!r}")
+    if value < MIN_BATCH:
+        why = {
+            2: "with B = 2 batch norm outputs +-1 whatever the input, so every gradient is exactly zero",
+            3: "with B = 3 the mean-field gradient rate is infinite (E[1/||Gh||^2] diverges for a chi^2 with "
+               "2 degrees of freedom)",
+        }.get(int(value), "batch norm needs at least 2 examples, and the theory at least 4")
+        raise ValueError(f"batch_size must be >= {MIN_BATCH}, got {int(value)}: {why}")
+    return int(value)
+
+
+def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | None:
+    """Closed-form values when phi (with its gamma, beta) is affine or positive-homogeneous; else None."""
+    gamma = phi.params.get("gamma", 1.0)
+    beta = phi.params.get("beta", 0.0)
+    if phi.family == "identity":
+        return closed_forms.affine(gamma, beta, batch_size)
+    if phi.family in ("relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
+        # max(gamma z, 0)^a = |gamma|^a max(+-z, 0)^a, and the batch law is symmetric under x -> -x.
+        a = phi.params["alpha"]
+        values = closed_forms.homogeneous(a, batch_size)
+        scale = abs(gamma) ** a
+        values.update(q_star=values["q_star"] * scale**2, mu_star=values["mu_star"] * scale**2,
+                      mean=values["mean"] * scale)
+        return values
+    return None
+
+
+def theory(
+    phi: str | Nonlinearity | Callable[[np.ndarray], np.ndarray],
+    batch_size: int | float | str,
+    *,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    method: str = "auto",
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> TheoryResult:
+    """Mean-field predictions for a batch-normalised network with nonlinearity ``phi(gamma z + beta)``.
+
+    Args:
+        phi: a registered name (``bnmft.nonlinearities()``), an expression in z such as
+            ``"tanh(2*z) + 0.1*z"``, a :class:`~bnmft.Nonlinearity`, or a numpy-vectorised callable.
+        batch_size: B, an integer >= 4, or ``math.inf`` / ``"inf"`` for the large-batch limit.
+        gamma, beta: BN's scale and shift at initialisation.
+        method: ``"auto"`` (closed form where one exists, else quadrature), ``"closed_form"`` or
+            ``"quadrature"`` (the general path, for any phi).
+        derivative, kinks: for a callable phi, its derivative and non-smooth points (optional).
+        **params: parameters of a registered phi: ``alpha`` (alpha_relu, elu), ``slope`` (leaky_relu).
+
+    Returns:
+        A :class:`TheoryResult`. Quadrature: composite Gauss-Legendre on the sphere angles with kinks on
+        panel boundaries (:mod:`bnmft.theory.quadrature`), relative error below 1e-12 for smooth phi; the
+        estimate is in ``quadrature_error``.
+
+    Raises:
+        ValueError: bad batch size, gamma, beta, phi or method; constant phi; phi not finite, or with
+            moments that diverge; no closed form when ``method="closed_form"``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    b = check_batch_size(batch_size)
+    base = get_nonlinearity(phi, derivative=derivative, kinks=kinks, **params)
+    if gamma == 0 and math.isfinite(float(beta)):
+        raise ValueError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
+    effective = base.affine_input(gamma, beta)
+    gamma, beta = float(gamma), float(beta)
+
+    values = _closed_form(effective, b) if method != "quadrature" else None
+    if values is None and method == "closed_form":
+        raise ValueError(
+            f"method='closed_form': no closed form for phi={base.name!r} with beta={beta:g}; closed forms exist "
+            "for identity (any gamma, beta), relu and alpha_relu (beta = 0)"
+        )
+    if values is not None:
+        method_used, error = "closed_form", 0.0
+        q, c, mu, mean, lam = (values[k] for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
+    else:
+        method_used = "quadrature"
+        m = spherical_moments(effective, b)
+        error = m.error
+        q, mu, mean = m.second, m.mu, m.mean
+        if not (q > 0 and mu > CONSTANT_TOL * q):
+            raise ValueError(
+                f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
+                f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
+            )
+        c = 1.0 - mu / q
+        if math.isinf(b):
+            lam = m.d2 / mu  # theory.md section 4: E[phi'^2] / Var[phi]
+        else:
+            lam = ((b - 1) * m.d2 + m.dd - m.xd) / ((b - 3) * mu)  # section 4b's K(1) / (mu (B-3))
+    if not (math.isfinite(lam) and lam > 0):
+        raise ValueError(f"phi={base.name!r}: lambda_G is not finite ({lam}); phi' must be square-integrable")
+    xi = depth_scale(lam)
+    result_params = {k: v for k, v in base.params.items() if k not in ("gamma", "beta")}
+    if base.family in ("identity", "relu"):
+        result_params.pop("alpha", None)
+    return TheoryResult(
+        phi=base.name, batch_size=b, gamma=gamma, beta=beta, q_star=q, c_star=c, mu_star=mu, phi_mean=mean,
+        lambda_G=lam, depth_scale=xi, max_trainable_depth=TRAINABLE_DEPTH_FACTOR * xi, method=method_used,
+        quadrature_error=error, params=result_params,
+    )
+
+
+def theory_table(phi, batch_sizes: Iterable, **kwargs) -> list[TheoryResult]:
+    """:func:`theory` for each batch size (same keyword arguments)."""
+    return [theory(phi, b, **kwargs) for b in batch_sizes]

@@ -1,0 +1,191 @@
+"""Spherical moments of phi: every eps = 0 quantity reduces to these (theory.md sections 2 and 4).
+
+For finite B, x is uniform on the sphere of radius sqrt(B) in im G (see :mod:`.quadrature`); for
+``B = inf``, x_1 and x_2 are independent standard Gaussians. With ``d = phi'``:
+
+=============  ===========================================
+``mean``       E[phi(x_1)]
+``second``     E[phi(x_1)^2]                      (= q*)
+``cross``      E[phi(x_1) phi(x_2)]                (= q* c*)
+``mu``         E[(phi(x_1) - phi(x_2))^2] / 2      (= mu* = q* (1 - c*), without cancellation)
+``d2``         E[d(x_1)^2]
+``dd``         E[d(x_1) d(x_2)]
+``xd``         E[(x_1 d(x_1) - x_2 d(x_2))^2] / 2
+=============  ===========================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..nonlinearity import Nonlinearity
+from .quadrature import (
+    ACCEPT_TOL,
+    MAX_PANELS,
+    REL_TOL,
+    TAIL,
+    GaussRule,
+    SphereRule,
+    Support,
+    scan_grid,
+)
+
+_KINK_PROBE = (1e-5, 1e-8)
+
+
+@dataclass(frozen=True)
+class SphericalMoments:
+    """One- and two-coordinate moments of phi under the batch law (see the module docstring)."""
+
+    batch_size: float
+    mean: float
+    second: float
+    cross: float
+    mu: float
+    d2: float
+    dd: float
+    xd: float
+    panels: int
+    error: float
+
+
+def _evaluate(phi: Nonlinearity, x: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(all="ignore"):
+        f, d = phi(x), phi.derivative(x)
+    bad = ~(np.isfinite(f) & np.isfinite(d))
+    if np.any(bad):
+        z = float(np.asarray(x)[bad].flat[0])
+        raise ValueError(
+            f"phi={phi.name!r} (or its derivative) is not finite at z = {z:.6g}, {what}; phi must be finite "
+            "and differentiable almost everywhere with finite moments"
+        )
+    return f, d
+
+
+def find_support(phi: Nonlinearity, batch_size: float) -> Support:
+    """Truncate the x range where ``density * (1 + phi^2 + phi'^2 (1 + x^2))`` is below TAIL of its max.
+
+    Raises:
+        ValueError: phi not finite on the support, discontinuous or with a non-square-integrable derivative
+            at a kink, or (B = inf) moments that diverge.
+    """
+    x, log_density = scan_grid(batch_size)
+    where = (
+        "inside the support of the Gaussian limit (B = inf)"
+        if math.isinf(batch_size)
+        else f"inside the support |z| <= sqrt(B-1) = {math.sqrt(batch_size - 1):.4g} of the batch law"
+    )
+    f, d = _evaluate(phi, x, where)
+    with np.errstate(divide="ignore"):
+        log_g = log_density + np.logaddexp(
+            0.0, np.logaddexp(2 * np.log(np.abs(f)), 2 * np.log(np.abs(d)) + np.log1p(x * x))
+        )
+    keep = np.nonzero(log_g > log_g.max() + math.log(TAIL))[0]
+    first, last = keep[0], keep[-1]
+    if math.isinf(batch_size) and (first == 0 or last == len(x) - 1):
+        raise ValueError(
+            f"phi={phi.name!r}: its Gaussian moments E[phi(z)^2] or E[phi'(z)^2] diverge (the integrand does "
+            "not decay by |z| = 40), so the large-batch limit B = inf is not defined; use a finite batch_size"
+        )
+    xlo, xhi = x[max(first - 1, 0)], x[min(last + 1, len(x) - 1)]
+    kinks = tuple(k for k in phi.kinks if xlo < k < xhi)
+    _check_kinks(phi, kinks)
+    return Support(float(xlo), float(xhi), kinks, phi.kink_grading)
+
+
+def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...]) -> None:
+    """phi must be continuous and phi'^2 integrable at each kink (the theory uses Stein's lemma)."""
+    for k in kinks:
+        small, tiny = _KINK_PROBE
+        probe = k + np.array([-small, small, -tiny, tiny]) * max(1.0, abs(k))
+        f, d = _evaluate(phi, probe, f"next to its kink at z = {k:.6g}")
+        scale = max(1.0, float(np.max(np.abs(f))))
+        jump_near, jump_far = abs(f[3] - f[2]), abs(f[1] - f[0])
+        if jump_near > 1e-6 * scale and jump_near > 0.5 * jump_far:  # a jump does not shrink as z -> k
+            raise ValueError(
+                f"phi={phi.name!r} jumps at z = {k:.6g} ({f[2]:.6g} -> {f[3]:.6g}); the mean field theory "
+                "needs a continuous phi"
+            )
+        for near, far in ((d[2], d[0]), (d[3], d[1])):
+            if abs(near) > 1e-300 and abs(far) > 1e-300:
+                power = math.log(near * near / (far * far)) / math.log(small / tiny)
+                if power >= 1 - 1e-6:
+                    raise ValueError(
+                        f"phi={phi.name!r}: phi'(z)^2 is not integrable at z = {k:.6g} (it grows like "
+                        f"|z - {k:.6g}|^-{power:.3g}), so the gradient rate lambda_G is infinite"
+                    )
+
+
+def _one_moments(x: np.ndarray, w: np.ndarray, f: np.ndarray, d: np.ndarray) -> np.ndarray:
+    return np.array([w @ f, w @ (f * f), w @ (d * d), w @ (x * x * d * d)])
+
+
+def _relative_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest relative change of the one-coordinate moments; E[phi] on the scale of sqrt(E[phi^2])."""
+    scale = np.abs(b)
+    scale[0] = max(scale[0], math.sqrt(abs(b[1])))
+    return float(np.max(np.abs(a - b) / np.maximum(scale, 1e-300)))
+
+
+def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
+    """Moments of phi under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
+
+    Quadrature: see :mod:`.quadrature` (composite Gauss-Legendre in the sphere angles, kinks on panel
+    boundaries, panel count doubled until the one-coordinate moments agree to 1e-13, at most MAX_PANELS).
+    ``error`` is that last relative change, an estimate of the relative error of the coarser rule used.
+
+    Raises:
+        ValueError: see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7) with MAX_PANELS panels.
+    """
+    support = find_support(phi, batch_size)
+    panels = max(4, math.ceil(support.xhi - support.xlo))
+    make = (lambda p: GaussRule(support, p)) if math.isinf(batch_size) else (
+        lambda p: SphereRule(int(batch_size), support, p))
+    rule = make(panels)
+    x, w = rule.one()
+    f, d = _evaluate(phi, x, "at a quadrature node")
+    current = _one_moments(x, w, f, d)
+    while True:
+        finer = make(2 * panels)
+        xf, wf = finer.one()
+        ff, df = _evaluate(phi, xf, "at a quadrature node")
+        refined = _one_moments(xf, wf, ff, df)
+        error = _relative_change(current, refined)
+        if error <= REL_TOL or 2 * panels > MAX_PANELS:
+            break
+        panels, rule, x, w, f, d, current = 2 * panels, finer, xf, wf, ff, df, refined
+    if error > ACCEPT_TOL:
+        raise ValueError(
+            f"phi={phi.name!r}: the quadrature did not converge (relative change {error:.2g} with "
+            f"{MAX_PANELS} panels, B = {batch_size}); phi varies too fast or is not piecewise analytic"
+        )
+    mean, second, d2, _ = refined
+
+    if math.isinf(batch_size):
+        centred = f - mean
+        mu = float(w @ (centred * centred))
+        dmean = float(w @ d)
+        xdm = float(w @ (x * d))
+        return SphericalMoments(batch_size, float(mean), float(second), float(mean) ** 2, mu, float(d2),
+                                dmean**2, float(w @ (x * x * d * d)) - xdm**2, panels, error)
+
+    x1, x2, w12 = rule.two()
+    f2, d2_ = _evaluate(phi, x2, "at a quadrature node")
+    f1, d1 = f[:, None], d[:, None]
+    diff = f1 - f2
+    xd_diff = x1 * d1 - x2 * d2_
+    return SphericalMoments(
+        batch_size=batch_size,
+        mean=float(mean),
+        second=float(second),
+        cross=float(np.sum(w12 * f1 * f2)),
+        mu=0.5 * float(np.sum(w12 * diff * diff)),
+        d2=float(d2),
+        dd=float(np.sum(w12 * d1 * d2_)),
+        xd=0.5 * float(np.sum(w12 * xd_diff * xd_diff)),
+        panels=panels,
+        error=error,
+    )

@@ -1,0 +1,239 @@
+"""Quadrature rules for the batch law of one and two coordinates (theory.md section 2).
+
+With eps = 0, batch norm sends every batch to ``x = sqrt(B) G h / ||G h||``: uniform on the sphere of radius
+``sqrt(B)`` in the (B-1)-dimensional space im G. With ``A = B - 1`` and ``rho = -1/(B-1)`` (theory.md section 2):
+
+* one coordinate: ``x_1 = sqrt(A) sin(theta)``, theta with density ``cos(theta)^(B-3)`` on [-pi/2, pi/2];
+* two coordinates: given theta, ``x_2 = sqrt(A) (rho sin(theta) + sqrt(1 - rho^2) cos(theta) sin(psi))`` with
+  psi independent of theta, density ``cos(psi)^(B-4)`` on [-pi/2, pi/2].
+
+(``sin(theta)`` is one coordinate of a uniform unit vector in R^A, ``sin(psi)`` one coordinate of the uniform
+unit vector in R^(A-1) that carries the rest.) The angle substitution turns the Jacobi weights
+``(1 - t^2)^((B-4)/2)`` and ``(1 - w^2)^((B-5)/2)``, singular at the ends for small B, into the smooth weights
+``cos^k``, so composite Gauss-Legendre rules converge exponentially for analytic integrands, for every B.
+For ``B = inf`` the law is the standard Gaussian in x (two coordinates independent).
+
+**Rule.** Composite Gauss-Legendre with :data:`NODES_PER_PANEL` nodes per panel, panels uniform in the angle.
+Kinks of phi (points where phi or phi' is not analytic) are moved onto panel boundaries, so every panel
+integrates an analytic function; the panels next to a kink are graded (``u = s^2`` toward the kink), which
+integrates the half-integer powers ``|x - k|^(j/2)`` of alpha_relu's moments exactly (a nonlinearity may
+ask for a stronger grading for other power singularities: ``Nonlinearity.kink_grading``). The weights
+are normalised by their sum (the truncated mass is below TAIL). The domain
+is truncated where the integrand (weight times ``1 + phi^2 + phi'^2 (1 + x^2)``) falls below
+:data:`TAIL` times its maximum. The panel width is halved until the one-coordinate moments agree to
+:data:`REL_TOL` between the rule and the rule with twice as many panels.
+
+**Accuracy.** Observed against independent references (Gegenbauer series with a Golub-Welsch Gauss rule,
+closed forms, mpmath): relative error below 1e-12 for the registered smooth nonlinearities with |gamma| <= 4,
+and below 1e-10 for relu / alpha_relu (alpha >= 3/4) through the kink-split path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+NODES_PER_PANEL = 12
+GRADING_POWER = 2
+TAIL = 1e-32
+REL_TOL = 1e-13
+MAX_PANELS = 128
+ACCEPT_TOL = 1e-7
+GAUSS_SCAN_LIMIT = 40.0  # |x| beyond which the Gaussian weight is below 1e-347
+
+
+@lru_cache(maxsize=8)
+def _gauss_legendre_01(n: int) -> tuple[np.ndarray, np.ndarray]:
+    s, w = np.polynomial.legendre.leggauss(n)
+    return (s + 1) / 2, w / 2
+
+
+def log_cos_power(k: int, angle: np.ndarray) -> np.ndarray:
+    """``k log cos(angle)``, accurate for small angles, ``0`` for ``k = 0``, ``-inf`` at +-pi/2."""
+    if k == 0:
+        return np.zeros_like(angle)
+    with np.errstate(divide="ignore"):
+        return 0.5 * k * np.log1p(-np.sin(angle) ** 2)
+
+
+def snap_panels(lo: np.ndarray, hi: np.ndarray, kinks: np.ndarray, panels: int):
+    """Panel boundaries per row, uniform on [lo, hi] with each kink moved onto its nearest boundary.
+
+    Args:
+        lo, hi: shape (R,), the interval of each row (``hi >= lo``).
+        kinks: shape (R, K); entries outside (lo, hi) or NaN are ignored.
+        panels: number of panels P per row.
+
+    Returns:
+        ``(bounds, is_kink)`` of shape (R, P + 1), or ``None`` when two kinks fall on the same boundary (the
+        caller then doubles P).
+    """
+    frac = np.arange(panels + 1) / panels
+    width = hi - lo
+    bounds = lo[:, None] + width[:, None] * frac
+    is_kink = np.zeros(bounds.shape, dtype=bool)
+    rows_all = np.arange(len(lo))
+    for k in kinks.T:
+        with np.errstate(invalid="ignore"):
+            inside = np.isfinite(k) & (k > lo) & (k < hi)
+        if not np.any(inside):
+            continue
+        rows = rows_all[inside]
+        j = np.clip(np.rint((k[rows] - lo[rows]) / width[rows] * panels), 1, panels - 1).astype(int)
+        if np.any(is_kink[rows, j]):
+            return None
+        bounds[rows, j] = k[rows]
+        is_kink[rows, j] = True
+    if np.any(np.diff(bounds, axis=1)[width > 0] <= 0):
+        return None
+    return bounds, is_kink
+
+
+def panel_rule(bounds: np.ndarray, is_kink: np.ndarray, grading: int = GRADING_POWER, n: int = NODES_PER_PANEL):
+    """Composite Gauss-Legendre nodes and weights, graded toward kinks.
+
+    Args:
+        bounds, is_kink: shape (R, P + 1) from :func:`snap_panels`.
+        grading: power p of the map ``u = s^p`` in panels next to a kink.
+
+    Returns:
+        ``(nodes, weights)`` of shape (R, P * n); weights integrate ``dt`` over each row's interval.
+    """
+    s, ws = _gauss_legendre_01(n)
+    p = grading
+    left, right = bounds[:, :-1, None], bounds[:, 1:, None]
+    kl, kr = is_kink[:, :-1, None], is_kink[:, 1:, None]
+    sp, tp = s**p, (1 - s) ** p
+    den = sp + tp
+    u = np.where(kl & kr, sp / den, np.where(kl, sp, np.where(kr, 1 - tp, s)))
+    du = np.where(
+        kl & kr,
+        p * s ** (p - 1) * (1 - s) ** (p - 1) / den**2,
+        np.where(kl, p * s ** (p - 1), np.where(kr, p * (1 - s) ** (p - 1), 1.0)),
+    )
+    nodes = left + (right - left) * u
+    weights = (right - left) * ws * du
+    rows = bounds.shape[0]
+    return nodes.reshape(rows, -1), weights.reshape(rows, -1)
+
+
+def _rule_on(lo, hi, kinks, panels, grading):
+    """Snap, doubling the panel count until kinks no longer collide."""
+    while panels <= 8 * MAX_PANELS:
+        snapped = snap_panels(lo, hi, kinks, panels)
+        if snapped is not None:
+            return panel_rule(*snapped, grading=grading)
+        panels *= 2
+    raise ValueError("phi: kinks are too close together to be separated by the quadrature")
+
+
+@dataclass(frozen=True)
+class Support:
+    """The truncated range [xlo, xhi] of one coordinate that carries the integrals, phi's kinks in it, and
+    the power of the graded map next to the kinks (:attr:`bnmft.nonlinearity.Nonlinearity.kink_grading`)."""
+
+    xlo: float
+    xhi: float
+    kinks: tuple[float, ...]
+    grading: int = GRADING_POWER
+
+
+class SphereRule:
+    """Quadrature for the one- and two-coordinate marginals of the spherical batch law (finite B >= 4).
+
+    Args:
+        batch_size: B >= 4.
+        support: truncated x range and kinks.
+        panels: panels per coordinate.
+    """
+
+    def __init__(self, batch_size: int, support: Support, panels: int):
+        self.batch_size = B = int(batch_size)
+        self.support = support
+        self.panels = panels
+        self.scale = math.sqrt(B - 1)
+        self.rho = -1.0 / (B - 1)
+        self._kinks = np.asarray(support.kinks, dtype=float)
+
+    def _angle(self, x):
+        return np.arcsin(np.clip(np.asarray(x, dtype=float) / self.scale, -1.0, 1.0))
+
+    def _outer_breaks(self) -> np.ndarray:
+        """Angles theta where x_1 is at a kink, or where a kink of x_2 enters the reach of x_2 given x_1.
+
+        Given theta, x_2 / sqrt(A) ranges over ``[sin(theta - t0), sin(theta + t0)]`` with ``cos(t0) = rho``;
+        the inner integral is not analytic in theta where a kink k crosses an end of that range, i.e. where
+        ``sin(theta +- t0) = k / sqrt(A)``.
+        """
+        if not self._kinks.size:
+            return self._kinks
+        t0 = math.acos(self.rho)
+        s = np.arcsin(np.clip(self._kinks / self.scale, -1, 1))
+        cand = np.sort(np.concatenate([s, s - t0, math.pi - s - t0, s + t0, -math.pi - s + t0]))
+        cand = cand[(cand > -math.pi / 2) & (cand < math.pi / 2)]
+        return cand[np.concatenate([[True], np.diff(cand) > 1e-12])]
+
+    def one(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes ``x_1`` (n,) and probability weights (n,) for one coordinate."""
+        B = self.batch_size
+        lo, hi = self._angle([self.support.xlo]), self._angle([self.support.xhi])
+        theta, w = _rule_on(lo, hi, self._outer_breaks()[None, :], self.panels,
+                            self.support.grading)
+        theta, w = theta[0], w[0]
+        w = w * np.exp(log_cos_power(B - 3, theta))
+        return self.scale * np.sin(theta), w / w.sum()
+
+    def two(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``x_1`` (R, 1), ``x_2`` (R, M) and probability weights (R, M) for a pair of coordinates."""
+        B, a, rho = self.batch_size, self.scale, self.rho
+        x1, w1 = self.one()
+        theta = np.arcsin(x1 / a)
+        sin_t, spread = np.sin(theta), math.sqrt(1 - rho * rho) * np.cos(theta)
+
+        def inner_angle(x):  # psi at which x_2 = x, per row (NaN where x is out of reach)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.arcsin((np.asarray(x, dtype=float)[None, ...] / a - rho * sin_t[:, None]) / spread[:, None])
+
+        lo = np.nan_to_num(inner_angle([self.support.xlo])[:, 0], nan=-math.pi / 2)
+        hi = np.nan_to_num(inner_angle([self.support.xhi])[:, 0], nan=math.pi / 2)
+        hi = np.maximum(hi, lo)
+        kinks = inner_angle(self._kinks) if self._kinks.size else np.empty((len(x1), 0))
+        psi, w2 = _rule_on(lo, hi, kinks, self.panels, self.support.grading)
+        w2 = w2 * np.exp(log_cos_power(B - 4, psi))
+        w2 /= np.maximum(w2.sum(axis=1, keepdims=True), 1e-300)  # the conditional law of psi, per row
+        x2 = a * (rho * sin_t[:, None] + spread[:, None] * np.sin(psi))
+        return x1[:, None], x2, w1[:, None] * w2
+
+
+class GaussRule:
+    """Quadrature for the standard Gaussian law of one coordinate (the ``B = inf`` limit)."""
+
+    def __init__(self, support: Support, panels: int):
+        self.support = support
+        self.panels = panels
+
+    def one(self) -> tuple[np.ndarray, np.ndarray]:
+        kinks = np.asarray(self.support.kinks, dtype=float)[None, :]
+        x, w = _rule_on(np.array([self.support.xlo]), np.array([self.support.xhi]), kinks, self.panels,
+                        self.support.grading)
+        x, w = x[0], w[0]
+        w = w * np.exp(-0.5 * x * x)
+        return x, w / w.sum()
+
+
+def scan_grid(batch_size: float, points: int = 4001) -> tuple[np.ndarray, np.ndarray]:
+    """x grid over the whole support and the log density there (unnormalised), for finding the support.
+
+    Finite B: uniform in theta over the angles where ``cos^(B-3)`` exceeds 1e-320; B = inf: uniform in x on
+    [-40, 40].
+    """
+    if math.isinf(batch_size):
+        x = np.linspace(-GAUSS_SCAN_LIMIT, GAUSS_SCAN_LIMIT, points)
+        return x, -0.5 * x * x
+    k = int(batch_size) - 3
+    cap = math.pi / 2 if k <= 1 else min(math.pi / 2, math.acos(math.exp(-737.0 / k)))
+    theta = np.linspace(-cap, cap, points)
+    return math.sqrt(batch_size - 1) * np.sin(theta), log_cos_power(k, theta)
