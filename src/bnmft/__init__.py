@@ -8,7 +8,8 @@ The public API (this module) is small; the implementation lives in subpackages:
 ``import bnmft`` never imports torch.
 """
 
-from .nonlinearity import Nonlinearity, available as nonlinearities, get_nonlinearity
+from .nonlinearity import Nonlinearity, get_nonlinearity
+from .nonlinearity import available as nonlinearities
 from .theory import TheoryResult, gegenbauer_series, spherical_moments, theory, theory_table
 
 __version__ = "0.1.0"

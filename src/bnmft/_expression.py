@@ -79,7 +79,7 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Dual], bool]] = {
     "tan": (1, _unary(np.tan, lambda u: 1.0 / np.cos(u) ** 2), False),
     "sinh": (1, _unary(np.sinh, np.cosh), False),
     "cosh": (1, _unary(np.cosh, np.sinh), False),
-    "tanh": (1, _unary(np.tanh, lambda u: 1.0 - np.tanh(u) ** 2), False),
+    "tanh": (1, _unary(np.tanh, lambda u: 4 * np.exp(-2 * np.abs(u)) / (1 + np.exp(-2 * np.abs(u))) ** 2), False),
     "arctan": (1, _unary(np.arctan, lambda u: 1.0 / (1.0 + u * u)), False),
     "atan": (1, _unary(np.arctan, lambda u: 1.0 / (1.0 + u * u)), False),
     "arcsinh": (1, _unary(np.arcsinh, lambda u: 1.0 / np.sqrt(1.0 + u * u)), False),

@@ -127,7 +127,12 @@ def _sig(z):
     return special.expit(z)
 
 
-_smooth("tanh", np.tanh, lambda z: 1.0 / np.cosh(z) ** 2, "tanh(z)")
+def _sech2(z):
+    t = np.exp(-2 * np.abs(z))  # sech^2 = 4 t / (1 + t)^2, without overflow and accurate in the tails
+    return 4 * t / (1 + t) ** 2
+
+
+_smooth("tanh", np.tanh, _sech2, "tanh(z)")
 _smooth("erf", special.erf, lambda z: 2 / math.sqrt(math.pi) * np.exp(-z * z), "erf(z)")
 _smooth("sigmoid", _sig, lambda z: _sig(z) * _sig(-z), "1 / (1 + exp(-z))")
 _smooth(
@@ -143,14 +148,21 @@ _smooth("sin", np.sin, np.cos, "sin(z)")
 
 @register("identity", doc="z")
 def _identity() -> Nonlinearity:
-    return Nonlinearity("identity", lambda z: z * 1.0, np.ones_like, family="identity",
-                        params=MappingProxyType({"alpha": 1.0}))
+    return Nonlinearity(
+        "identity", lambda z: z * 1.0, np.ones_like, family="identity", params=MappingProxyType({"alpha": 1.0})
+    )
 
 
 @register("relu", doc="max(z, 0)")
 def _relu() -> Nonlinearity:
-    return Nonlinearity("relu", lambda z: np.maximum(z, 0.0), lambda z: (z > 0).astype(float), (0.0,),
-                        family="relu", params=MappingProxyType({"alpha": 1.0}))
+    return Nonlinearity(
+        "relu",
+        lambda z: np.maximum(z, 0.0),
+        lambda z: (z > 0).astype(float),
+        (0.0,),
+        family="relu",
+        params=MappingProxyType({"alpha": 1.0}),
+    )
 
 
 @register("leaky_relu", params=("slope",), doc="max(z, 0) + slope * min(z, 0); slope = 0.01 by default")
@@ -180,8 +192,15 @@ def _alpha_relu(alpha: float = 1.0) -> Nonlinearity:
 
     # phi'^2 ~ z^(2a-2) at 0+; the graded map u = s^p turns it into s^(p(2a-1)-1), polynomial at a = 3/4
     grading = 2 if (2 * a).is_integer() else 6
-    return Nonlinearity(f"alpha_relu(alpha={a:g})", f, d, (0.0,), family="alpha_relu",
-                        params=MappingProxyType({"alpha": a}), kink_grading=grading)
+    return Nonlinearity(
+        f"alpha_relu(alpha={a:g})",
+        f,
+        d,
+        (0.0,),
+        family="alpha_relu",
+        params=MappingProxyType({"alpha": a}),
+        kink_grading=grading,
+    )
 
 
 @register("elu", params=("alpha",), doc="z if z > 0 else alpha * (exp(z) - 1); alpha = 1 by default")
@@ -307,9 +326,7 @@ def _fd(f: ArrayFn, kinks: tuple[float, ...]) -> ArrayFn:
         if not np.any(near):
             return central
         s = np.where(nearest >= 0, 1.0, -1.0) * h
-        one_sided = (-25 * f(z) + 48 * f(z + s) - 36 * f(z + 2 * s) + 16 * f(z + 3 * s) - 3 * f(z + 4 * s)) / (
-            12 * s
-        )
+        one_sided = (-25 * f(z) + 48 * f(z + s) - 36 * f(z + 2 * s) + 16 * f(z + 3 * s) - 3 * f(z + 4 * s)) / (12 * s)
         return np.where(near, one_sided, central)
 
     return d

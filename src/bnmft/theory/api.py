@@ -39,13 +39,14 @@ def check_batch_size(batch_size) -> float:
             raise ValueError("batch_size must be an integer >= 4 or +inf, got -inf")
         return math.inf
     if not value.is_integer():
-        raise ValueError(f"batch_size must be an integer (the number of examples BN normalises together), "
-                         f"got {batch_size!r}")
+        raise ValueError(
+            f"batch_size must be an integer (the number of examples BN normalises together), got {batch_size!r}"
+        )
     if value < MIN_BATCH:
         why = {
             2: "with B = 2 batch norm outputs +-1 whatever the input, so every gradient is exactly zero",
             3: "with B = 3 the mean-field gradient rate is infinite (E[1/||Gh||^2] diverges for a chi^2 with "
-               "2 degrees of freedom)",
+            "2 degrees of freedom)",
         }.get(int(value), "batch norm needs at least 2 examples, and the theory at least 4")
         raise ValueError(f"batch_size must be >= {MIN_BATCH}, got {int(value)}: {why}")
     return int(value)
@@ -62,8 +63,9 @@ def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | Non
         a = phi.params["alpha"]
         values = closed_forms.homogeneous(a, batch_size)
         scale = abs(gamma) ** a
-        values.update(q_star=values["q_star"] * scale**2, mu_star=values["mu_star"] * scale**2,
-                      mean=values["mean"] * scale)
+        values.update(
+            q_star=values["q_star"] * scale**2, mu_star=values["mu_star"] * scale**2, mean=values["mean"] * scale
+        )
         return values
     return None
 
@@ -140,9 +142,20 @@ def theory(
     if base.family in ("identity", "relu"):
         result_params.pop("alpha", None)
     return TheoryResult(
-        phi=base.name, batch_size=b, gamma=gamma, beta=beta, q_star=q, c_star=c, mu_star=mu, phi_mean=mean,
-        lambda_G=lam, depth_scale=xi, max_trainable_depth=TRAINABLE_DEPTH_FACTOR * xi, method=method_used,
-        quadrature_error=error, params=result_params,
+        phi=base.name,
+        batch_size=b,
+        gamma=gamma,
+        beta=beta,
+        q_star=q,
+        c_star=c,
+        mu_star=mu,
+        phi_mean=mean,
+        lambda_G=lam,
+        depth_scale=xi,
+        max_trainable_depth=TRAINABLE_DEPTH_FACTOR * xi,
+        method=method_used,
+        quadrature_error=error,
+        params=result_params,
     )
 
 

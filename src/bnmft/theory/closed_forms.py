@@ -64,6 +64,11 @@ def homogeneous(alpha: float, batch_size: float) -> dict[str, float]:
     ``a^2 / ((2a - 1)(1 - J(0)))`` (= E[phi'^2] / Var[phi]).
     """
     a = float(alpha)
+    if a <= 0.5:
+        raise ValueError(
+            f"alpha_relu with alpha = {a:g}: phi'^2 ~ z^(2 alpha - 2) is not integrable at 0 for alpha <= 1/2, "
+            "so lambda_G is infinite; alpha must be > 1/2"
+        )
     if math.isinf(batch_size):
         c = 0.0
         q = math.exp(a * math.log(2) + gammaln(a + 0.5)) / (2 * math.sqrt(math.pi))
@@ -84,8 +89,9 @@ def homogeneous(alpha: float, batch_size: float) -> dict[str, float]:
     mean = math.exp(gammaln((a + 1) / 2) + (a / 2) * math.log(2)) / (2 * math.sqrt(math.pi))
     if not math.isinf(batch_size):  # E[x_1+^a] on the sphere: A^(a/2) E[t+^a]
         big_a = batch_size - 1
-        mean = math.exp((a / 2) * math.log(big_a) + gammaln((a + 1) / 2) + gammaln(big_a / 2)
-                        - gammaln((a + big_a) / 2)) / (2 * math.sqrt(math.pi))
+        mean = math.exp(
+            (a / 2) * math.log(big_a) + gammaln((a + 1) / 2) + gammaln(big_a / 2) - gammaln((a + big_a) / 2)
+        ) / (2 * math.sqrt(math.pi))
     return {"q_star": q, "c_star": j, "mu_star": q * (1 - j), "lambda_G": lam, "mean": mean}
 
 
@@ -95,8 +101,7 @@ def affine(slope: float, offset: float, batch_size: float) -> dict[str, float]:
     rho = 0.0 if math.isinf(batch_size) else -1.0 / (batch_size - 1)
     q = a2 + b2
     lam = 1.0 if math.isinf(batch_size) else (batch_size - 2) / (batch_size - 3)
-    return {"q_star": q, "c_star": (a2 * rho + b2) / q, "mu_star": a2 * (1 - rho), "lambda_G": lam,
-            "mean": offset}
+    return {"q_star": q, "c_star": (a2 * rho + b2) / q, "mu_star": a2 * (1 - rho), "lambda_G": lam, "mean": offset}
 
 
 __all__ = ["affine", "arccos_kernel", "homogeneous", "relu_kernel"]

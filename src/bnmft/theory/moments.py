@@ -56,12 +56,21 @@ def _evaluate(phi: Nonlinearity, x: np.ndarray, what: str) -> tuple[np.ndarray, 
     with np.errstate(all="ignore"):
         f, d = phi(x), phi.derivative(x)
     bad = ~(np.isfinite(f) & np.isfinite(d))
+    if phi.kinks and np.any(bad):  # phi' need not exist exactly at a kink (a set of measure zero)
+        at_kink = np.min(np.abs(np.asarray(x)[..., None] - np.asarray(phi.kinks)), axis=-1) < 1e-9
+        f, d = np.where(at_kink, 0.0, f), np.where(at_kink, 0.0, d)
+        bad &= ~at_kink
     if np.any(bad):
-        z = float(np.asarray(x)[bad].flat[0])
-        raise ValueError(
-            f"phi={phi.name!r} (or its derivative) is not finite at z = {z:.6g}, {what}; phi must be finite "
-            "and differentiable almost everywhere with finite moments"
+        i = np.flatnonzero(bad)[0]
+        z, fz, dz = float(np.asarray(x).flat[i]), float(f.flat[i]), float(d.flat[i])
+        overflow = not (math.isnan(fz) or math.isnan(dz))
+        detail = "overflows" if overflow else "is not a number"
+        advice = (
+            "; its Gaussian moments diverge, so the large-batch limit B = inf is not defined (use a finite batch_size)"
+            if overflow and "B = inf" in what
+            else "; phi must be finite, with finite moments"
         )
+        raise ValueError(f"phi={phi.name!r} (or its derivative) {detail} (not finite) at z = {z:.6g}, {what}{advice}")
     return f, d
 
 
@@ -142,8 +151,11 @@ def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
     """
     support = find_support(phi, batch_size)
     panels = max(4, math.ceil(support.xhi - support.xlo))
-    make = (lambda p: GaussRule(support, p)) if math.isinf(batch_size) else (
-        lambda p: SphereRule(int(batch_size), support, p))
+    make = (
+        (lambda p: GaussRule(support, p))
+        if math.isinf(batch_size)
+        else (lambda p: SphereRule(int(batch_size), support, p))
+    )
     rule = make(panels)
     x, w = rule.one()
     f, d = _evaluate(phi, x, "at a quadrature node")
@@ -169,8 +181,18 @@ def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
         mu = float(w @ (centred * centred))
         dmean = float(w @ d)
         xdm = float(w @ (x * d))
-        return SphericalMoments(batch_size, float(mean), float(second), float(mean) ** 2, mu, float(d2),
-                                dmean**2, float(w @ (x * x * d * d)) - xdm**2, panels, error)
+        return SphericalMoments(
+            batch_size,
+            float(mean),
+            float(second),
+            float(mean) ** 2,
+            mu,
+            float(d2),
+            dmean**2,
+            float(w @ (x * x * d * d)) - xdm**2,
+            panels,
+            error,
+        )
 
     x1, x2, w12 = rule.two()
     f2, d2_ = _evaluate(phi, x2, "at a quadrature node")

@@ -56,7 +56,7 @@ def log_cos_power(k: int, angle: np.ndarray) -> np.ndarray:
     if k == 0:
         return np.zeros_like(angle)
     with np.errstate(divide="ignore"):
-        return 0.5 * k * np.log1p(-np.sin(angle) ** 2)
+        return 0.5 * k * np.log1p(-(np.sin(angle) ** 2))
 
 
 def snap_panels(lo: np.ndarray, hi: np.ndarray, kinks: np.ndarray, panels: int):
@@ -180,8 +180,7 @@ class SphereRule:
         """Nodes ``x_1`` (n,) and probability weights (n,) for one coordinate."""
         B = self.batch_size
         lo, hi = self._angle([self.support.xlo]), self._angle([self.support.xhi])
-        theta, w = _rule_on(lo, hi, self._outer_breaks()[None, :], self.panels,
-                            self.support.grading)
+        theta, w = _rule_on(lo, hi, self._outer_breaks()[None, :], self.panels, self.support.grading)
         theta, w = theta[0], w[0]
         w = w * np.exp(log_cos_power(B - 3, theta))
         return self.scale * np.sin(theta), w / w.sum()
@@ -217,8 +216,9 @@ class GaussRule:
 
     def one(self) -> tuple[np.ndarray, np.ndarray]:
         kinks = np.asarray(self.support.kinks, dtype=float)[None, :]
-        x, w = _rule_on(np.array([self.support.xlo]), np.array([self.support.xhi]), kinks, self.panels,
-                        self.support.grading)
+        x, w = _rule_on(
+            np.array([self.support.xlo]), np.array([self.support.xhi]), kinks, self.panels, self.support.grading
+        )
         x, w = x[0], w[0]
         w = w * np.exp(-0.5 * x * x)
         return x, w / w.sum()

@@ -1,0 +1,194 @@
+"""Command-line interface: ``bnmft theory``, ``bnmft reproduce``, ``bnmft nonlinearities``.
+
+Every bad argument ends with a one-line message naming it and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .nonlinearity import available
+from .theory import TheoryResult, check_batch_size, theory_table
+
+
+class UsageError(Exception):
+    """Bad input found after parsing; reported with exit status 2."""
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def batch_size_arg(text: str):
+    try:
+        return check_batch_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+TABLE_COLUMNS = (
+    ("B", "batch_size", "{:>8}"),
+    ("q*", "q_star", "{:>14.10g}"),
+    ("c*", "c_star", "{:>14.10g}"),
+    ("mu*", "mu_star", "{:>14.10g}"),
+    ("lambda_G", "lambda_G", "{:>14.10g}"),
+    ("depth scale", "depth_scale", "{:>14.8g}"),
+    ("max depth", "max_trainable_depth", "{:>12.6g}"),
+    ("method", "method", "{:>12}"),
+)
+
+
+def format_table(results: Sequence[TheoryResult]) -> str:
+    """A fixed-width text table of results (one row per result)."""
+    lines = []
+    first = results[0]
+    knobs = f"  gamma = {first.gamma:g}, beta = {first.beta:g}" if (first.gamma != 1 or first.beta != 0) else ""
+    lines.append(f"phi = {first.phi}{knobs}")
+    widths = [len(fmt.format(getattr(first, key) if key != "batch_size" else "inf")) for _, key, fmt in TABLE_COLUMNS]
+    lines.append("  ".join(h.rjust(w) for (h, _, _), w in zip(TABLE_COLUMNS, widths, strict=True)))
+    for r in results:
+        cells = []
+        for _, key, fmt in TABLE_COLUMNS:
+            value = getattr(r, key)
+            if isinstance(value, float) and math.isinf(value):
+                value = "inf"
+                fmt = fmt.replace(".10g", "").replace(".8g", "").replace(".6g", "")
+            cells.append(fmt.format(value))
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+JSON_KEYS = (
+    "phi",
+    "batch_size",
+    "gamma",
+    "beta",
+    "q_star",
+    "c_star",
+    "mu_star",
+    "lambda_G",
+    "depth_scale",
+    "max_trainable_depth",
+    "method",
+    "phi_mean",
+    "quadrature_error",
+    "params",
+)
+
+
+def to_json(results: Sequence[TheoryResult]) -> str:
+    return json.dumps([{k: r.to_dict()[k] for k in JSON_KEYS} for r in results], indent=2)
+
+
+def _phi_params(args) -> dict[str, float]:
+    return {k: v for k, v in (("alpha", args.alpha), ("slope", args.slope)) if v is not None}
+
+
+def cmd_theory(args) -> int:
+    results = theory_table(
+        args.phi, args.batch_size, gamma=args.gamma, beta=args.beta, method=args.method, **_phi_params(args)
+    )
+    if args.plot:
+        from .plots import plot_theory
+
+        plot_theory(
+            args.phi,
+            args.batch_size,
+            args.plot,
+            gamma=args.gamma,
+            beta=args.beta,
+            method=args.method,
+            **_phi_params(args),
+        )
+    if args.json:
+        print(to_json(results))
+    else:
+        print(format_table(results))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_nonlinearities(args) -> int:
+    entries = available()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    else:
+        width = max(map(len, entries))
+        for name, doc in entries.items():
+            print(f"{name:<{width}}  {doc}")
+        print("\nor any expression in z, e.g. 'tanh(2*z) + 0.1*z'")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.out, quiet=args.json)
+    if args.json:
+        print(json.dumps({"out": str(args.out)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnmft", description="Mean field theory of batch normalization.")
+    parser.add_argument("--version", action="version", version=f"bnmft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("theory", help="fixed point and gradient explosion rate for phi and batch sizes")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument(
+        "--batch-size",
+        "-B",
+        required=True,
+        nargs="+",
+        type=batch_size_arg,
+        metavar="B",
+        help="one or more batch sizes (integers >= 4, or 'inf')",
+    )
+    p.add_argument("--gamma", type=finite_float, default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
+    p.add_argument("--beta", type=finite_float, default=0.0, help="BN shift (default 0)")
+    p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu (max(z,0)^alpha) or elu")
+    p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
+    p.add_argument("--method", choices=("auto", "closed_form", "quadrature"), default="auto")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
+    p.add_argument("--plot", metavar="FILE", help="draw lambda_G and max trainable depth against batch size")
+    p.set_defaults(func=cmd_theory)
+
+    p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nonlinearities)
+
+    p = sub.add_parser("reproduce", help="the main job: regenerate the theory tables and figures")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, UsageError) as err:
+        print(f"bnmft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bnmft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

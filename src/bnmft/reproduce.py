@@ -1,0 +1,180 @@
+"""``bnmft reproduce``: the main job. For now: the theory tables and figures (later issues add the
+simulations and the paper's training experiments).
+
+Writes into the output directory:
+
+* ``theory_table.csv`` / ``theory_table.json`` - q*, c*, mu*, lambda_G, depth scale and max trainable depth
+  for several nonlinearities over batch sizes 4 ... 4096 and inf (one row per phi x B);
+* ``theory_lambda_G.png`` - lambda_G and 16 / ln lambda_G against B, one curve per phi;
+* ``report.md`` - the table, and the checks of the engine against independent references (closed forms
+  through the general quadrature path, the Gegenbauer series, the check values of theory.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .nonlinearity import get_nonlinearity
+from .plots import dense_batch_sizes, plot_lambda_g
+from .theory import gegenbauer_series, theory
+from .theory.closed_forms import homogeneous
+
+#: (label, spec, keyword arguments) of the nonlinearities in the table
+PHIS = (
+    ("relu", "relu", {}),
+    ("tanh", "tanh", {}),
+    ("tanh, gamma=0.5", "tanh", {"gamma": 0.5}),
+    ("relu, beta=1", "relu", {"beta": 1.0}),
+    ("alpha_relu, alpha=2", "alpha_relu", {"alpha": 2.0}),
+    ("gelu", "gelu", {}),
+    ("selu", "selu", {}),
+    ("sin", "sin", {}),
+    ("identity", "identity", {}),
+)
+TABLE_BATCH_SIZES = (4, 5, 6, 8, 16, 32, 64, 128, 256, 1024, 4096, math.inf)
+RELU_CHECKS = {4: (0.1695, 3.0841), 8: (0.2501, 1.7882), 32: (0.3023, 1.5220)}  # theory.md sections 2, 4
+
+
+def reproduce(out: str | Path, *, quiet: bool = False) -> Path:
+    """Run the main job into ``out`` (created if needed); returns the directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    dense = dense_batch_sizes(4, 4096, 40)
+    jobs = [(label, spec, kw, b) for label, spec, kw in PHIS for b in sorted(set(dense) | set(TABLE_BATCH_SIZES))]
+    curves: dict[str, list] = {label: [] for label, _, _ in PHIS}
+    rows = []
+    for label, spec, kw, b in tqdm(jobs, desc="theory", unit="point", disable=quiet, file=sys.stderr):
+        r = theory(spec, b, **kw)
+        curves[label].append(r)
+        if b in TABLE_BATCH_SIZES:
+            rows.append({"label": label, **r.to_dict()})
+    _write_table(rows, out)
+    plot_lambda_g(curves, out / "theory_lambda_G.png", title="BN mean field theory (eps = 0)")
+    checks = _checks()
+    _write_report(rows, checks, out, time.perf_counter() - start)
+    failed = [c[0] for c in checks if c[3] > c[4]]
+    if failed:
+        raise RuntimeError(f"theory checks failed: {failed} (see {out / 'report.md'})")
+    if not quiet:
+        print(f"wrote {out}/theory_table.csv, theory_table.json, theory_lambda_G.png, report.md", file=sys.stderr)
+    return out
+
+
+def _write_table(rows: list[dict], out: Path) -> None:
+    keys = [
+        "label",
+        "phi",
+        "batch_size",
+        "gamma",
+        "beta",
+        "q_star",
+        "c_star",
+        "mu_star",
+        "lambda_G",
+        "depth_scale",
+        "max_trainable_depth",
+        "method",
+        "quadrature_error",
+    ]
+    with open(out / "theory_table.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "theory_table.json").write_text(json.dumps(rows, indent=2))
+
+
+def _checks() -> list[tuple[str, float, float, float, float]]:
+    """(what, engine value, reference, difference, tolerance) for the report.
+
+    The theory.md check values are printed to 4 decimals: the engine's value rounded to 4 decimals must equal
+    them (difference measured after rounding). The others are relative differences.
+    """
+    checks = []
+    for b, (c_ref, lam_ref) in RELU_CHECKS.items():
+        r = theory("relu", b, method="quadrature")
+        for name, value, ref in (("c*", r.c_star, c_ref), ("lambda_G", r.lambda_G, lam_ref)):
+            checks.append(
+                (f"relu {name} B={b} vs theory.md (4 decimals)", value, ref, abs(round(value, 4) - ref), 1e-12)
+            )
+    for a in (1.0, 2.0, 3.0):
+        for b in (4, 32, 1024):
+            r = theory("alpha_relu", b, alpha=a, method="quadrature")
+            ref = homogeneous(a, b)["lambda_G"]
+            checks.append(
+                (
+                    f"alpha_relu a={a:g} lambda_G B={b}: quadrature vs closed form",
+                    r.lambda_G,
+                    ref,
+                    abs(r.lambda_G / ref - 1),
+                    1e-9,
+                )
+            )
+    for spec in ("tanh", "gelu", "sin"):
+        for b in (4, 8, 32):
+            r, g = theory(spec, b), gegenbauer_series(get_nonlinearity(spec), b)
+            checks.append(
+                (
+                    f"{spec} lambda_G B={b}: quadrature vs Gegenbauer series",
+                    r.lambda_G,
+                    g.lambda_G,
+                    abs(r.lambda_G / g.lambda_G - 1),
+                    1e-10,
+                )
+            )
+    for b in (8, 1024, 100000):
+        r = theory("z", b)
+        ref = (b - 2) / (b - 3)
+        checks.append(
+            (
+                f"identity (as the expression 'z') lambda_G B={b}: quadrature vs (B-2)/(B-3)",
+                r.lambda_G,
+                ref,
+                abs(r.lambda_G / ref - 1),
+                1e-12,
+            )
+        )
+    return checks
+
+
+def _write_report(rows: list[dict], checks, out: Path, seconds: float) -> None:
+    lines = [
+        "# bnmft theory report",
+        "",
+        "Mean-field predictions at initialisation for plain batch-normalised MLPs (eps = 0): the BSB1 "
+        "fixed point (q*, c*), the gradient explosion rate lambda_G and the predicted maximum trainable "
+        "depth 16 / ln lambda_G (Yang et al. 2019; `shared/reference/theory.md`).",
+        "",
+        "![lambda_G against batch size](theory_lambda_G.png)",
+        "",
+        "## Table",
+        "",
+        "| phi | B | q* | c* | lambda_G | max depth | method |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        depth = r["max_trainable_depth"]
+        depth = depth if isinstance(depth, str) else f"{depth:.4g}"
+        lines.append(
+            f"| {r['label']} | {r['batch_size']} | {r['q_star']:.8g} | {r['c_star']:.8g} | "
+            f"{r['lambda_G']:.10g} | {depth} | {r['method']} |"
+        )
+    lines += [
+        "",
+        "## Checks against independent references",
+        "",
+        "| check | engine | reference | difference | tolerance | ok |",
+        "|---|---|---|---|---|---|",
+    ]
+    for what, value, ref, diff, tol in checks:
+        verdict = "yes" if diff <= tol else "NO"
+        lines.append(f"| {what} | {value:.12g} | {ref:.12g} | {diff:.2e} | {tol:.0e} | {verdict} |")
+    lines += ["", f"Computed in {seconds:.1f} s."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")

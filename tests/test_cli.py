@@ -1,0 +1,115 @@
+"""The command line: table, --json keys, --plot, bad input -> exit status 2 without traceback."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnmft import theory
+from bnmft.cli import main
+
+REQUIRED_KEYS = {"phi", "batch_size", "q_star", "c_star", "mu_star", "lambda_G", "depth_scale", "max_trainable_depth"}
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_output(capsys):
+    code, out, _ = run(capsys, "theory", "--phi", "relu", "--batch-size", "4", "32", "inf", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["batch_size"] for r in rows] == [4, 32, "inf"]
+    assert isinstance(rows[0]["batch_size"], int)
+    for row in rows:
+        assert REQUIRED_KEYS <= set(row)
+        assert row["phi"] == "relu"
+    assert rows[1]["lambda_G"] == pytest.approx(theory("relu", 32).lambda_G, rel=1e-15)
+    assert rows[2]["lambda_G"] == pytest.approx(math.pi / (math.pi - 1), rel=1e-14)
+
+
+def test_options_reach_the_theory(capsys):
+    code, out, _ = run(capsys, "theory", "--phi", "alpha_relu", "--alpha", "2", "--gamma", "0.5", "-B", "16", "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    ref = theory("alpha_relu", 16, alpha=2.0, gamma=0.5)
+    assert row["lambda_G"] == ref.lambda_G and row["q_star"] == ref.q_star
+    code, out, _ = run(capsys, "theory", "--phi", "leaky_relu", "--slope", "0.2", "--beta", "0.1", "-B", "8", "--json")
+    assert json.loads(out)[0]["lambda_G"] == theory("leaky_relu", 8, slope=0.2, beta=0.1).lambda_G
+
+
+def test_table_output(capsys):
+    code, out, _ = run(capsys, "theory", "--phi", "tanh(2*z) + 0.1*z", "--batch-size", "8", "inf")
+    assert code == 0
+    assert "lambda_G" in out and "max depth" in out
+    lines = out.strip().splitlines()
+    assert lines[-1].split()[0] == "inf"
+    assert float(lines[-2].split()[4]) == pytest.approx(theory("tanh(2*z) + 0.1*z", 8).lambda_G, rel=1e-9)
+
+
+def test_plot(tmp_path, capsys):
+    target = tmp_path / "rates.png"
+    code, _, _ = run(capsys, "theory", "--phi", "relu", "-B", "4", "8", "64", "inf", "--plot", str(target))
+    assert code == 0
+    assert target.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["theory", "--phi", "relu", "-B", "2"], "gradient is exactly zero"),
+        (["theory", "--phi", "relu", "-B", "3"], "infinite"),
+        (["theory", "--phi", "relu", "-B", "4.5"], "integer"),
+        (["theory", "--phi", "relu", "-B", "-8"], ">= 4"),
+        (["theory", "--phi", "nosuch", "-B", "8"], "unknown nonlinearity"),
+        (["theory", "--phi", "__import__('os').system('echo hi')", "-B", "8"], "phi"),
+        (["theory", "--phi", "tanh(", "-B", "8"], "cannot parse"),
+        (["theory", "--phi", "0*z+1", "-B", "8"], "constant"),
+        (["theory", "--phi", "exp(z**2)", "-B", "inf"], "diverge"),
+        (["theory", "--phi", "tanh", "--gamma", "nan", "-B", "8"], "--gamma"),
+        (["theory", "--phi", "relu", "--beta", "inf", "-B", "8"], "--beta"),
+        (["theory", "--phi", "tanh", "--alpha", "2", "-B", "8"], "'alpha' does not apply"),
+        (["theory", "--phi", "relu"], "--batch-size"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse errors exit by themselves
+        code, _, err = run(capsys, *argv)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err if not locals().get("err") else err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed `bnmft` entry point, as a user runs it."""
+    exe = Path(sys.executable).with_name("bnmft")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bnmft.cli"]
+    ok = subprocess.run([*cmd, "theory", "--phi", "relu", "-B", "32", "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)[0]["lambda_G"] == pytest.approx(1.5219528305518792, rel=1e-14)
+    bad = subprocess.run([*cmd, "theory", "--phi", "relu", "-B", "3"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "batch_size must be >= 4" in bad.stderr
+
+
+def test_import_does_not_pull_torch_or_matplotlib():
+    code = (
+        "import sys, bnmft; bnmft.theory('tanh', 8); "
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_nonlinearities_listing(capsys):
+    code, out, _ = run(capsys, "nonlinearities", "--json")
+    assert code == 0 and "alpha_relu" in json.loads(out)
