@@ -60,7 +60,7 @@ def monte_carlo(phi_spec: str, b: int, target: float = 1e-3, chunk: int = 20000,
     chol = np.linalg.cholesky(sigma)
     rng = np.random.default_rng(seed)
     pilot = mc_samples(phi, b, chol, chunk, rng)
-    needed = int(math.ceil((pilot.std() / pilot.mean() / target) ** 2))
+    needed = math.ceil((pilot.std() / pilot.mean() / target) ** 2)
     start = time.perf_counter()
     total, total_sq, count = 0.0, 0.0, 0
     while count < needed:
@@ -101,10 +101,14 @@ def main() -> None:
         return
     print(f"lambda_G for phi={args.phi}, B={b}; reference (Gegenbauer series) = {reference:.15g}")
     print(f"  quadrature : {t_quad * 1e3:8.3f} ms   lambda_G = {lam_quad:.15g}   rel. error {err_quad:.1e}")
-    print(f"  Monte Carlo: {t_mc * 1e3:8.1f} ms   lambda_G = {lam_mc:.6g} +- {se_mc:.1g} ({n_mc} samples)"
-          f"   rel. error {err_mc:.1e} (stderr {se_mc / lam_mc:.1e})")
-    print(f"  quadrature is {t_mc / t_quad:.0f}x faster and {result['accuracy_ratio']:.1e}x more accurate "
-          "(MC standard error / quadrature error, the latter floored at 1e-16)")
+    print(
+        f"  Monte Carlo: {t_mc * 1e3:8.1f} ms   lambda_G = {lam_mc:.6g} +- {se_mc:.1g} ({n_mc} samples)"
+        f"   rel. error {err_mc:.1e} (stderr {se_mc / lam_mc:.1e})"
+    )
+    print(
+        f"  quadrature is {t_mc / t_quad:.0f}x faster and {result['accuracy_ratio']:.1e}x more accurate "
+        "(MC standard error / quadrature error, the latter floored at 1e-16)"
+    )
 
 
 if __name__ == "__main__":
