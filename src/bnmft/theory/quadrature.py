@@ -103,21 +103,29 @@ def panel_rule(bounds: np.ndarray, is_kink: np.ndarray, grading: int = GRADING_P
         ``(nodes, weights)`` of shape (R, P * n); weights integrate ``dt`` over each row's interval.
     """
     s, ws = _gauss_legendre_01(n)
-    p = grading
-    left, right = bounds[:, :-1, None], bounds[:, 1:, None]
-    kl, kr = is_kink[:, :-1, None], is_kink[:, 1:, None]
-    sp, tp = s**p, (1 - s) ** p
-    den = sp + tp
-    u = np.where(kl & kr, sp / den, np.where(kl, sp, np.where(kr, 1 - tp, s)))
-    du = np.where(
-        kl & kr,
-        p * s ** (p - 1) * (1 - s) ** (p - 1) / den**2,
-        np.where(kl, p * s ** (p - 1), np.where(kr, p * (1 - s) ** (p - 1), 1.0)),
-    )
-    nodes = left + (right - left) * u
-    weights = (right - left) * ws * du
-    rows = bounds.shape[0]
-    return nodes.reshape(rows, -1), weights.reshape(rows, -1)
+    left, right = bounds[:, :-1], bounds[:, 1:]
+    width = (right - left)[:, :, None]
+    nodes = left[:, :, None] + width * s
+    weights = width * ws
+    kl, kr = is_kink[:, :-1], is_kink[:, 1:]
+    graded = kl | kr
+    if np.any(graded):  # only the few panels next to a kink are remapped
+        p = grading
+        sp, tp = s**p, (1 - s) ** p
+        den = sp + tp
+        maps = {  # (left kink, right kink) -> (u(s), u'(s))
+            (True, False): (sp, p * s ** (p - 1)),
+            (False, True): (1 - tp, p * (1 - s) ** (p - 1)),
+            (True, True): (sp / den, p * s ** (p - 1) * (1 - s) ** (p - 1) / den**2),
+        }
+        for (at_left, at_right), (u, du) in maps.items():
+            rows, cols = np.nonzero((kl == at_left) & (kr == at_right) & graded)
+            if rows.size:
+                w = width[rows, cols]
+                nodes[rows, cols] = left[rows, cols, None] + w * u
+                weights[rows, cols] = w * ws * du
+    count = bounds.shape[0]
+    return nodes.reshape(count, -1), weights.reshape(count, -1)
 
 
 def _rule_on(lo, hi, kinks, panels, grading):
