@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..nonlinearity import Nonlinearity, get_nonlinearity
-from . import closed_forms
+from . import closed_forms, forward
 from .moments import spherical_moments
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
@@ -117,30 +117,38 @@ def theory(
             f"method='closed_form': no closed form for phi={base.name!r} with beta={beta:g}; closed forms exist "
             "for identity (any gamma, beta), relu and alpha_relu (beta = 0)"
         )
+    forward_closed = values is not None and effective.family in ("identity", "relu")
+    moments = None
+    if values is None or not forward_closed:
+        # with a closed-form lambda_G, phi' moments are not needed: do not let them decide convergence
+        moments = spherical_moments(effective, b, with_derivative=values is None)
+        _check_not_constant(base.name, gamma, beta, moments.second, moments.mu)
     if values is not None:
         method_used, error = "closed_form", 0.0
         q, c, mu, mean, lam = (values[k] for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
     else:
-        method_used = "quadrature"
-        m = spherical_moments(effective, b)
-        error = m.error
-        q, mu, mean = m.second, m.mu, m.mean
-        if not (q > 0 and mu > CONSTANT_TOL * q):
-            raise ValueError(
-                f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
-                f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
-            )
+        method_used, error = "quadrature", moments.error
+        q, mu, mean = moments.second, moments.mu, moments.mean
         c = 1.0 - mu / q
         if math.isinf(b):
-            lam = m.d2 / mu  # theory.md section 4: E[phi'^2] / Var[phi]
+            lam = moments.d2 / mu  # theory.md section 4: E[phi'^2] / Var[phi]
         else:
-            lam = ((b - 1) * m.d2 + m.dd - m.xd) / ((b - 3) * mu)  # section 4b's K(1) / (mu (B-3))
+            lam = ((b - 1) * moments.d2 + moments.dd - moments.xd) / ((b - 3) * mu)  # section 4b's K(1)/(mu (B-3))
     if not (math.isfinite(lam) and lam > 0):
         raise ValueError(f"phi={base.name!r}: lambda_G is not finite ({lam}); phi' must be square-integrable")
+
+    if forward_closed and effective.family == "identity":
+        rates = forward.affine_closed_form(b, beta)
+    elif forward_closed:
+        rates = forward.relu_closed_form(b, mean, values["xphi"], mu)
+    else:
+        rates = forward.from_moments(moments)
+        error = max(error, moments.error)
     xi = depth_scale(lam)
     result_params = {k: v for k, v in base.params.items() if k not in ("gamma", "beta")}
     if base.family in ("identity", "relu"):
         result_params.pop("alpha", None)
+    top = None if rates.lambda_L is None else max(rates.lambda_L, rates.lambda_M)
     return TheoryResult(
         phi=base.name,
         batch_size=b,
@@ -156,7 +164,22 @@ def theory(
         method=method_used,
         quadrature_error=error,
         params=result_params,
+        lambda_L=rates.lambda_L,
+        lambda_M=rates.lambda_M,
+        forward_depth_scale=forward.forward_depth_scale(rates.lambda_L, rates.lambda_M),
+        bsb1_stable=None if top is None else bool(top < 1.0),
+        forward_method="closed_form" if forward_closed else "quadrature",
+        cross_batch_c=rates.cross_batch_c,
+        cross_batch_rate=rates.cross_batch_rate,
     )
+
+
+def _check_not_constant(name: str, gamma: float, beta: float, q: float, mu: float) -> None:
+    if not (q > 0 and mu > CONSTANT_TOL * q):
+        raise ValueError(
+            f"phi={name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
+            f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
+        )
 
 
 def theory_table(phi, batch_sizes: Iterable, **kwargs) -> list[TheoryResult]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from scipy.special import gammaln
+from scipy.special import gammaln, poch
 
 
 def _series(a: float, c: float, shift: float) -> float:
@@ -69,15 +69,8 @@ def homogeneous(alpha: float, batch_size: float) -> dict[str, float]:
             f"alpha_relu with alpha = {a:g}: phi'^2 ~ z^(2 alpha - 2) is not integrable at 0 for alpha <= 1/2, "
             "so lambda_G is infinite; alpha must be > 1/2"
         )
-    if math.isinf(batch_size):
-        c = 0.0
-        q = math.exp(a * math.log(2) + gammaln(a + 0.5)) / (2 * math.sqrt(math.pi))
-    else:
-        big_a = batch_size - 1
-        c = -1.0 / big_a
-        q = math.exp(a * math.log(big_a) + gammaln(a + 0.5) + gammaln(big_a / 2) - gammaln(a + big_a / 2)) / (
-            2 * math.sqrt(math.pi)
-        )
+    c = 0.0 if math.isinf(batch_size) else -1.0 / (batch_size - 1)
+    q = _half_abs_moment(2 * a, batch_size)
     j, dj = relu_kernel(c) if a == 1.0 else arccos_kernel(a, c)
     if math.isinf(batch_size):
         lam = a * a / ((2 * a - 1) * (1 - j))
@@ -86,13 +79,19 @@ def homogeneous(alpha: float, batch_size: float) -> dict[str, float]:
         lam = ((b - 3 + 2 * a) * ((2 * a - 1) * dj + a * a * (b - 1))) / (
             (2 * a - 1) * (b - 3) * (b - 1) * (1 - j)
         ) - a * a / (b - 3)
-    mean = math.exp(gammaln((a + 1) / 2) + (a / 2) * math.log(2)) / (2 * math.sqrt(math.pi))
-    if not math.isinf(batch_size):  # E[x_1+^a] on the sphere: A^(a/2) E[t+^a]
-        big_a = batch_size - 1
-        mean = math.exp(
-            (a / 2) * math.log(big_a) + gammaln((a + 1) / 2) + gammaln(big_a / 2) - gammaln((a + big_a) / 2)
-        ) / (2 * math.sqrt(math.pi))
-    return {"q_star": q, "c_star": j, "mu_star": q * (1 - j), "lambda_G": lam, "mean": mean}
+    mean = _half_abs_moment(a, batch_size)
+    xphi = _half_abs_moment(a + 1, batch_size)
+    return {"q_star": q, "c_star": j, "mu_star": q * (1 - j), "lambda_G": lam, "mean": mean, "xphi": xphi}
+
+
+def _half_abs_moment(k: float, batch_size: float) -> float:
+    """``E[max(x_1, 0)^k]``: Gaussian for B = inf, else on the sphere ``A^(k/2) E[t+^k]`` with
+    ``t^2 ~ Beta(1/2, (B-2)/2)``, A = B - 1."""
+    if math.isinf(batch_size):
+        return math.exp(gammaln((k + 1) / 2) + (k / 2) * math.log(2)) / (2 * math.sqrt(math.pi))
+    big_a = batch_size - 1
+    # Gamma(A/2) / Gamma((k + A)/2) by the Pochhammer symbol: no cancellation of large log-gammas at large B
+    return big_a ** (k / 2) * math.exp(gammaln((k + 1) / 2)) / poch(big_a / 2, k / 2) / (2 * math.sqrt(math.pi))
 
 
 def affine(slope: float, offset: float, batch_size: float) -> dict[str, float]:
@@ -101,7 +100,14 @@ def affine(slope: float, offset: float, batch_size: float) -> dict[str, float]:
     rho = 0.0 if math.isinf(batch_size) else -1.0 / (batch_size - 1)
     q = a2 + b2
     lam = 1.0 if math.isinf(batch_size) else (batch_size - 2) / (batch_size - 3)
-    return {"q_star": q, "c_star": (a2 * rho + b2) / q, "mu_star": a2 * (1 - rho), "lambda_G": lam, "mean": offset}
+    return {
+        "q_star": q,
+        "c_star": (a2 * rho + b2) / q,
+        "mu_star": a2 * (1 - rho),
+        "lambda_G": lam,
+        "mean": offset,
+        "xphi": slope,  # E[x_1 (slope x_1 + offset)] = slope E[x_1^2] = slope
+    }
 
 
 __all__ = ["affine", "arccos_kernel", "homogeneous", "relu_kernel"]

@@ -11,7 +11,15 @@ For finite B, x is uniform on the sphere of radius sqrt(B) in im G (see :mod:`.q
 ``d2``         E[d(x_1)^2]
 ``dd``         E[d(x_1) d(x_2)]
 ``xd``         E[(x_1 d(x_1) - x_2 d(x_2))^2] / 2
+``xphi``       E[x_1 phi(x_1)]
+``m_pair``     E[c_1 c_2 g], c = phi - E[phi], g of theory.md section 3 (lambda_M); finite B only
+``l_one``      E[c_1^2 (x_1^2 - 1)]       (lambda_L, below); finite B only
+``l_pair``     E[c_1 c_2 (x_1^2 - 1)]     (lambda_L); finite B only
 =============  ===========================================
+
+lambda_L's integrand needs the batch mean of phi; by exchangeability and the conditioning trick of section 2
+(``E[x_2^2 | x_1] = (B - x_1^2)/(B-1)``, ``E[x_2^2 | x_1, x_3] = (B - x_1^2 - x_3^2)/(B-2)``) it reduces (ours) to
+``T = 2 (1 - 2/B) B/(B-1) l_one - 4 l_pair`` and ``lambda_L = (B-1) T / (4 mu* (B-2))``.
 """
 
 from __future__ import annotations
@@ -48,8 +56,12 @@ class SphericalMoments:
     d2: float
     dd: float
     xd: float
+    xphi: float
     panels: int
     error: float
+    m_pair: float | None = None
+    l_one: float | None = None
+    l_pair: float | None = None
 
 
 def _evaluate(phi: Nonlinearity, x: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +86,7 @@ def _evaluate(phi: Nonlinearity, x: np.ndarray, what: str) -> tuple[np.ndarray, 
     return f, d
 
 
-def find_support(phi: Nonlinearity, batch_size: float) -> Support:
+def find_support(phi: Nonlinearity, batch_size: float, *, check_derivative: bool = True) -> Support:
     """Truncate the x range where ``density * (1 + phi^2 + phi'^2 (1 + x^2))`` is below TAIL of its max.
 
     Raises:
@@ -101,11 +113,11 @@ def find_support(phi: Nonlinearity, batch_size: float) -> Support:
         )
     xlo, xhi = x[max(first - 1, 0)], x[min(last + 1, len(x) - 1)]
     kinks = tuple(k for k in phi.kinks if xlo < k < xhi)
-    _check_kinks(phi, kinks)
+    _check_kinks(phi, kinks, check_derivative)
     return Support(float(xlo), float(xhi), kinks, phi.kink_grading)
 
 
-def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...]) -> None:
+def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...], check_derivative: bool = True) -> None:
     """phi must be continuous and phi'^2 integrable at each kink (the theory uses Stein's lemma)."""
     for k in kinks:
         small, tiny = _KINK_PROBE
@@ -118,7 +130,7 @@ def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...]) -> None:
                 f"phi={phi.name!r} jumps at z = {k:.6g} ({f[2]:.6g} -> {f[3]:.6g}); the mean field theory "
                 "needs a continuous phi"
             )
-        for near, far in ((d[2], d[0]), (d[3], d[1])):
+        for near, far in ((d[2], d[0]), (d[3], d[1])) if check_derivative else ():
             if abs(near) > 1e-300 and abs(far) > 1e-300:
                 power = math.log(near * near / (far * far)) / math.log(small / tiny)
                 if power >= 1 - 1e-6:
@@ -132,24 +144,27 @@ def _one_moments(x: np.ndarray, w: np.ndarray, f: np.ndarray, d: np.ndarray) -> 
     return np.array([w @ f, w @ (f * f), w @ (d * d), w @ (x * x * d * d)])
 
 
-def _relative_change(a: np.ndarray, b: np.ndarray) -> float:
+def _relative_change(a: np.ndarray, b: np.ndarray, with_derivative: bool) -> float:
     """Largest relative change of the one-coordinate moments; E[phi] on the scale of sqrt(E[phi^2])."""
     scale = np.abs(b)
     scale[0] = max(scale[0], math.sqrt(abs(b[1])))
-    return float(np.max(np.abs(a - b) / np.maximum(scale, 1e-300)))
+    change = np.abs(a - b) / np.maximum(scale, 1e-300)
+    return float(np.max(change if with_derivative else change[:2]))
 
 
-def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
+def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
     """Moments of phi under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
 
     Quadrature: see :mod:`.quadrature` (composite Gauss-Legendre in the sphere angles, kinks on panel
     boundaries, panel count doubled until the one-coordinate moments agree to 1e-13, at most MAX_PANELS).
     ``error`` is that last relative change, an estimate of the relative error of the coarser rule used.
+    With ``with_derivative=False`` the moments of phi' (d2, dd, xd) are still returned but not used to judge
+    convergence (for callers that take the backward quantities from a closed form).
 
     Raises:
         ValueError: see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7) with MAX_PANELS panels.
     """
-    support = find_support(phi, batch_size)
+    support = find_support(phi, batch_size, check_derivative=with_derivative)
     panels = max(4, math.ceil(support.xhi - support.xlo))
     make = (
         (lambda p: GaussRule(support, p))
@@ -165,7 +180,7 @@ def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
         xf, wf = finer.one()
         ff, df = _evaluate(phi, xf, "at a quadrature node")
         refined = _one_moments(xf, wf, ff, df)
-        error = _relative_change(current, refined)
+        error = _relative_change(current, refined, with_derivative)
         if error <= REL_TOL or 2 * panels > MAX_PANELS:
             break
         panels, rule, x, w, f, d, current = 2 * panels, finer, xf, wf, ff, df, refined
@@ -175,30 +190,37 @@ def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
             f"{MAX_PANELS} panels, B = {batch_size}); phi varies too fast or is not piecewise analytic"
         )
     mean, second, d2, _ = refined
+    centred = f - mean
+    xphi = float(w @ (x * f))
 
     if math.isinf(batch_size):
-        centred = f - mean
-        mu = float(w @ (centred * centred))
         dmean = float(w @ d)
         xdm = float(w @ (x * d))
         return SphericalMoments(
-            batch_size,
-            float(mean),
-            float(second),
-            float(mean) ** 2,
-            mu,
-            float(d2),
-            dmean**2,
-            float(w @ (x * x * d * d)) - xdm**2,
-            panels,
-            error,
+            batch_size=batch_size,
+            mean=float(mean),
+            second=float(second),
+            cross=float(mean) ** 2,
+            mu=float(w @ (centred * centred)),
+            d2=float(d2),
+            dd=dmean**2,
+            xd=float(w @ (x * x * d * d)) - xdm**2,
+            xphi=xphi,
+            panels=panels,
+            error=error,
         )
 
+    b = int(batch_size)
+    m = b - 2
     x1, x2, w12 = rule.two()
     f2, d2_ = _evaluate(phi, x2, "at a quadrature node")
     f1, d1 = f[:, None], d[:, None]
     diff = f1 - f2
     xd_diff = x1 * d1 - x2 * d2_
+    # forward eigenvalues (theory.md section 3), with phi centred (G J G ignores constants): less cancellation
+    c1, c2 = centred[:, None], f2 - mean
+    s_, p_ = x1 + x2, x1 * x1 + x2 * x2
+    g = x1 * x2 + s_ * s_ / m + (s_ * s_ - b + p_) / (m * (m - 1))
     return SphericalMoments(
         batch_size=batch_size,
         mean=float(mean),
@@ -208,6 +230,10 @@ def spherical_moments(phi: Nonlinearity, batch_size: float) -> SphericalMoments:
         d2=float(d2),
         dd=float(np.sum(w12 * d1 * d2_)),
         xd=0.5 * float(np.sum(w12 * xd_diff * xd_diff)),
+        xphi=xphi,
+        m_pair=float(np.sum(w12 * c1 * c2 * g)),
+        l_one=float(w @ (centred * centred * (x * x - 1))),
+        l_pair=float(np.sum(w12 * c1 * c2 * (x1 * x1 - 1))),
         panels=panels,
         error=error,
     )

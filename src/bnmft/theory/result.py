@@ -32,8 +32,16 @@ class TheoryResult:
         lambda_G: per-layer growth factor of the squared gradient norm going backward.
         depth_scale: ``1 / ln lambda_G`` (``inf`` when lambda_G = 1).
         max_trainable_depth: ``16 * depth_scale``.
-        method: ``"closed_form"`` or ``"quadrature"``.
+        method: ``"closed_form"`` or ``"quadrature"``: how q*, c*, mu*, lambda_G were computed.
         quadrature_error: estimated relative error of the quadrature (``0.0`` for closed forms).
+        lambda_L, lambda_M: the nonzero eigenvalues of the forward Jacobian at Sigma* (theory.md section 3),
+            with multiplicities :attr:`multiplicity_L` = B-1 and :attr:`multiplicity_M` = B(B-3)/2; the other
+            B+1 eigenvalues are 0. ``None`` for B = inf (the spectrum is defined at finite B only).
+        forward_depth_scale: ``-1 / ln max(lambda_L, lambda_M)`` (``inf`` if BSB1 is not attracting).
+        bsb1_stable: both eigenvalues < 1: BSB1 is locally attracting.
+        forward_method: ``"closed_form"`` (relu, affine) or ``"quadrature"``.
+        cross_batch_c: the constant cross block ``E[phi]^2`` of the two-batch fixed point (section 5).
+        cross_batch_rate: per-layer factor by which the correlation between two batches decays.
     """
 
     phi: str
@@ -50,11 +58,29 @@ class TheoryResult:
     method: str
     quadrature_error: float = 0.0
     params: Mapping[str, float] = field(default_factory=dict)
+    lambda_L: float | None = None
+    lambda_M: float | None = None
+    forward_depth_scale: float | None = None
+    bsb1_stable: bool | None = None
+    forward_method: str | None = None
+    cross_batch_c: float | None = None
+    cross_batch_rate: float | None = None
+
+    @property
+    def multiplicity_L(self) -> int | None:
+        """B - 1 (perturbations of the examples' norms), None for B = inf."""
+        return None if math.isinf(self.batch_size) else int(self.batch_size) - 1
+
+    @property
+    def multiplicity_M(self) -> int | None:
+        """B(B-3)/2 (perturbations of the correlations between examples), None for B = inf."""
+        return None if math.isinf(self.batch_size) else int(self.batch_size) * (int(self.batch_size) - 3) // 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ``batch_size`` is an int or ``"inf"``, infinite floats become ``"inf"``."""
         out = asdict(self)
         out["params"] = dict(self.params)
+        out["multiplicity_L"], out["multiplicity_M"] = self.multiplicity_L, self.multiplicity_M
         for key, value in out.items():
             if isinstance(value, float) and math.isinf(value):
                 out[key] = "inf" if value > 0 else "-inf"

@@ -1,0 +1,277 @@
+"""The batch Gram map ``V(Sigma) = E[phi(BN(h)) phi(BN(h))^T]``, ``h ~ N(0, Sigma)``, for any PSD Sigma.
+
+Three methods (theory.md section 2), chosen by :func:`gram_map` (``method="auto"``):
+
+* ``"laplace"`` - exact, for positive-homogeneous phi of degree alpha (identity, relu, alpha_relu with
+  beta = 0). The Schwinger / Laplace identity ``|u|^(-2a) = Gamma(a)^-1 int_0^inf s^(a-1) e^(-s |u|^2) ds``
+  turns V into a one-dimensional integral of Gaussian kernels:
+  ``V = B^a / Gamma(a) int ds s^(a-1) det(I + 2 s Sigma_G)^(-1/2) V_phi(Sigma_G (I + 2 s Sigma_G)^(-1))``,
+  ``Sigma_G = G Sigma G``, ``V_phi`` the Gaussian kernel of phi (arc-cosine kernel). Numerically: Sigma_G is
+  eigendecomposed once (the all-ones direction and zero eigenvalues dropped, so rank-deficient inputs work),
+  ``s = e^r``, the log of the scalar factor is accumulated in log space, the r axis is split at
+  ``-ln(2 lambda_max) - 8`` and ``-ln(2 lambda_min) + 8`` (around the peak), the middle is integrated by
+  composite Gauss-Legendre (10 nodes per unit of r) and the two exponential tails by 40-point Gauss-Laguerre
+  rules with their exact decay rates (alpha on the left, rank/2 on the right). Relative accuracy ~1e-12.
+* ``"sphere"`` - exact quadrature for any phi when B <= 5: BN's output direction follows the angular central
+  Gaussian law ``ACG(Omega)``, ``Omega = Q^T Sigma Q`` (Q an orthonormal basis of im G), whose density
+  against the uniform law is ``det(Omega)^(-1/2) (u^T Omega^-1 u)^(-n/2)``, n = B - 1; a product rule on the
+  sphere S^(n-1) (Gauss-Legendre in the angles with their cos^k weights, trapezoid on the circle) integrates
+  it. Needs full-rank Omega. Relative accuracy ~1e-12 for smooth phi near BSB1 inputs.
+* ``"monte_carlo"`` - any phi and B: the sample mean of ``phi(x) phi(x)^T`` over ``samples`` draws, returned
+  with its standard error (entrywise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import gammaln, hyp2f1
+
+from ..nonlinearity import Nonlinearity
+
+METHODS = ("auto", "laplace", "sphere", "monte_carlo")
+SPHERE_MAX_BATCH = 5
+RANK_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class GramMapValue:
+    """``value``: V(Sigma) (B x B); ``stderr``: entrywise standard error (zeros for exact methods)."""
+
+    value: np.ndarray
+    stderr: np.ndarray
+    method: str
+
+
+def check_gram(gram, name: str = "gram", min_size: int = 4) -> np.ndarray:
+    """Validate a Gram (covariance) matrix: square, finite, symmetric and positive semi-definite."""
+    try:
+        g = np.asarray(gram, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric square matrix") from None
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"{name} must be a square B x B matrix, got shape {g.shape}")
+    if g.shape[0] < min_size:
+        raise ValueError(f"{name} must be at least {min_size} x {min_size} (batch size >= {min_size}), got {g.shape}")
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+    scale = max(float(np.max(np.abs(g))), 1e-300)
+    if np.max(np.abs(g - g.T)) > 1e-10 * scale:
+        raise ValueError(f"{name} must be symmetric (max |G - G^T| = {np.max(np.abs(g - g.T)):.3g})")
+    g = (g + g.T) / 2
+    low = float(np.linalg.eigvalsh(g)[0])
+    if low < -1e-10 * scale:
+        raise ValueError(f"{name} must be positive semi-definite (smallest eigenvalue {low:.3g})")
+    return g
+
+
+def centring(b: int) -> np.ndarray:
+    """``G = I - 11^T / B``."""
+    return np.eye(b) - 1.0 / b
+
+
+def _centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nonzero eigenpairs of G Sigma G (eigenvalues (k,), eigenvectors (B, k))."""
+    g = centring(len(sigma))
+    vals, vecs = np.linalg.eigh(g @ sigma @ g)
+    keep = vals > RANK_TOL * max(vals[-1], 0.0)
+    if vals[-1] <= 0 or not np.any(keep):
+        raise ValueError(
+            "gram: the batch has no spread after centring (G Sigma G = 0: all examples coincide up to a common "
+            "shift), so batch norm is undefined"
+        )
+    return vals[keep], vecs[:, keep]
+
+
+# -- Laplace method (positive-homogeneous phi) --------------------------------------------------------------
+def homogeneous_degree(phi: Nonlinearity) -> float | None:
+    """alpha if ``phi(gamma z + beta)`` is positive-homogeneous of degree alpha (identity, relu, alpha_relu with
+    beta = 0), else None."""
+    beta = phi.params.get("beta", 0.0)
+    if phi.family == "identity" and beta == 0.0:
+        return 1.0
+    if phi.family in ("relu", "alpha_relu") and beta == 0.0:
+        return float(phi.params.get("alpha", 1.0))
+    return None
+
+
+def arccos_kernel_matrix(alpha: float, corr: np.ndarray) -> np.ndarray:
+    """Normalised arc-cosine kernel J_alpha at an array of correlations in [-1, 1] (J(1) = 1)."""
+    c = np.clip(corr, -1.0, 1.0)
+    if alpha == 1.0:
+        return (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
+    a = alpha
+    h = (a + 1) / 2
+    c2 = c * c
+    with np.errstate(all="ignore"):
+        val = (
+            (1 - c2) ** (a + 0.5)
+            * (
+                math.exp(2 * gammaln(h)) * hyp2f1(h, h, 0.5, c2)
+                + 2 * c * math.exp(2 * gammaln(a / 2 + 1)) * hyp2f1(h + 0.5, h + 0.5, 1.5, c2)
+            )
+            / (2 * math.sqrt(math.pi) * math.exp(gammaln(a + 0.5)))
+        )
+    return np.where(c >= 1.0, 1.0, np.where(c <= -1.0, 0.0, val))
+
+
+def gaussian_kernel(phi: Nonlinearity, alpha: float, cov: np.ndarray) -> np.ndarray:
+    """``E[phi(u) phi(u)^T]``, u ~ N(0, cov), for homogeneous phi (batched over leading axes of cov)."""
+    gamma = phi.params.get("gamma", 1.0)
+    if phi.family == "identity":
+        return gamma * gamma * cov
+    diag = np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0)
+    root = np.sqrt(diag)
+    outer = root[..., :, None] * root[..., None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(outer > 0, cov / outer, 0.0)
+    # E[relu(z)^(2a)] = 2^a Gamma(a + 1/2) / (2 sqrt(pi)); max(gamma z, 0)^a has the same law up to |gamma|^a
+    second = math.exp(alpha * math.log(2) + gammaln(alpha + 0.5)) / (2 * math.sqrt(math.pi))
+    kernel = relu_kernel_matrix(corr) if alpha == 1.0 else arccos_kernel_matrix(alpha, corr)
+    return abs(gamma) ** (2 * alpha) * second * outer**alpha * kernel
+
+
+def relu_kernel_matrix(corr: np.ndarray) -> np.ndarray:
+    c = np.clip(corr, -1.0, 1.0)
+    return (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
+
+
+@lru_cache(maxsize=4)
+def _laguerre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.laguerre.laggauss(n)
+
+
+@lru_cache(maxsize=4)
+def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(n)
+    return (x + 1) / 2, w / 2
+
+
+def _laplace(phi: Nonlinearity, alpha: float, sigma: np.ndarray) -> np.ndarray:
+    b = len(sigma)
+    lam, vecs = _centred_spectrum(sigma)
+    rank = len(lam)
+    r_lo = -math.log(2 * lam[-1]) - 8.0
+    r_hi = max(-math.log(2 * lam[0]) + 8.0, r_lo + 1.0)
+    panels = math.ceil(r_hi - r_lo)
+    s01, w01 = _legendre(10)
+    edges = np.linspace(r_lo, r_hi, panels + 1)
+    width = np.diff(edges)[:, None]
+    r_mid = (edges[:-1, None] + width * s01).ravel()
+    w_mid = (width * w01).ravel()
+    t, wt = _laguerre(40)
+    # tails: f(r_lo - t) ~ e^(-alpha t) and f(r_hi + t) ~ e^(-rank t / 2): Laguerre in the scaled variable
+    r_left, w_left = r_lo - t / alpha, wt * np.exp(t) / alpha
+    r_right, w_right = r_hi + t / (rank / 2), wt * np.exp(t) / (rank / 2)
+    r = np.concatenate([r_left, r_mid, r_right])
+    w = np.concatenate([w_left, w_mid, w_right])
+    s = np.exp(r)
+    scaled = lam[None, :] / (1 + 2 * s[:, None] * lam[None, :])  # eigenvalues of the tilted covariance
+    log_factor = alpha * r - 0.5 * np.sum(np.log1p(2 * s[:, None] * lam[None, :]), axis=1)
+    covs = np.einsum("ik,nk,jk->nij", vecs, scaled, vecs)
+    kernels = gaussian_kernel(phi, alpha, covs)
+    weights = w * np.exp(log_factor + alpha * math.log(b) - gammaln(alpha))
+    return np.einsum("n,nij->ij", weights, kernels)
+
+
+# -- exact sphere quadrature (small B) ----------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def sphere_rule(n: int, angle_nodes: int = 40, circle_nodes: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Product rule for the uniform law on S^(n-1): points (M, n) and probability weights (M,).
+
+    Recursively ``u = (sin t, cos t v)``, t with density ``cos^(n-2) t`` (Gauss-Legendre in t), v on S^(n-2);
+    the circle S^1 by the trapezoid rule (exact for trigonometric polynomials of degree < circle_nodes).
+    """
+    if n == 2:
+        a = 2 * np.pi * np.arange(circle_nodes) / circle_nodes
+        return np.stack([np.cos(a), np.sin(a)], axis=1), np.full(circle_nodes, 1.0 / circle_nodes)
+    x, w = np.polynomial.legendre.leggauss(angle_nodes)
+    t = x * np.pi / 2
+    wt = w * np.cos(t) ** (n - 2)
+    wt /= wt.sum()
+    sub, wsub = sphere_rule(n - 1, angle_nodes, circle_nodes)
+    pts = np.concatenate(
+        [np.repeat(np.sin(t), len(sub))[:, None], (np.cos(t)[:, None, None] * sub[None]).reshape(-1, n - 1)], axis=1
+    )
+    return pts, np.outer(wt, wsub).ravel()
+
+
+def _basis(b: int) -> np.ndarray:
+    """Orthonormal basis of im G: shape (B, B-1)."""
+    vals, vecs = np.linalg.eigh(centring(b))
+    return vecs[:, vals > 0.5]
+
+
+def _sphere(phi: Nonlinearity, sigma: np.ndarray) -> np.ndarray:
+    b = len(sigma)
+    q = _basis(b)
+    omega = q.T @ sigma @ q
+    n = b - 1
+    vals = np.linalg.eigvalsh(omega)
+    if vals[0] <= 1e-9 * vals[-1]:
+        raise ValueError("method='sphere' needs a Gram matrix whose centred part has full rank B-1")
+    u, w = sphere_rule(n)
+    inv = np.linalg.inv(omega)
+    quad = np.einsum("mi,ij,mj->m", u, inv, u)
+    density = np.exp(-0.5 * np.sum(np.log(vals)) - 0.5 * n * np.log(quad))
+    x = math.sqrt(b) * u @ q.T
+    f = phi(x)
+    return np.einsum("m,mi,mj->ij", w * density, f, f)
+
+
+# -- Monte Carlo -------------------------------------------------------------------------------------------
+def batch_norm_rows(h: np.ndarray) -> np.ndarray:
+    """``sqrt(B) G h / ||G h||`` for each row h (eps = 0)."""
+    centred = h - h.mean(axis=-1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=-1, keepdims=True)
+    return math.sqrt(h.shape[-1]) * centred / norm
+
+
+def _monte_carlo(phi: Nonlinearity, sigma: np.ndarray, samples: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    b = len(sigma)
+    vals, vecs = np.linalg.eigh(sigma)
+    root = vecs * np.sqrt(np.maximum(vals, 0.0))
+    total, total_sq, done = np.zeros((b, b)), np.zeros((b, b)), 0
+    while done < samples:
+        n = min(20000, samples - done)
+        f = phi(batch_norm_rows(rng.standard_normal((n, b)) @ root.T))
+        prods = f[:, :, None] * f[:, None, :]
+        total += prods.sum(axis=0)
+        total_sq += (prods * prods).sum(axis=0)
+        done += n
+    mean = total / samples
+    var = np.maximum(total_sq / samples - mean * mean, 0.0)
+    return mean, np.sqrt(var / samples)
+
+
+def gram_map(phi: Nonlinearity, sigma, *, method: str = "auto", samples: int = 100_000, rng=None) -> GramMapValue:
+    """V(Sigma) for a PSD B x B Sigma (B >= 4). ``method``: see the module docstring; ``"auto"`` picks laplace
+    for homogeneous phi, sphere for B <= 5, else monte_carlo (``samples`` draws from ``rng``)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    sigma = check_gram(sigma)
+    b = len(sigma)
+    alpha = homogeneous_degree(phi)
+    if method == "auto":
+        method = "laplace" if alpha is not None else "sphere" if b <= SPHERE_MAX_BATCH else "monte_carlo"
+    if method == "laplace":
+        if alpha is None:
+            raise ValueError(
+                f"method='laplace' needs a positive-homogeneous phi (identity, relu, alpha_relu with beta = 0), "
+                f"got {phi.name!r}"
+            )
+        return GramMapValue(_laplace(phi, alpha, sigma), np.zeros((b, b)), "laplace")
+    if method == "sphere":
+        if b > SPHERE_MAX_BATCH:
+            raise ValueError(f"method='sphere' is available for B <= {SPHERE_MAX_BATCH}, got B = {b}")
+        _centred_spectrum(sigma)
+        return GramMapValue(_sphere(phi, sigma), np.zeros((b, b)), "sphere")
+    if samples < 2:
+        raise ValueError(f"samples must be >= 2, got {samples}")
+    _centred_spectrum(sigma)
+    rng = np.random.default_rng(0) if rng is None else rng
+    mean, se = _monte_carlo(phi, sigma, int(samples), rng)
+    return GramMapValue(mean, se, "monte_carlo")
