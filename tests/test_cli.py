@@ -13,6 +13,7 @@ from bnmft import theory
 from bnmft.cli import main
 
 REQUIRED_KEYS = {"phi", "batch_size", "q_star", "c_star", "mu_star", "lambda_G", "depth_scale", "max_trainable_depth"}
+FORWARD_KEYS = {"lambda_L", "lambda_M", "forward_depth_scale", "bsb1_stable", "cross_batch_c"}
 
 
 def run(capsys, *argv):
@@ -28,10 +29,12 @@ def test_json_output(capsys):
     assert [r["batch_size"] for r in rows] == [4, 32, "inf"]
     assert isinstance(rows[0]["batch_size"], int)
     for row in rows:
-        assert REQUIRED_KEYS <= set(row)
+        assert REQUIRED_KEYS | FORWARD_KEYS <= set(row)
         assert row["phi"] == "relu"
     assert rows[1]["lambda_G"] == pytest.approx(theory("relu", 32).lambda_G, rel=1e-15)
     assert rows[2]["lambda_G"] == pytest.approx(math.pi / (math.pi - 1), rel=1e-14)
+    assert rows[1]["lambda_M"] == theory("relu", 32).lambda_M and rows[1]["bsb1_stable"] is True
+    assert rows[2]["lambda_L"] is None and rows[2]["cross_batch_c"] == pytest.approx(1 / (2 * math.pi))
 
 
 def test_options_reach_the_theory(capsys):

@@ -37,35 +37,42 @@ def batch_size_arg(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-TABLE_COLUMNS = (
-    ("B", "batch_size", "{:>8}"),
-    ("q*", "q_star", "{:>14.10g}"),
-    ("c*", "c_star", "{:>14.10g}"),
-    ("mu*", "mu_star", "{:>14.10g}"),
-    ("lambda_G", "lambda_G", "{:>14.10g}"),
-    ("depth scale", "depth_scale", "{:>14.8g}"),
-    ("max depth", "max_trainable_depth", "{:>12.6g}"),
-    ("method", "method", "{:>12}"),
+TABLE_COLUMNS = (  # header, TheoryResult attribute, width, significant digits
+    ("B", "batch_size", 7, 0),
+    ("q*", "q_star", 13, 10),
+    ("c*", "c_star", 13, 10),
+    ("mu*", "mu_star", 13, 10),
+    ("lambda_G", "lambda_G", 13, 10),
+    ("max depth", "max_trainable_depth", 10, 6),
+    ("lambda_L", "lambda_L", 13, 10),
+    ("lambda_M", "lambda_M", 13, 10),
+    ("fwd depth", "forward_depth_scale", 10, 6),
+    ("stable", "bsb1_stable", 6, 0),
+    ("method", "method", 11, 0),
 )
 
 
+def _cell(value, width: int, digits: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float) and math.isinf(value):
+        text = "inf" if value > 0 else "-inf"
+    elif isinstance(value, float) and digits:
+        text = f"{value:.{digits}g}"
+    else:
+        text = str(value)
+    return text.rjust(width)
+
+
 def format_table(results: Sequence[TheoryResult]) -> str:
-    """A fixed-width text table of results (one row per result)."""
-    lines = []
+    """A fixed-width text table of results (one row per result; '-' where a quantity is not defined)."""
     first = results[0]
     knobs = f"  gamma = {first.gamma:g}, beta = {first.beta:g}" if (first.gamma != 1 or first.beta != 0) else ""
-    lines.append(f"phi = {first.phi}{knobs}")
-    widths = [len(fmt.format(getattr(first, key) if key != "batch_size" else "inf")) for _, key, fmt in TABLE_COLUMNS]
-    lines.append("  ".join(h.rjust(w) for (h, _, _), w in zip(TABLE_COLUMNS, widths, strict=True)))
+    lines = [f"phi = {first.phi}{knobs}", "  ".join(h.rjust(w) for h, _, w, _ in TABLE_COLUMNS)]
     for r in results:
-        cells = []
-        for _, key, fmt in TABLE_COLUMNS:
-            value = getattr(r, key)
-            if isinstance(value, float) and math.isinf(value):
-                value = "inf"
-                fmt = fmt.replace(".10g", "").replace(".8g", "").replace(".6g", "")
-            cells.append(fmt.format(value))
-        lines.append("  ".join(cells))
+        lines.append("  ".join(_cell(getattr(r, key), w, d) for _, key, w, d in TABLE_COLUMNS))
     return "\n".join(lines)
 
 
@@ -80,7 +87,16 @@ JSON_KEYS = (
     "lambda_G",
     "depth_scale",
     "max_trainable_depth",
+    "lambda_L",
+    "lambda_M",
+    "multiplicity_L",
+    "multiplicity_M",
+    "forward_depth_scale",
+    "bsb1_stable",
+    "cross_batch_c",
+    "cross_batch_rate",
     "method",
+    "forward_method",
     "phi_mean",
     "quadrature_error",
     "params",

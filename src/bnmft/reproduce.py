@@ -5,7 +5,7 @@ Writes into the output directory:
 
 * ``theory_table.csv`` / ``theory_table.json`` - q*, c*, mu*, lambda_G, depth scale and max trainable depth
   for several nonlinearities over batch sizes 4 ... 4096 and inf (one row per phi x B);
-* ``theory_lambda_G.png`` - lambda_G and 16 / ln lambda_G against B, one curve per phi;
+* ``theory_lambda_G.png`` - lambda_G, 16 / ln lambda_G and the forward eigenvalues against B, one curve per phi;
 * ``report.md`` - the table, and the checks of the engine against independent references (closed forms
   through the general quadrature path, the Gegenbauer series, the check values of theory.md).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .nonlinearity import get_nonlinearity
-from .plots import dense_batch_sizes, plot_lambda_g
+from .plots import dense_batch_sizes, plot_theory_curves
 from .theory import gegenbauer_series, theory
 from .theory.closed_forms import homogeneous
 
@@ -57,7 +57,7 @@ def reproduce(out: str | Path, *, quiet: bool = False) -> Path:
         if b in TABLE_BATCH_SIZES:
             rows.append({"label": label, **r.to_dict()})
     _write_table(rows, out)
-    plot_lambda_g(curves, out / "theory_lambda_G.png", title="BN mean field theory (eps = 0)")
+    plot_theory_curves(curves, out / "theory_lambda_G.png", title="BN mean field theory (eps = 0)")
     checks = _checks()
     _write_report(rows, checks, out, time.perf_counter() - start)
     failed = [c[0] for c in checks if c[3] > c[4]]
