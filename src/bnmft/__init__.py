@@ -10,17 +10,29 @@ The public API (this module) is small; the implementation lives in subpackages:
 
 from .nonlinearity import Nonlinearity, get_nonlinearity
 from .nonlinearity import available as nonlinearities
-from .theory import TheoryResult, gegenbauer_series, spherical_moments, theory, theory_table
+from .theory import (
+    Propagation,
+    TheoryResult,
+    gegenbauer_series,
+    gram_map,
+    propagate,
+    spherical_moments,
+    theory,
+    theory_table,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Nonlinearity",
+    "Propagation",
     "TheoryResult",
     "__version__",
     "gegenbauer_series",
     "get_nonlinearity",
+    "gram_map",
     "nonlinearities",
+    "propagate",
     "spherical_moments",
     "theory",
     "theory_table",

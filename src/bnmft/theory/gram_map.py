@@ -77,8 +77,8 @@ def _centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nonzero eigenpairs of G Sigma G (eigenvalues (k,), eigenvectors (B, k))."""
     g = centring(len(sigma))
     vals, vecs = np.linalg.eigh(g @ sigma @ g)
-    keep = vals > RANK_TOL * max(vals[-1], 0.0)
-    if vals[-1] <= 0 or not np.any(keep):
+    keep = vals > RANK_TOL * max(float(np.max(np.abs(sigma))), 1e-300)
+    if not np.any(keep):
         raise ValueError(
             "gram: the batch has no spread after centring (G Sigma G = 0: all examples coincide up to a common "
             "shift), so batch norm is undefined"
