@@ -22,6 +22,15 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def run_failing(capsys, *argv) -> tuple[int, str]:
+    """Exit status and stderr of a command expected to fail (argparse exits by itself, main() returns 2)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
 def test_json_output(capsys):
     code, out, _ = run(capsys, "theory", "--phi", "relu", "--batch-size", "4", "32", "inf", "--json")
     assert code == 0
@@ -82,11 +91,8 @@ def test_plot(tmp_path, capsys):
     ],
 )
 def test_bad_input_exits_2_without_traceback(argv, message, capsys):
-    with pytest.raises(SystemExit) as exc:  # argparse errors exit by themselves
-        code, _, err = run(capsys, *argv)
-        raise SystemExit(code)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err if not locals().get("err") else err
+    code, err = run_failing(capsys, *argv)
+    assert code == 2
     assert message in err
     assert "Traceback" not in err
 
@@ -116,3 +122,73 @@ def test_import_does_not_pull_torch_or_matplotlib():
 def test_nonlinearities_listing(capsys):
     code, out, _ = run(capsys, "nonlinearities", "--json")
     assert code == 0 and "alpha_relu" in json.loads(out)
+
+
+def test_propagate_cli(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 30))
+    x2 = x.copy()
+    x2[0] = rng.standard_normal(30)
+    np.save(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", x2)
+    code, out, _ = run(
+        capsys,
+        "propagate",
+        "--phi",
+        "relu",
+        "--input",
+        str(tmp_path / "a.npy"),
+        "--depth",
+        "6",
+        "--json",
+        "--save",
+        str(tmp_path / "g.npz"),
+        "--plot",
+        str(tmp_path / "p.png"),
+    )
+    assert code == 0
+    summary = json.loads(out)
+    assert [row["layer"] for row in summary["layers"]] == list(range(7))
+    assert summary["method"] == "laplace"
+    assert summary["predicted_rate"] == max(theory("relu", 8).lambda_L, theory("relu", 8).lambda_M)
+    saved = np.load(tmp_path / "g.npz")
+    assert saved["grams"].shape == (7, 8, 8)
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    code, out, _ = run(
+        capsys,
+        "propagate",
+        "--phi",
+        "relu",
+        "--input",
+        str(tmp_path / "a.npy"),
+        "--input2",
+        str(tmp_path / "b.npy"),
+        "-L",
+        "3",
+        "--samples",
+        "20000",
+    )
+    assert code == 0 and "cross_correlation" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "/nonexistent.npy", "--depth", "3"], "no such file"),
+        (["--input", "{a}", "--depth", "0"], "--depth"),
+        (["--input", "{bad}", "--gram", "--depth", "2"], "symmetric"),
+        (["--input", "{a}", "--input2", "{short}", "--depth", "2"], "same number of features"),
+    ],
+)
+def test_propagate_bad_input(extra, message, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.random.default_rng(1).standard_normal((6, 5)))
+    np.save(tmp_path / "bad.npy", np.triu(np.ones((5, 5))))
+    np.save(tmp_path / "short.npy", np.ones((6, 3)))
+    files = {k: str(tmp_path / f"{k}.npy") for k in ("a", "bad", "short")}
+    code, err = run_failing(capsys, "propagate", "--phi", "relu", *[e.format(**files) for e in extra])
+    assert code == 2
+    assert message in err and "Traceback" not in err

@@ -1,4 +1,4 @@
-"""Command-line interface: ``bnmft theory``, ``bnmft reproduce``, ``bnmft nonlinearities``.
+"""Command-line interface: ``bnmft theory``, ``bnmft propagate``, ``bnmft reproduce``, ``bnmft nonlinearities``.
 
 Every bad argument ends with a one-line message naming it and exit status 2, never a traceback.
 """
@@ -27,6 +27,16 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
     return value
 
 
@@ -136,6 +146,88 @@ def cmd_theory(args) -> int:
     return 0
 
 
+def _load_array(path: str, flag: str):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: no such file {path!r}") from None
+    except (ValueError, OSError) as err:
+        raise UsageError(f"{flag}: cannot read {path!r} as a .npy array ({err})") from None
+
+
+def cmd_propagate(args) -> int:
+    from tqdm import tqdm
+
+    from .theory import propagate
+
+    inputs = _load_array(args.input, "--input")
+    inputs2 = _load_array(args.input2, "--input2") if args.input2 else None
+    with tqdm(total=args.depth, desc="layers", unit="layer", disable=None, file=sys.stderr) as bar:
+        result = propagate(
+            args.phi,
+            inputs,
+            args.depth,
+            inputs2=inputs2,
+            gram=args.gram,
+            gamma=args.gamma,
+            beta=args.beta,
+            method=args.method,
+            samples=args.samples,
+            seed=args.seed,
+            progress=lambda _: bar.update(1),
+            **_phi_params(args),
+        )
+    if args.save:
+        import numpy as np
+
+        extra = {} if result.cross_grams is None else {"cross_grams": result.cross_grams, "grams2": result.grams2}
+        np.savez(
+            args.save,
+            grams=result.grams,
+            stderr=result.stderr,
+            distance=result.distance,
+            fixed_point=result.fixed_point,
+            **extra,
+        )
+    if args.plot:
+        from .plots import plot_propagation
+
+        plot_propagation(result, args.plot)
+    t = result.theory
+    summary = {
+        "phi": result.phi,
+        "batch_size": result.batch_size,
+        "depth": result.depth,
+        "method": result.method,
+        "lambda_L": t.lambda_L,
+        "lambda_M": t.lambda_M,
+        "predicted_rate": max(t.lambda_L, t.lambda_M),
+        "cross_batch_rate": t.cross_batch_rate,
+        "notes": result.notes,
+        "layers": result.rows(),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(
+        f"phi = {result.phi}, B = {result.batch_size}, method = {result.method}; predicted rate "
+        f"max(lambda_L, lambda_M) = {summary['predicted_rate']:.6g}"
+        + (f", cross-batch rate {t.cross_batch_rate:.6g}" if result.cross_correlation is not None else "")
+    )
+    cols = ["layer", "distance", "q_mean", "c_mean"] + (
+        ["cross_correlation", "cross_stderr"] if result.cross_correlation is not None else []
+    )
+    print("  ".join(c.rjust(17 if c.startswith("cross") else 12) for c in cols))
+    for row in summary["layers"]:
+        cells = [f"{row['layer']:>12d}"] + [f"{row[c]:>{17 if c.startswith('cross') else 12}.6g}" for c in cols[1:]]
+        print("  ".join(cells))
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_nonlinearities(args) -> int:
     entries = available()
     if args.json:
@@ -181,6 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--plot", metavar="FILE", help="draw lambda_G and max trainable depth against batch size")
     p.set_defaults(func=cmd_theory)
+
+    p = sub.add_parser("propagate", help="iterate the Gram map from a data batch (or Gram matrix) through depth")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument("--input", required=True, metavar="FILE.npy", help="data batch (B x features), rows are examples")
+    p.add_argument("--input2", metavar="FILE.npy", help="a second batch: report the cross-batch correlation")
+    p.add_argument("--gram", action="store_true", help="--input is a B x B Gram matrix, not a data batch")
+    p.add_argument("--depth", "-L", required=True, type=positive_int, help="number of layers (>= 1)")
+    p.add_argument("--gamma", type=finite_float, default=1.0)
+    p.add_argument("--beta", type=finite_float, default=0.0)
+    p.add_argument("--alpha", type=finite_float)
+    p.add_argument("--slope", type=finite_float)
+    p.add_argument(
+        "--method",
+        choices=("auto", "laplace", "sphere", "monte_carlo"),
+        default="auto",
+        help="Gram map: exact Laplace (homogeneous phi), exact sphere rule (B <= 5), or Monte Carlo",
+    )
+    p.add_argument("--samples", type=positive_int, default=100_000, help="Monte Carlo samples per layer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON object with one row per layer")
+    p.add_argument("--plot", metavar="FILE", help="distance to the fixed point (and cross-batch correlation) by layer")
+    p.add_argument("--save", metavar="FILE.npz", help="save the per-layer Gram matrices")
+    p.set_defaults(func=cmd_propagate)
 
     p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
     p.add_argument("--json", action="store_true")

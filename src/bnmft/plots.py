@@ -88,8 +88,8 @@ def plot_theory_curves(
 
 
 def plot_theory(phi, batch_sizes: Sequence, path: str | Path, **kwargs) -> Path:
-    """lambda_G, max trainable depth and forward eigenvalues of one phi: a dense curve over the range of ``batch_sizes`` with
-    the requested sizes marked (and the B = inf limit dashed if requested). kwargs go to :func:`theory`."""
+    """lambda_G, max trainable depth and forward eigenvalues of one phi: a dense curve over the range of
+    ``batch_sizes``, the requested sizes marked (the B = inf limit dashed if requested). kwargs go to theory()."""
     asked = theory_table(phi, batch_sizes, **kwargs)
     finite = [int(r.batch_size) for r in asked if math.isfinite(r.batch_size)]
     dense = dense_batch_sizes(min(finite), max(finite)) if finite else []
@@ -102,3 +102,56 @@ def _knobs(r: TheoryResult) -> str:
     parts = [f"gamma={r.gamma:g}"] if r.gamma != 1 else []
     parts += [f"beta={r.beta:g}"] if r.beta != 0 else []
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def plot_propagation(result, path: str | Path) -> Path:
+    """Distance to the BSB1 fixed point against layer, with the theory's asymptotic slope
+    ``max(lambda_L, lambda_M)^l``; for two batches, the cross-batch correlation with ``cross_batch_rate^l``."""
+    import numpy as np
+
+    plt = _pyplot()
+    two = result.cross_correlation is not None
+    fig, axes = plt.subplots(
+        1, 2 if two else 1, figsize=(11 if two else 5.5, 4), constrained_layout=True, squeeze=False
+    )
+    layers = np.arange(result.depth + 1)
+    t = result.theory
+    ax = axes[0, 0]
+    ax.semilogy(layers, result.distance, "o-", ms=3, label="batch 1")
+    if two:
+        ax.semilogy(layers, result.distance2, "s-", ms=3, label="batch 2")
+    top = max(t.lambda_L, t.lambda_M)
+    last = len(layers) - 1  # the theory gives the asymptotic slope: anchor it at the deepest layer
+    ax.semilogy(
+        layers,
+        result.distance[last] * top ** (layers - last),
+        "k--",
+        lw=0.8,
+        label=rf"asymptotic rate $\max(\lambda_L,\lambda_M)$ = {top:.4g}",
+    )
+    ax.set_xlabel("layer")
+    ax.set_ylabel("distance to the BSB1 fixed point")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    if two:
+        ax = axes[0, 1]
+        ax.errorbar(layers, result.cross_correlation, yerr=result.cross_stderr, fmt="o-", ms=3, label="simulated map")
+        k = t.cross_batch_rate
+        corr = np.maximum(result.cross_correlation, 1e-12)
+        # anchor the asymptotic slope where the correlation is small (linear regime) but above the MC noise
+        mid = int(np.argmin(np.abs(np.log(corr) - np.log(0.15))))
+        ax.semilogy(
+            layers, corr[mid] * k ** (layers - mid), "k--", lw=0.8, label=rf"asymptotic rate $\kappa$ = {k:.4g}"
+        )
+        ax.set_ylim(max(corr.min() / 2, 1e-4), 1.5)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("cross-batch correlation")
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{result.phi}, B = {result.batch_size}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

@@ -30,8 +30,13 @@ def monte_carlo_v(spec, sigma, rng, n=400_000, **kw):
 
 @pytest.mark.parametrize(
     ("spec", "kw", "b", "rank"),
-    [("relu", {}, 6, None), ("relu", {}, 10, 3), ("identity", {}, 7, None), ("alpha_relu", {"alpha": 1.5}, 6, None),
-     ("relu", {}, 8, 1)],
+    [
+        ("relu", {}, 6, None),
+        ("relu", {}, 10, 3),
+        ("identity", {}, 7, None),
+        ("alpha_relu", {"alpha": 1.5}, 6, None),
+        ("relu", {}, 8, 1),
+    ],
 )
 def test_laplace_method_against_monte_carlo(spec, kw, b, rank, rng):
     sigma = random_gram(rng, b, rank=rank)
@@ -49,8 +54,9 @@ def test_laplace_reproduces_bsb1_fixed_point_and_sphere_rule(rng):
         np.testing.assert_allclose(gram_map(get_nonlinearity("relu"), star * 3.7 + 2.0).value, star, atol=1e-13)
     sigma = random_gram(rng, 5, features=50)
     phi = get_nonlinearity("identity")
-    np.testing.assert_allclose(gram_map(phi, sigma, method="sphere").value,
-                               gram_map(phi, sigma, method="laplace").value, atol=1e-10)
+    np.testing.assert_allclose(
+        gram_map(phi, sigma, method="sphere").value, gram_map(phi, sigma, method="laplace").value, atol=1e-10
+    )
 
 
 def test_sphere_rule_for_smooth_phi_against_monte_carlo(rng):

@@ -14,20 +14,20 @@ Public entry points are re-exported by :mod:`bnmft`; the modules are
 from .api import check_batch_size, theory, theory_table
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram_map import GramMapValue, gram_map
-from .propagate import Propagation, propagate
 from .moments import SphericalMoments, spherical_moments
+from .propagate import Propagation, propagate
 from .result import TheoryResult
 
 __all__ = [
     "GegenbauerSeries",
     "GramMapValue",
     "Propagation",
-    "gram_map",
-    "propagate",
     "SphericalMoments",
     "TheoryResult",
     "check_batch_size",
     "gegenbauer_series",
+    "gram_map",
+    "propagate",
     "spherical_moments",
     "theory",
     "theory_table",

@@ -203,7 +203,12 @@ def propagate(
     cross, cross_corr, cross_se, grams2 = None, None, None, None
     if joint is not None:
         s22 = joint[b1:, b1:]
-        cross, cross_corr, cross_se, grams2 = [joint[:b1, b1:]], [_cross_correlation(start, s22, joint[:b1, b1:])], [0.0], [s22]
+        cross, cross_corr, cross_se, grams2 = (
+            [joint[:b1, b1:]],
+            [_cross_correlation(start, s22, joint[:b1, b1:])],
+            [0.0],
+            [s22],
+        )
     for layer in range(1, depth + 1):
         value, se, used = step(grams[-1])
         grams.append(value)
