@@ -228,6 +228,32 @@ def cmd_propagate(args) -> int:
     return 0
 
 
+def cmd_symmetry(args) -> int:
+    from tqdm import tqdm
+
+    from .theory.symmetry import symmetry_breaking_alpha
+
+    if any(math.isinf(b) for b in args.batch_size):
+        raise UsageError("--batch-size: must be finite for the forward eigenvalues")
+    results = [
+        symmetry_breaking_alpha(b, alpha_max=args.alpha_max)
+        for b in tqdm(args.batch_size, desc="batch sizes", disable=None, file=sys.stderr)
+    ]
+    if args.plot:
+        from .plots import plot_symmetry_breaking
+
+        plot_symmetry_breaking(results, args.plot)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return 0
+    print("alpha_relu: alpha at which BSB1 stops being attracting (max(lambda_L, lambda_M) = 1)")
+    print(f"{'B':>8}  {'alpha*':>14}  crossing")
+    for r in results:
+        star = f"none <= {r.alpha_max:g}" if math.isinf(r.alpha_star) else f"{r.alpha_star:.10g}"
+        print(f"{r.batch_size:>8}  {star:>14}  {r.eigenvalue or '-'}")
+    return 0
+
+
 def cmd_nonlinearities(args) -> int:
     entries = available()
     if args.json:
@@ -296,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="distance to the fixed point (and cross-batch correlation) by layer")
     p.add_argument("--save", metavar="FILE.npz", help="save the per-layer Gram matrices")
     p.set_defaults(func=cmd_propagate)
+
+    p = sub.add_parser("symmetry", help="alpha_relu: the alpha at which BSB1 stops being attracting, per batch size")
+    p.add_argument("--batch-size", "-B", required=True, nargs="+", type=batch_size_arg, metavar="B")
+    p.add_argument("--alpha-max", type=finite_float, default=16.0, help="search alpha in (1, alpha_max]")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="FILE", help="alpha* against batch size")
+    p.set_defaults(func=cmd_symmetry)
 
     p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
     p.add_argument("--json", action="store_true")

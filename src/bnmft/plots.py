@@ -155,3 +155,28 @@ def plot_propagation(result, path: str | Path) -> Path:
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+def plot_symmetry_breaking(results, path: str | Path) -> Path:
+    """alpha* (BSB1 -> BSB2 threshold of alpha_relu) against batch size; the region above is symmetry-broken."""
+    plt = _pyplot()
+    from matplotlib.ticker import ScalarFormatter
+
+    finite = [r for r in results if math.isfinite(r.alpha_star)]
+    fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
+    xs, ys = [r.batch_size for r in finite], [r.alpha_star for r in finite]
+    ax.plot(xs, ys, "o-", label=r"$\alpha^*$: $\max(\lambda_L, \lambda_M) = 1$")
+    if xs:
+        ax.fill_between(xs, ys, max(ys) * 1.1, alpha=0.15, label="BSB1 unstable (symmetry breaking)")
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(r"alpha_relu exponent $\alpha$")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
