@@ -6,8 +6,11 @@ Writes into the output directory:
 * ``theory_table.csv`` / ``theory_table.json`` - q*, c*, mu*, lambda_G, depth scale and max trainable depth
   for several nonlinearities over batch sizes 4 ... 4096 and inf (one row per phi x B);
 * ``theory_lambda_G.png`` - lambda_G, 16 / ln lambda_G and the forward eigenvalues against B, one curve per phi;
-* ``report.md`` - the table, and the checks of the engine against independent references (closed forms
-  through the general quadrature path, the Gegenbauer series, the check values of theory.md).
+* ``symmetry_breaking.png`` - the alpha_relu exponent beyond which BSB1 is not attracting, against B;
+* ``propagation.png`` - a random batch and a copy differing in one example, propagated through a ReLU-BN
+  network: distance to the fixed point and cross-batch correlation against depth, with the theory's rates;
+* ``report.md`` - the tables, and the checks of the engine against independent references (closed forms
+  through the general quadrature path, the Gegenbauer series, the check values of theory.md, propagation).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .nonlinearity import get_nonlinearity
-from .plots import dense_batch_sizes, plot_theory_curves
-from .theory import gegenbauer_series, theory
+from .plots import dense_batch_sizes, plot_propagation, plot_symmetry_breaking, plot_theory_curves
+from .theory import gegenbauer_series, propagate, theory
 from .theory.closed_forms import homogeneous
+from .theory.symmetry import symmetry_breaking_alpha
 
 #: (label, spec, keyword arguments) of the nonlinearities in the table
 PHIS = (
@@ -39,6 +44,7 @@ PHIS = (
     ("identity", "identity", {}),
 )
 TABLE_BATCH_SIZES = (4, 5, 6, 8, 16, 32, 64, 128, 256, 1024, 4096, math.inf)
+SYMMETRY_BATCH_SIZES = (5, 6, 8, 12, 16, 32, 64, 128, 256, 1024)
 RELU_CHECKS = {4: (0.1695, 3.0841), 8: (0.2501, 1.7882), 32: (0.3023, 1.5220)}  # theory.md sections 2, 4
 
 
@@ -58,8 +64,14 @@ def reproduce(out: str | Path, *, quiet: bool = False) -> Path:
             rows.append({"label": label, **r.to_dict()})
     _write_table(rows, out)
     plot_theory_curves(curves, out / "theory_lambda_G.png", title="BN mean field theory (eps = 0)")
-    checks = _checks()
-    _write_report(rows, checks, out, time.perf_counter() - start)
+    symmetry = [
+        symmetry_breaking_alpha(b) for b in tqdm(SYMMETRY_BATCH_SIZES, desc="symmetry", disable=quiet, file=sys.stderr)
+    ]
+    plot_symmetry_breaking(symmetry, out / "symmetry_breaking.png")
+    prop = _propagation_example()
+    plot_propagation(prop, out / "propagation.png")
+    checks = _checks() + _propagation_checks(prop)
+    _write_report(rows, checks, out, time.perf_counter() - start, symmetry)
     failed = [c[0] for c in checks if c[3] > c[4]]
     if failed:
         raise RuntimeError(f"theory checks failed: {failed} (see {out / 'report.md'})")
@@ -129,6 +141,18 @@ def _checks() -> list[tuple[str, float, float, float, float]]:
                     1e-10,
                 )
             )
+    for b in (4, 8, 64, 1024):
+        closed, general = theory("relu", b), theory("relu(z)", b)
+        for key in ("lambda_L", "lambda_M"):
+            checks.append(
+                (
+                    f"relu {key} B={b}: quadrature vs closed form",
+                    getattr(general, key),
+                    getattr(closed, key),
+                    abs(getattr(general, key) / getattr(closed, key) - 1),
+                    1e-9,
+                )
+            )
     for b in (8, 1024, 100000):
         r = theory("z", b)
         ref = (b - 2) / (b - 3)
@@ -144,7 +168,30 @@ def _checks() -> list[tuple[str, float, float, float, float]]:
     return checks
 
 
-def _write_report(rows: list[dict], checks, out: Path, seconds: float) -> None:
+def _propagation_example():
+    """Fig 2-like setting for ReLU: a batch of 16 Gaussian inputs and a copy that differs in one example."""
+    rng = np.random.default_rng(2019)
+    x = rng.standard_normal((16, 64))
+    x2 = x.copy()
+    x2[0] = rng.standard_normal(64)
+    return propagate("relu", x, 30, inputs2=x2, samples=100_000, seed=1)
+
+
+def _propagation_checks(prop) -> list[tuple[str, float, float, float, float]]:
+    top = max(prop.theory.lambda_L, prop.theory.lambda_M)
+    rate = prop.distance[-1] / prop.distance[-2]
+    return [
+        (
+            "relu B=16: per-layer contraction of the exact Gram map at depth 30 vs max(lambda_L, lambda_M)",
+            rate,
+            top,
+            abs(rate / top - 1),
+            1e-3,
+        )
+    ]
+
+
+def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry) -> None:
     lines = [
         "# bnmft theory report",
         "",
@@ -176,5 +223,27 @@ def _write_report(rows: list[dict], checks, out: Path, seconds: float) -> None:
     for what, value, ref, diff, tol in checks:
         verdict = "yes" if diff <= tol else "NO"
         lines.append(f"| {what} | {value:.12g} | {ref:.12g} | {diff:.2e} | {tol:.0e} | {verdict} |")
-    lines += ["", f"Computed in {seconds:.1f} s."]
+    lines += [
+        "",
+        "## Symmetry breaking (alpha_relu)",
+        "",
+        "BSB1 stops being attracting when max(lambda_L, lambda_M) crosses 1; the crossing eigenvalue is "
+        "lambda_L (the examples' norms separate: a few examples come to dominate the batch).",
+        "",
+        "![alpha* against batch size](symmetry_breaking.png)",
+        "",
+        "| B | alpha* | crossing |",
+        "|---|---|---|",
+    ]
+    for s in symmetry:
+        star = f"none <= {s.alpha_max:g}" if math.isinf(s.alpha_star) else f"{s.alpha_star:.8g}"
+        lines.append(f"| {s.batch_size} | {star} | {s.eigenvalue or '-'} |")
+    lines += [
+        "",
+        "## Propagating a real batch",
+        "",
+        "![propagation](propagation.png)",
+        "",
+        f"Computed in {seconds:.1f} s.",
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
