@@ -98,6 +98,20 @@ FUNCTIONS: dict[str, tuple[int, Callable[..., Dual], bool]] = {
 CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
+def _as_tensor(value, like):
+    import torch
+
+    return value if isinstance(value, torch.Tensor) else torch.full_like(like, float(value))
+
+
+def _torch_pow(base, exponent):
+    import torch
+
+    if isinstance(base, torch.Tensor) or isinstance(exponent, torch.Tensor):
+        return torch.pow(base, exponent)
+    return base**exponent
+
+
 class ExpressionError(ValueError):
     """An expression that cannot be parsed or is not allowed."""
 
@@ -224,6 +238,70 @@ class Expression:
                 f0, f1 = fns
                 self._kink_args.append(lambda z: (lambda a, b: Dual(a.val - b.val, 0.0))(f0(z), f1(z)))
         return _Compiled(lambda z: impl(*[f(z) for f in fns]), is_const)
+
+    # -- torch backend (values only; autograd differentiates) ------------------------------------------------
+    def torch_function(self):
+        """The same checked tree compiled to torch operations: ``z (tensor) -> phi(z) (tensor)``."""
+        import torch
+
+        table = {
+            "exp": torch.exp,
+            "log": torch.log,
+            "log1p": torch.log1p,
+            "expm1": torch.expm1,
+            "sqrt": torch.sqrt,
+            "sin": torch.sin,
+            "cos": torch.cos,
+            "tan": torch.tan,
+            "sinh": torch.sinh,
+            "cosh": torch.cosh,
+            "tanh": torch.tanh,
+            "arctan": torch.atan,
+            "atan": torch.atan,
+            "arcsinh": torch.asinh,
+            "asinh": torch.asinh,
+            "erf": torch.erf,
+            "sigmoid": torch.sigmoid,
+            "softplus": torch.nn.functional.softplus,
+            "gelu": torch.nn.functional.gelu,
+            "silu": torch.nn.functional.silu,
+            "abs": torch.abs,
+            "relu": torch.relu,
+            "max": torch.maximum,
+            "min": torch.minimum,
+        }
+        tree = ast.parse(self.text, mode="eval").body  # already checked by __init__
+
+        def build(node):
+            if isinstance(node, ast.Constant):
+                c = float(node.value)
+                return lambda z: c
+            if isinstance(node, ast.Name):
+                if node.id == "z":
+                    return lambda z: z
+                c = CONSTANTS[node.id]
+                return lambda z: c
+            if isinstance(node, ast.UnaryOp):
+                inner = build(node.operand)
+                return (lambda z: -inner(z)) if isinstance(node.op, ast.USub) else inner
+            if isinstance(node, ast.BinOp):
+                a, b = build(node.left), build(node.right)
+                ops = {
+                    ast.Add: lambda x, y: x + y,
+                    ast.Sub: lambda x, y: x - y,
+                    ast.Mult: lambda x, y: x * y,
+                    ast.Div: lambda x, y: x / y,
+                    ast.Pow: _torch_pow,
+                }
+                op = ops[type(node.op)]
+                return lambda z: op(a(z), b(z))
+            fn = table[node.func.id]
+            args = [build(a) for a in node.args]
+            if len(args) == 2:
+                return lambda z: fn(*[_as_tensor(f(z), z) for f in args])
+            return lambda z: fn(_as_tensor(args[0](z), z))
+
+        return build(tree)
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def value_and_derivative(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +55,9 @@ class Nonlinearity:
     family: str | None = None
     params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     kink_grading: int = 2
+    #: how to rebuild phi elsewhere (e.g. in torch): ("registry", name, params), ("expression", text) or
+    #: ("callable",) - see :mod:`bnmft.simulate.torch_phi`
+    source: tuple = ("callable",)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.fn(np.asarray(z, dtype=float))
@@ -80,6 +83,7 @@ class Nonlinearity:
             family=self.family,
             params=MappingProxyType(params),
             kink_grading=self.kink_grading,
+            source=self.source,
         )
 
 
@@ -262,7 +266,8 @@ def get_nonlinearity(
     if key in _REGISTRY:
         entry = _REGISTRY[key]
         _no_params(key, params, entry.params)
-        return entry.build(**params)
+        built = entry.build(**params)
+        return replace(built, source=("registry", key, dict(built.params)))
     if key.isidentifier() and key != "z":
         raise ValueError(
             f"phi: unknown nonlinearity {spec!r}; known names: {', '.join(sorted(_REGISTRY))}, "
@@ -289,7 +294,7 @@ def from_expression(text: str) -> Nonlinearity:
     def d(z):
         return expr.value_and_derivative(z)[1]
 
-    return Nonlinearity(expr.text, f, d, expr.kinks())
+    return Nonlinearity(expr.text, f, d, expr.kinks(), source=("expression", expr.text))
 
 
 def from_callable(

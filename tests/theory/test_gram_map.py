@@ -124,17 +124,22 @@ def test_rank_deficient_identity_input_does_not_converge(rng):
 
 
 def test_two_batches_lose_their_correlation_at_the_predicted_rate(rng):
-    x = rng.standard_normal((8, 40))
-    x2 = x.copy()
-    x2[0] = rng.standard_normal(40)
-    p = propagate("relu", x, 20, inputs2=x2, samples=100_000, seed=3)
+    """Both batches start at the BSB1 fixed point, partly correlated; the per-layer ratio of their correlation
+    tends to cross_batch_rate as the correlation goes to 0 (the map is linear only there)."""
+    b = 8
+    r = theory("relu", b)
+    chol = np.linalg.cholesky(r.q_star * ((1 - r.c_star) * np.eye(b) + r.c_star))
+    x = chol * np.sqrt(b)  # x x^T / b = Sigma*
+    x2 = np.sqrt(0.7) * x + np.sqrt(0.3) * chol @ rng.standard_normal((b, b))
+    p = propagate("relu", x, 14, inputs2=x2, samples=400_000, seed=3)
     c = p.cross_correlation
-    assert c[0] > 0.9 and c[-1] < 0.1
-    clean = [i for i in range(8, 20) if 0.05 < c[i] < 0.5 and 0.05 < c[i + 1]]
-    ratios = [c[i + 1] / c[i] for i in clean]
-    assert len(ratios) >= 3
-    assert np.mean(ratios) == pytest.approx(p.theory.cross_batch_rate, abs=0.05)
-    again = propagate("relu", x, 20, inputs2=x2, samples=100_000, seed=3)
+    assert c[0] > 0.7 and c[-1] < 0.05
+    ratios = c[1:] / c[:-1]
+    small = [ratio for ratio, before in zip(ratios, c[:-1], strict=True) if 0.03 < before < 0.1]
+    assert len(small) >= 2
+    assert np.all(np.array(small) == pytest.approx(p.theory.cross_batch_rate, abs=0.03))
+    assert ratios[0] > ratios[-1] > p.theory.cross_batch_rate - 0.01  # approaches the rate from above
+    again = propagate("relu", x, 14, inputs2=x2, samples=400_000, seed=3)
     np.testing.assert_array_equal(again.cross_correlation, c)  # same seed, same numbers
 
 

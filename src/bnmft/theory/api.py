@@ -125,7 +125,7 @@ def theory(
         _check_not_constant(base.name, gamma, beta, moments.second, moments.mu)
     if values is not None:
         method_used, error = "closed_form", 0.0
-        q, c, mu, mean, lam = (values[k] for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
+        q, c, mu, mean, lam = (float(values[k]) for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
     else:
         method_used, error = "quadrature", moments.error
         q, mu, mean = moments.second, moments.mu, moments.mean

@@ -12,7 +12,8 @@ layer on it shrinks like ``max(lambda_L, lambda_M)^l`` near the fixed point.
 Two batches X1 (B1 x d), X2 (B2 x d): the joint (B1+B2) x (B1+B2) Gram is propagated with BN applied to each
 batch separately. The diagonal blocks follow V; the cross block ``E[phi(BN h1) phi(BN h2)^T]`` is estimated by
 Monte Carlo of the joint Gaussian (no exact reduction is known to us). The cross-batch correlation
-``||G C G||_F / sqrt(||G S_11 G||_F ||G S_22 G||_F)`` is 1 for identical batches and decays to 0 at the
+``tr(G C G) / sqrt(tr(G S_11 G) tr(G S_22 G))`` (batches of equal size: the alignment of matched examples; for
+unequal sizes the Frobenius norms replace the traces) is 1 for identical batches and decays to 0 at the
 per-layer rate ``cross_batch_rate`` of :func:`bnmft.theory`.
 """
 
@@ -117,7 +118,12 @@ def _distance(gram: np.ndarray) -> float:
 
 
 def _cross_correlation(s11, s22, c12) -> float:
+    """``tr(G C G) / sqrt(tr(G S11 G) tr(G S22 G))`` for batches of equal size (matched examples; small
+    Monte Carlo noise floor), else ``||G C G||_F / sqrt(||G S11 G||_F ||G S22 G||_F)``."""
     g1, g2 = centring(len(s11)), centring(len(s22))
+    if len(s11) == len(s22):
+        den = math.sqrt(max(np.trace(g1 @ s11 @ g1) * np.trace(g2 @ s22 @ g2), 0.0))
+        return float(np.trace(g1 @ c12 @ g2) / den) if den > 0 else 0.0
     num = np.linalg.norm(g1 @ c12 @ g2)
     den = math.sqrt(np.linalg.norm(g1 @ s11 @ g1) * np.linalg.norm(g2 @ s22 @ g2))
     return float(num / den) if den > 0 else 0.0

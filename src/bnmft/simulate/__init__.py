@@ -1,0 +1,23 @@
+"""Finite-width simulator (PyTorch, CPU or CUDA): ensembles of real BN networks that measure what the theory
+predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
+
+* :mod:`.torch_phi` - the nonlinearity as a differentiable torch function;
+* :mod:`.network` - the batched ensemble: forward, hooks for log-space gradient norms, measurements;
+* :mod:`.api` - :func:`simulate`, estimates with standard errors, the tidy table.
+"""
+
+from .api import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate, slope_rates
+from .network import NetworkSpec, run_ensemble
+from .torch_phi import to_torch
+
+__all__ = [
+    "BatchSummary",
+    "NetworkSpec",
+    "SimulationConfig",
+    "SimulationResult",
+    "growth_rates",
+    "run_ensemble",
+    "simulate",
+    "slope_rates",
+    "to_torch",
+]

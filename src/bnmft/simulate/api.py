@@ -1,0 +1,340 @@
+"""``bnmft.simulate.simulate``: finite-width BN networks measured against the mean-field theory.
+
+For each batch size, K independent networks (run in chunks of ``chunk`` networks with batched matrix
+products) see a batch of B Gaussian inputs (a different one per network). Per layer and network we record
+the post-activation Gram statistics, the squared gradient norms with respect to pre-activations and weights
+(log space), and, with ``two_batches``, the correlation between two batches through the same weights.
+
+Estimates (per batch size):
+
+* ``lambda_G``: per network, the mean over the stationary window (layers ``[window_start, depth - 3)``,
+  ``window_start = max(3, depth // 3)`` by default: the forward pass has reached BSB1 and the top-level gradient
+  has aligned with G) of the per-layer growth factors ``||dL/dh^l||^2 / ||dL/dh^(l+1)||^2`` (the exponentiated
+  per-layer slopes of the log norm); then the mean and standard error across networks. The arithmetic mean
+  estimates the theory's ``E`` of the growth; the regression slope of the log norm (kept as
+  ``lambda_G_geometric``) estimates ``exp E log``, which is biased low at finite width when the factor is
+  heavy-tailed (B = 4, where its variance is infinite).
+* ``c_star`` (and ``q_star``): per network, the average over the same window of the off-diagonal / diagonal of
+  the Gram; mean and standard error across networks.
+
+The tidy table has one row per (batch size, network, layer) with every setting in its columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..nonlinearity import Nonlinearity, get_nonlinearity
+from ..theory import theory
+from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble
+from .torch_phi import to_torch
+
+DEVICES = ("cpu", "cuda")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines a simulation (and goes into every row of its table)."""
+
+    phi: str
+    width: int
+    depth: int
+    networks: int
+    eps: float = 0.0
+    gamma: float = 1.0
+    beta: float = 0.0
+    sigma_w: float = 1.0
+    init: str = "gaussian"
+    placement: str = "before"
+    detach_stats: bool = False
+    ghost_size: int | None = None
+    two_batches: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    chunk: int = 50
+    window_start: int | None = None
+    params: dict = field(default_factory=dict)
+
+    def window(self) -> tuple[int, int]:
+        start = self.window_start if self.window_start is not None else max(3, self.depth // 3)
+        return start, self.depth - 3
+
+
+@dataclass
+class BatchSummary:
+    """Estimates for one batch size, next to the theory's values."""
+
+    batch_size: int
+    width: int
+    depth: int
+    networks: int
+    lambda_G_mean: float
+    lambda_G_stderr: float
+    lambda_G_theory: float | None
+    c_star_mean: float
+    c_star_stderr: float
+    c_star_theory: float | None
+    q_star_mean: float
+    q_star_stderr: float
+    q_star_theory: float | None
+    lambda_G_geometric: float | None = None
+    lambda_G_geometric_stderr: float | None = None
+    cross_batch_rate_theory: float | None = None  # the per-layer correlation is in the tidy table
+
+
+@dataclass
+class SimulationResult:
+    config: SimulationConfig
+    summaries: list[BatchSummary]
+    runs: dict[int, EnsembleRun]
+
+    def rows(self) -> list[dict]:
+        """Tidy table: one dict per (batch size, network, layer)."""
+        settings = {k: v for k, v in asdict(self.config).items() if k not in ("params", "chunk", "window_start")}
+        settings.update({f"param_{k}": v for k, v in self.config.params.items()})
+        out = []
+        for b, run in self.runs.items():
+            k, depth = run.q.shape
+            for net in range(k):
+                for layer in range(depth):
+                    row = dict(
+                        settings,
+                        batch_size=b,
+                        network=net,
+                        layer=layer + 1,
+                        q=float(run.q[net, layer]),
+                        c=float(run.c[net, layer]),
+                        distance=float(run.distance[net, layer]),
+                        log_grad_h=float(run.log_grad_h[net, layer]),
+                        log_grad_w=float(run.log_grad_w[net, layer]),
+                    )
+                    if run.cross is not None:
+                        row["cross_correlation"] = float(run.cross[net, layer])
+                    out.append(row)
+        return out
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``layers.csv`` (the tidy table) and ``summary.csv`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {"layers": directory / "layers.csv", "summary": directory / "summary.csv"}
+        rows = self.rows()
+        _write_csv(paths["layers"], rows)
+        _write_csv(paths["summary"], [asdict(s) for s in self.summaries])
+        return paths
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)  # a crash never leaves a half-written file
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
+    """Reject bad settings before any work starts, naming the argument."""
+    _positive_int("width", config.width)
+    _positive_int("depth", config.depth)
+    _positive_int("networks", config.networks)
+    _positive_int("chunk", config.chunk)
+    if not batch_sizes:
+        raise ValueError("batch_size: give at least one batch size")
+    for b in batch_sizes:
+        _positive_int("batch_size", b, 2)
+        if config.ghost_size is not None and b % config.ghost_size:
+            raise ValueError(f"ghost_size={config.ghost_size} must divide every batch size, got batch_size={b}")
+    if config.ghost_size is not None:
+        _positive_int("ghost_size", config.ghost_size, 2)
+    for name in ("eps", "gamma", "beta", "sigma_w"):
+        value = getattr(config, name)
+        if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if config.eps < 0:
+        raise ValueError(f"eps must be >= 0, got {config.eps}")
+    if config.sigma_w <= 0:
+        raise ValueError(f"sigma_w must be > 0, got {config.sigma_w}")
+    if config.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
+    if config.placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {config.placement!r}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {config.dtype!r}")
+    if config.device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {config.device!r}")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available here; use device='cpu'")
+    start, stop = config.window()
+    if stop - start < 2:
+        raise ValueError(
+            f"depth={config.depth} is too shallow to estimate lambda_G: the stationary window "
+            f"[{start}, {stop}) needs at least 2 layers (use depth >= {start + 5})"
+        )
+
+
+def growth_rates(log_norms: torch.Tensor, start: int, stop: int) -> np.ndarray:
+    """Per network, the mean over layers [start, stop - 1) of the backward growth factor
+    ``exp(log_norms[l] - log_norms[l + 1])``."""
+    y = log_norms[:, start:stop].numpy()
+    return np.exp(y[:, :-1] - y[:, 1:]).mean(axis=1)
+
+
+def slope_rates(log_norms: torch.Tensor, start: int, stop: int) -> np.ndarray:
+    """Per network, ``exp(-slope)`` of the least-squares line through log_norms[:, start:stop] vs layer."""
+    y = log_norms[:, start:stop].numpy()
+    layers = np.arange(start, stop, dtype=float)
+    lc = layers - layers.mean()
+    slope = (y - y.mean(axis=1, keepdims=True)) @ lc / (lc @ lc)
+    return np.exp(-slope)
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.inf
+    return float(values.mean()), se
+
+
+def simulate(
+    phi: str | Nonlinearity,
+    batch_sizes: Sequence[int],
+    *,
+    width: int,
+    depth: int,
+    networks: int,
+    progress: Callable[[int], None] | None = None,
+    keep_grams: bool = False,
+    inputs: np.ndarray | None = None,
+    **options,
+) -> SimulationResult:
+    """Simulate ensembles of BN MLPs and estimate lambda_G, c*, q* per batch size (module docstring).
+
+    Args:
+        phi: nonlinearity spec (as for :func:`bnmft.theory`); ``alpha``/``slope`` go in ``options``.
+        batch_sizes: batch sizes B (>= 2; the theory columns need B >= 4).
+        width, depth, networks: N, L, K.
+        progress: called with the number of networks finished after each chunk.
+        keep_grams: keep the per-layer Gram matrices (memory: K L B^2 floats per batch size).
+        inputs: optional fixed input batch(es), shape (B, d) or (2, B, d) with ``two_batches``; default:
+            Gaussian inputs of dimension ``width``, independent per network (and, for two batches, a copy
+            whose first example is redrawn).
+        **options: the other fields of :class:`SimulationConfig` (eps, gamma, beta, sigma_w, init, placement,
+            detach_stats, ghost_size, two_batches, seed, device, dtype, chunk, window_start) and phi's
+            parameters (alpha, slope).
+
+    Returns:
+        :class:`SimulationResult`; same seed, same numbers (on the same device and dtype).
+    """
+    params = {k: options.pop(k) for k in ("alpha", "slope") if options.get(k) is not None}
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = set(options) - set(SimulationConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+    base = get_nonlinearity(phi, **params)
+    config = SimulationConfig(phi=base.name, width=width, depth=depth, networks=networks, params=params, **options)
+    batch_sizes = list(batch_sizes)
+    validate(config, batch_sizes)
+    effective = base.affine_input(config.gamma, config.beta)
+    phi_t = to_torch(effective)
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    if config.device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    start, stop = config.window()
+    summaries, runs = [], {}
+    done = 0
+    for b in batch_sizes:
+        gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + b)
+        parts = []
+        for first in range(0, config.networks, config.chunk):
+            k = min(config.chunk, config.networks - first)
+            x = _inputs(inputs, k, b, config, gen, device, dtype)
+            spec = NetworkSpec(
+                config.width,
+                config.depth,
+                config.eps,
+                config.sigma_w,
+                config.init,
+                config.placement,
+                config.detach_stats,
+                config.ghost_size,
+            )
+            parts.append(run_ensemble(phi_t, x, spec, b, gen, keep_grams=keep_grams))
+            done += k
+            if progress is not None:
+                progress(done)
+        run = _concat(parts)
+        runs[b] = run
+        summaries.append(_summarise(config, base, b, run, start, stop))
+    return SimulationResult(config, summaries, runs)
+
+
+def _inputs(inputs, k, b, config, gen, device, dtype):
+    if inputs is not None:
+        x = torch.as_tensor(np.asarray(inputs, dtype=float), dtype=dtype, device=device)
+        if config.two_batches:
+            if x.ndim != 3 or x.shape[0] != 2 or x.shape[1] != b:
+                raise ValueError(f"inputs must have shape (2, {b}, d) for two batches, got {tuple(x.shape)}")
+            x = x.reshape(2 * b, -1)
+        elif x.ndim != 2 or x.shape[0] != b:
+            raise ValueError(f"inputs must have shape ({b}, d), got {tuple(x.shape)}")
+        return x.unsqueeze(0).expand(k, -1, -1).contiguous()
+    x = torch.randn(k, b, config.width, generator=gen, device=device, dtype=dtype)
+    if config.two_batches:
+        other = x.clone()
+        other[:, 0] = torch.randn(k, config.width, generator=gen, device=device, dtype=dtype)
+        x = torch.cat([x, other], dim=1)
+    return x
+
+
+def _concat(parts: list[EnsembleRun]) -> EnsembleRun:
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values, dim=0)
+
+    return EnsembleRun(*(cat(n) for n in ("q", "c", "distance", "log_grad_h", "log_grad_w", "cross", "grams")))
+
+
+def _summarise(config, base, b, run: EnsembleRun, start, stop) -> BatchSummary:
+    lam_mean, lam_se = _mean_se(growth_rates(run.log_grad_h, start, stop))
+    geo_mean, geo_se = _mean_se(slope_rates(run.log_grad_h, start, stop))
+    c_mean, c_se = _mean_se(run.c[:, start:stop].mean(dim=1).numpy())
+    q_mean, q_se = _mean_se(run.q[:, start:stop].mean(dim=1).numpy())
+    # the eps = 0 theory of the paper's architecture; with ghost BN the statistics' batch is the ghost size
+    group = config.ghost_size or b
+    t = None
+    if group >= 4 and config.eps == 0 and config.placement == "before" and not config.detach_stats:
+        t = theory(base, group, gamma=config.gamma, beta=config.beta)
+    return BatchSummary(
+        batch_size=b,
+        width=config.width,
+        depth=config.depth,
+        networks=config.networks,
+        lambda_G_mean=lam_mean,
+        lambda_G_stderr=lam_se,
+        lambda_G_theory=None if t is None else t.lambda_G,
+        lambda_G_geometric=geo_mean,
+        lambda_G_geometric_stderr=geo_se,
+        c_star_mean=c_mean,
+        c_star_stderr=c_se,
+        c_star_theory=None if t is None else t.c_star,
+        q_star_mean=q_mean,
+        q_star_stderr=q_se,
+        q_star_theory=None if t is None else t.q_star,
+        cross_batch_rate_theory=None if (t is None or run.cross is None) else t.cross_batch_rate,
+    )
