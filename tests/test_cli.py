@@ -192,3 +192,50 @@ def test_propagate_bad_input(extra, message, tmp_path, capsys):
     code, err = run_failing(capsys, "propagate", "--phi", "relu", *[e.format(**files) for e in extra])
     assert code == 2
     assert message in err and "Traceback" not in err
+
+
+SIM_KEYS = {
+    "batch_size",
+    "width",
+    "depth",
+    "networks",
+    "lambda_G_mean",
+    "lambda_G_stderr",
+    "lambda_G_theory",
+    "c_star_mean",
+    "c_star_stderr",
+    "c_star_theory",
+}
+
+
+def test_simulate_cli_json_out_and_seed(tmp_path, capsys):
+    argv = ["simulate", "--phi", "relu", "-B", "4", "8", "-N", "32", "-L", "12", "-K", "3", "--seed", "7", "--json"]
+    code, out, _ = run(capsys, *argv, "--out", str(tmp_path))
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["batch_size"] for r in rows] == [4, 8]
+    assert all(SIM_KEYS <= set(r) for r in rows)
+    assert rows[1]["lambda_G_theory"] == theory("relu", 8).lambda_G
+    for name in ("layers.csv", "summary.csv", "lambda_G.png", "gradients.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    code, again, _ = run(capsys, *argv)
+    assert json.loads(again) == rows  # same seed, same numbers
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["-N", "0"], "--width"),
+        (["-L", "0"], "--depth"),
+        (["-B", "1"], "--batch-size"),
+        (["--device", "tpu"], "device must be one of"),
+        (["--ghost-size", "3"], "must divide"),
+        (["-L", "4"], "too shallow"),
+    ],
+)
+def test_simulate_bad_input(extra, message, capsys):
+    options = {"-B": "8", "-N": "16", "-L": "12", "-K": "2"} | dict(zip(extra[::2], extra[1::2], strict=True))
+    argv = ["simulate", "--phi", "relu"] + [x for pair in options.items() for x in pair]
+    code, err = run_failing(capsys, *argv)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err

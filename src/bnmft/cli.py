@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .nonlinearity import available
@@ -37,6 +38,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def sim_batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (batch norm needs two examples), got {text!r}")
     return value
 
 
@@ -254,6 +265,92 @@ def cmd_symmetry(args) -> int:
     return 0
 
 
+SIMULATE_JSON_KEYS = (
+    "batch_size",
+    "width",
+    "depth",
+    "networks",
+    "lambda_G_mean",
+    "lambda_G_stderr",
+    "lambda_G_theory",
+    "c_star_mean",
+    "c_star_stderr",
+    "c_star_theory",
+    "q_star_mean",
+    "q_star_stderr",
+    "q_star_theory",
+    "lambda_G_geometric",
+    "lambda_G_geometric_stderr",
+)
+
+
+def cmd_simulate(args) -> int:
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    from .simulate import simulate
+
+    total = args.networks * len(args.batch_size)
+    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
+        result = simulate(
+            args.phi,
+            args.batch_size,
+            width=args.width,
+            depth=args.depth,
+            networks=args.networks,
+            eps=args.eps,
+            gamma=args.gamma,
+            beta=args.beta,
+            sigma_w=args.sigma_w,
+            init=args.init,
+            placement=args.placement,
+            detach_stats=args.detach_stats,
+            ghost_size=args.ghost_size,
+            two_batches=args.two_batches,
+            seed=args.seed,
+            device=args.device,
+            dtype=args.dtype,
+            chunk=args.chunk,
+            alpha=args.alpha,
+            slope=args.slope,
+            progress=lambda done: bar.update(done - bar.n),
+        )
+    if args.out:
+        from .plots import plot_gradient_depth, plot_simulation_summary
+
+        paths = result.save(args.out)
+        theory_ok = args.eps == 0 and args.placement == "before" and not args.detach_stats
+        plot_simulation_summary(
+            result.summaries,
+            Path(args.out) / "lambda_G.png",
+            phi=args.phi if theory_ok and len(args.batch_size) > 1 else None,
+            theory_kwargs={"gamma": args.gamma, "beta": args.beta, **_phi_params(args)},
+            title=f"{result.config.phi}: width {args.width}, depth {args.depth}",
+        )
+        plot_gradient_depth(
+            result.rows(),
+            Path(args.out) / "gradients.png",
+            rates={s.batch_size: s.lambda_G_theory for s in result.summaries},
+        )
+        if not args.json:
+            print(f"wrote {paths['layers']}, {paths['summary']}, lambda_G.png, gradients.png in {args.out}")
+    summaries = [asdict(s) for s in result.summaries]
+    if args.json:
+        print(json.dumps([{k: s[k] for k in SIMULATE_JSON_KEYS} for s in summaries], indent=2, default=float))
+        return 0
+    print(f"phi = {result.config.phi}, width = {args.width}, depth = {args.depth}, networks = {args.networks}")
+    print(f"{'B':>6}  {'lambda_G (sim)':>22}  {'theory':>10}  {'c* (sim)':>22}  {'theory':>10}")
+    for s in result.summaries:
+        lt = "-" if s.lambda_G_theory is None else f"{s.lambda_G_theory:.5f}"
+        ct = "-" if s.c_star_theory is None else f"{s.c_star_theory:.5f}"
+        print(
+            f"{s.batch_size:>6}  {s.lambda_G_mean:>12.5f} +- {s.lambda_G_stderr:<7.5f}  {lt:>10}  "
+            f"{s.c_star_mean:>12.5f} +- {s.c_star_stderr:<7.5f}  {ct:>10}"
+        )
+    return 0
+
+
 def cmd_nonlinearities(args) -> int:
     entries = available()
     if args.json:
@@ -329,6 +426,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE", help="alpha* against batch size")
     p.set_defaults(func=cmd_symmetry)
+
+    p = sub.add_parser("simulate", help="finite-width BN networks: measured lambda_G and c* against the theory")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
+    p.add_argument("--width", "-N", required=True, type=positive_int)
+    p.add_argument("--depth", "-L", required=True, type=positive_int)
+    p.add_argument("--networks", "-K", required=True, type=positive_int)
+    p.add_argument("--eps", type=finite_float, default=0.0)
+    p.add_argument("--gamma", type=finite_float, default=1.0)
+    p.add_argument("--beta", type=finite_float, default=0.0)
+    p.add_argument("--alpha", type=finite_float)
+    p.add_argument("--slope", type=finite_float)
+    p.add_argument("--sigma-w", type=finite_float, default=1.0)
+    p.add_argument("--init", choices=("gaussian", "orthogonal"), default="gaussian")
+    p.add_argument("--placement", choices=("before", "after"), default="before", help="BN before phi (paper) or after")
+    p.add_argument("--detach-stats", action="store_true", help="no backprop through the batch mean and variance")
+    p.add_argument("--ghost-size", type=positive_int, help="BN statistics over sub-batches of this size")
+    p.add_argument("--two-batches", action="store_true", help="also record the correlation between two batches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--chunk", type=positive_int, default=50, help="networks run together (memory vs speed)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
+    p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
     p.add_argument("--json", action="store_true")

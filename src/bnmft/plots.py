@@ -180,3 +180,80 @@ def plot_symmetry_breaking(results, path: str | Path) -> Path:
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+# -- simulation figures (they consume the simulator's tidy rows) ---------------------------------------------
+def _group(rows, *keys):
+    out: dict = {}
+    for row in rows:
+        out.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return out
+
+
+def plot_simulation_summary(
+    summaries, path: str | Path, *, phi=None, theory_kwargs=None, title: str | None = None
+) -> Path:
+    """lambda_G and c* against batch size: the theory as a line (dense in B), the simulation as mean +- 1 std
+    across networks (the paper's Fig 1a band) with the standard error as error bars."""
+    import numpy as np
+
+    plt = _pyplot()
+    from matplotlib.ticker import ScalarFormatter
+
+    bs = np.array([s.batch_size for s in summaries])
+    k = np.array([s.networks for s in summaries])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, key, label in ((axes[0], "lambda_G", r"$\lambda_G$"), (axes[1], "c_star", r"$c^*$")):
+        mean = np.array([getattr(s, f"{key}_mean") for s in summaries])
+        se = np.array([getattr(s, f"{key}_stderr") for s in summaries])
+        std = se * np.sqrt(k)
+        ax.fill_between(bs, mean - std, mean + std, alpha=0.25, label="simulation, mean $\\pm$ 1 std")
+        ax.errorbar(bs, mean, yerr=se, fmt="o", ms=3, label="simulation mean $\\pm$ 1 s.e.")
+        if phi is not None and min(bs) >= 4:
+            dense = dense_batch_sizes(int(min(bs)), int(max(bs)))
+            curve = theory_table(phi, dense, **(theory_kwargs or {}))
+            ax.plot(dense, [getattr(r, key) for r in curve], "k-", lw=1, label="mean field theory")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, title: str | None = None) -> Path:
+    """log10 of the squared gradient norm w.r.t. pre-activations against layer, one line per batch size
+    (mean +- 1 std across networks); dashed: the theory's slope lambda_G per layer (``rates``: B -> lambda_G)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
+    for i, ((b,), group) in enumerate(sorted(_group(rows, "batch_size").items())):
+        layers = sorted({r["layer"] for r in group})
+        by_layer = _group(group, "layer")
+        vals = np.array([[r["log_grad_h"] / math.log(10) for r in by_layer[(layer,)]] for layer in layers])
+        mean, std = vals.mean(axis=1), vals.std(axis=1)
+        color = f"C{i % 10}"
+        ax.plot(layers, mean, color=color, label=f"B = {b}")
+        ax.fill_between(layers, mean - std, mean + std, color=color, alpha=0.2)
+        if rates and b in rates and rates[b] is not None:
+            top = layers[-1]
+            ax.plot(layers, mean[-1] + (top - np.array(layers)) * math.log10(rates[b]), color=color, ls="--", lw=0.8)
+    ax.set_xlabel("layer l")
+    ax.set_ylabel(r"$\log_{10} \|\partial L / \partial h^l\|^2$")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="dashed: theory slope" if rates else None)
+    if title:
+        ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
