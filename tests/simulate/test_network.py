@@ -8,7 +8,7 @@ import torch
 
 from bnmft import get_nonlinearity
 from bnmft.simulate import NetworkSpec, run_ensemble, simulate, to_torch
-from bnmft.simulate.network import batch_norm, init_weights
+from bnmft.simulate.network import batch_norm, init_weights, segments_for
 
 
 @pytest.mark.parametrize("spec", ["relu", "tanh", "gelu", "selu", "sin", "tanh(2*z) + 0.1*z", "abs(z - 0.5)"])
@@ -55,30 +55,39 @@ def test_orthogonal_init_is_orthogonal_and_scaled():
     [("before", False, None), ("after", False, None), ("before", True, None), ("before", False, 4)],
 )
 def test_log_space_gradient_norms_equal_plain_autograd(placement, detach, ghost):
-    """The hooks rescale gradients on the way down; the recorded log norms must equal an ordinary backward pass."""
+    """Two batch sizes (8 and 4) through the same networks; the hooks rescale gradients on the way down and
+    compute weight-gradient norms without forming dW. Both must equal ordinary autograd, segment by segment."""
     spec = NetworkSpec(width=12, depth=6, placement=placement, detach_stats=detach, ghost_size=ghost)
+    segments = segments_for([8, 4], ghost)
     phi = to_torch(get_nonlinearity("tanh"))
-    x = torch.randn(3, 8, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    run = run_ensemble(phi, x, spec, 8, torch.Generator().manual_seed(5))
-    # replay the same network without hooks (same generator sequence)
-    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    runs = run_ensemble(phi, x, spec, segments, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # replay the same networks without hooks
     h_list, w_list, act = [], [], x
     for _ in range(spec.depth):
         w = init_weights(3, 12, 12, spec, gen, "cpu", torch.float64).requires_grad_(True)
         h = torch.bmm(act, w.transpose(1, 2))
         h.retain_grad()
-        group = ghost or 8
-        act = (
-            phi(batch_norm(h, group, 0.0, detach)) if placement == "before" else batch_norm(phi(h), group, 0.0, detach)
-        )
+        parts = []
+        for seg in segments:
+            piece = h[:, seg.offset : seg.offset + seg.length]
+            if placement == "before":
+                parts.append(phi(batch_norm(piece, seg.group, 0.0, detach)))
+            else:
+                parts.append(batch_norm(phi(piece), seg.group, 0.0, detach))
+        act = torch.cat(parts, dim=1)
         h_list.append(h)
         w_list.append(w)
     readout = torch.randn(act.shape, generator=gen, dtype=torch.float64)
-    (act * readout).sum().backward()
-    direct_h = torch.stack([torch.log(h.grad.pow(2).sum(dim=(1, 2))) for h in h_list], 1)
-    direct_w = torch.stack([torch.log(w.grad.pow(2).sum(dim=(1, 2))) for w in w_list], 1)
-    np.testing.assert_allclose(run.log_grad_h.numpy(), direct_h.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(run.log_grad_w.numpy(), direct_w.numpy(), rtol=1e-10)
+    for i, seg in enumerate(segments):
+        for t in h_list + w_list:
+            t.grad = None
+        rows = slice(seg.offset, seg.offset + seg.length)
+        (act[:, rows] * readout[:, rows]).sum().backward(retain_graph=True)
+        direct_h = torch.stack([torch.log(h.grad[:, rows].pow(2).sum(dim=(1, 2))) for h in h_list], 1)
+        direct_w = torch.stack([torch.log(w.grad.pow(2).sum(dim=(1, 2))) for w in w_list], 1)
+        np.testing.assert_allclose(runs[i].log_grad_h.numpy(), direct_h.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(runs[i].log_grad_w.numpy(), direct_w.numpy(), rtol=1e-10)
 
 
 def test_deep_networks_do_not_overflow_in_float32():

@@ -1,7 +1,8 @@
 """``bnmft.simulate.simulate``: finite-width BN networks measured against the mean-field theory.
 
-For each batch size, K independent networks (run in chunks of ``chunk`` networks with batched matrix
-products) see a batch of B Gaussian inputs (a different one per network). Per layer and network we record
+K independent networks (run in chunks of ``chunk`` networks with batched matrix products) each see one batch
+of B Gaussian inputs for every batch size B (different inputs per network); all batch sizes run through the
+same networks, normalised separately, so the weights are drawn once for all of them. Per layer and network we record
 the post-activation Gram statistics, the squared gradient norms with respect to pre-activations and weights
 (log space), and, with ``two_batches``, the correlation between two batches through the same weights.
 
@@ -34,10 +35,12 @@ import torch
 
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..theory import theory
-from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble
+from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
 
 DEVICES = ("cpu", "cuda")
+#: cap on networks x rows x width x depth per chunk (activations kept for backprop: ~16 bytes each in float32)
+MAX_ELEMENTS = 150_000_000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -157,6 +160,8 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
     _positive_int("chunk", config.chunk)
     if not batch_sizes:
         raise ValueError("batch_size: give at least one batch size")
+    if len(set(batch_sizes)) != len(batch_sizes):
+        raise ValueError(f"batch_size: each batch size once, got {list(batch_sizes)}")
     for b in batch_sizes:
         _positive_int("batch_size", b, 2)
         if config.ghost_size is not None and b % config.ghost_size:
@@ -229,7 +234,7 @@ def simulate(
         phi: nonlinearity spec (as for :func:`bnmft.theory`); ``alpha``/``slope`` go in ``options``.
         batch_sizes: batch sizes B (>= 2; the theory columns need B >= 4).
         width, depth, networks: N, L, K.
-        progress: called with the number of networks finished after each chunk.
+        progress: called with (networks finished) x (number of batch sizes) after each chunk.
         keep_grams: keep the per-layer Gram matrices (memory: K L B^2 floats per batch size).
         inputs: optional fixed input batch(es), shape (B, d) or (2, B, d) with ``two_batches``; default:
             Gaussian inputs of dimension ``width``, independent per network (and, for two batches, a copy
@@ -256,29 +261,34 @@ def simulate(
     if config.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     start, stop = config.window()
-    summaries, runs = [], {}
+    # all batch sizes run through the same networks (BN never mixes them): the weights, whose generation costs
+    # more than the matmuls at small B, are drawn once per layer for all of them
+    segments = segments_for(batch_sizes, config.ghost_size, config.two_batches)
+    rows_total = sum(seg.length for seg in segments)
+    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_total * config.width * config.depth)))
+    spec = NetworkSpec(
+        config.width,
+        config.depth,
+        config.eps,
+        config.sigma_w,
+        config.init,
+        config.placement,
+        config.detach_stats,
+        config.ghost_size,
+    )
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    parts: list[list[EnsembleRun]] = []
     done = 0
-    for b in batch_sizes:
-        gen = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + b)
-        parts = []
-        for first in range(0, config.networks, config.chunk):
-            k = min(config.chunk, config.networks - first)
-            x = _inputs(inputs, k, b, config, gen, device, dtype)
-            spec = NetworkSpec(
-                config.width,
-                config.depth,
-                config.eps,
-                config.sigma_w,
-                config.init,
-                config.placement,
-                config.detach_stats,
-                config.ghost_size,
-            )
-            parts.append(run_ensemble(phi_t, x, spec, b, gen, keep_grams=keep_grams))
-            done += k
-            if progress is not None:
-                progress(done)
-        run = _concat(parts)
+    for first in range(0, config.networks, chunk):
+        k = min(chunk, config.networks - first)
+        x = torch.cat([_inputs(inputs, k, b, config, gen, device, dtype) for b in batch_sizes], dim=1)
+        parts.append(run_ensemble(phi_t, x, spec, segments, gen, keep_grams=keep_grams))
+        done += k
+        if progress is not None:
+            progress(done * len(batch_sizes))
+    summaries, runs = [], {}
+    for i, b in enumerate(batch_sizes):
+        run = _concat([part[i] for part in parts])
         runs[b] = run
         summaries.append(_summarise(config, base, b, run, start, stop))
     return SimulationResult(config, summaries, runs)

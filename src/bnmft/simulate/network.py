@@ -77,31 +77,59 @@ def batch_norm(h: torch.Tensor, group: int, eps: float, detach: bool) -> torch.T
     """BN over groups of ``group`` consecutive examples: h (K, B, N), B divisible by group."""
     k, b, n = h.shape
     g = h.reshape(k, b // group, group, n)
-    mean = g.mean(dim=2, keepdim=True)
-    var = g.var(dim=2, unbiased=False, keepdim=True)
+    var, mean = torch.var_mean(g, dim=2, unbiased=False, keepdim=True)
     if detach:
         mean, var = mean.detach(), var.detach()
     return ((g - mean) / torch.sqrt(var + eps)).reshape(k, b, n)
 
 
-def _gram_stats(x: torch.Tensor, group: int):
-    """q, c, distance per network from the Gram of the first ``group`` examples; cross-correlation if two."""
+@dataclass(frozen=True)
+class Segment:
+    """A batch inside the concatenated input: rows ``[offset, offset + length)``; BN groups of ``group`` rows;
+    with ``pair`` the segment holds two batches of ``length // 2`` (normalised separately)."""
+
+    offset: int
+    length: int
+    group: int
+    pair: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.length // 2 if self.pair else self.length
+
+
+def segments_for(batch_sizes, ghost_size: int | None = None, pair: bool = False) -> list[Segment]:
+    out, offset = [], 0
+    for b in batch_sizes:
+        length = 2 * b if pair else b
+        out.append(Segment(offset, length, ghost_size or b, pair))
+        offset += length
+    return out
+
+
+def _segment_bn(h: torch.Tensor, segments: list[Segment], eps: float, detach: bool) -> torch.Tensor:
+    parts = [batch_norm(h[:, s.offset : s.offset + s.length], s.group, eps, detach) for s in segments]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _gram_stats(x: torch.Tensor, seg: Segment):
+    """q, c, distance (and the cross-batch correlation of a pair) of one segment, per network."""
     n = x.shape[-1]
-    first = x[:, :group]
+    b = seg.size
+    first = x[:, seg.offset : seg.offset + b]
     gram = first @ first.transpose(1, 2) / n
-    b = group
     diag = torch.diagonal(gram, dim1=1, dim2=2).mean(dim=1)
     off = (gram.sum(dim=(1, 2)) - torch.diagonal(gram, dim1=1, dim2=2).sum(dim=1)) / (b * (b - 1))
     cen = gram - gram.mean(dim=1, keepdim=True)
     cen = cen - cen.mean(dim=2, keepdim=True)
-    tr = torch.diagonal(cen, dim1=1, dim2=2).sum(dim=1).clamp_min(1e-300)
+    tr = torch.diagonal(cen, dim1=1, dim2=2).sum(dim=1).clamp_min(1e-30)
     target = (torch.eye(b, dtype=x.dtype, device=x.device) - 1.0 / b) / (b - 1)
     dist = torch.linalg.matrix_norm(cen / tr[:, None, None] - target) / torch.linalg.matrix_norm(target)
     cross = None
-    if x.shape[1] == 2 * group:
+    if seg.pair:
         # matched-example alignment tr(G C G) / sqrt(tr(G S11 G) tr(G S22 G)): its finite-width noise floor is
         # ~1/sqrt(N B), far below that of a Frobenius norm of the whole cross block
-        second = x[:, group:]
+        second = x[:, seg.offset + b : seg.offset + 2 * b]
         a = first - first.mean(dim=1, keepdim=True)
         b2 = second - second.mean(dim=1, keepdim=True)
         cross = (a * b2).sum(dim=(1, 2)) / torch.sqrt((a * a).sum(dim=(1, 2)) * (b2 * b2).sum(dim=(1, 2)))
@@ -112,47 +140,65 @@ def run_ensemble(
     phi: TorchFn,
     inputs: torch.Tensor,
     spec: NetworkSpec,
-    batch_size: int,
+    segments: list[Segment] | int,
     gen: torch.Generator,
     *,
     keep_grams: bool = False,
-) -> EnsembleRun:
-    """Forward and backward pass of K networks on ``inputs`` (K, B, d) or (K, 2B, d) for two batches.
+) -> list[EnsembleRun]:
+    """Forward and backward pass of K networks on several batches at once, sharing the weights.
 
     Args:
         phi: torch nonlinearity (gamma and beta included; see :func:`bnmft.simulate.torch_phi.to_torch`).
-        inputs: the input batch(es); two batches share the weights and are normalised separately.
+        inputs: (K, T, d): the segments' rows concatenated (see :class:`Segment`).
         spec: architecture.
-        batch_size: B (the BN group is ``spec.ghost_size or B``).
+        segments: the batches (an int B means one batch of B rows, with ``spec.ghost_size``).
         gen: torch generator for the weights and the top-level gradient direction.
+
+    Returns:
+        One :class:`EnsembleRun` per segment. BN never mixes segments, so each segment's measurements are
+        those of a separate run on the same networks; sharing the weights amortises their generation.
     """
+    if isinstance(segments, int):
+        segments = segments_for([segments], spec.ghost_size, inputs.shape[1] == 2 * segments)
     k, _, d = inputs.shape
     device, dtype = inputs.device, inputs.dtype
-    group = spec.ghost_size or batch_size
     x = inputs
-    pre, weights = [], []
-    stats = []
+    pre, acts, stats = [], [], []
     for layer in range(spec.depth):
         w = init_weights(k, spec.width, d if layer == 0 else spec.width, spec, gen, device, dtype)
-        w.requires_grad_(True)
+        acts.append(x.detach())
         h = torch.bmm(x, w.transpose(1, 2))
+        if layer == 0:
+            h.requires_grad_(True)  # weights are not differentiated (their gradient norms come from the hooks)
         if spec.placement == "before":
-            x = phi(batch_norm(h, group, spec.eps, spec.detach_stats))
+            x = phi(_segment_bn(h, segments, spec.eps, spec.detach_stats))
         else:
-            x = batch_norm(phi(h), group, spec.eps, spec.detach_stats)
+            x = _segment_bn(phi(h), segments, spec.eps, spec.detach_stats)
         pre.append(h)
-        weights.append(w)
         with torch.no_grad():
-            stats.append(_gram_stats(x.detach(), batch_size))
+            stats.append([_gram_stats(x.detach(), seg) for seg in segments])
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
-    logs = torch.zeros(spec.depth, k, dtype=torch.float64)
+    nseg = len(segments)
+    logs = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
+    logs_w = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
+    lengths = torch.tensor([s.length for s in segments], device=device)
 
     def make_hook(layer):
         def hook(grad):
-            sq = grad.double().pow(2).sum(dim=(1, 2))
-            logs[layer] = torch.log(sq)
-            scale = torch.rsqrt(sq).clamp(max=1e300).to(grad.dtype)
-            return grad * scale[:, None, None]
+            inp = acts[layer]
+            scales = []
+            for i, seg in enumerate(segments):
+                g = grad[:, seg.offset : seg.offset + seg.length].double()
+                xin = inp[:, seg.offset : seg.offset + seg.length].double()
+                sq = g.pow(2).sum(dim=(1, 2))
+                logs[layer, i] = torch.log(sq).cpu()
+                # ||g^T x||_F^2 = sum((g g^T) * (x x^T)): the weight-gradient norm without forming dW
+                logs_w[layer, i] = torch.log(
+                    (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(xin, xin.transpose(1, 2))).sum(dim=(1, 2))
+                ).cpu()
+                scales.append(torch.rsqrt(sq).clamp(max=1e300))
+            scale = torch.repeat_interleave(torch.stack(scales, 1), lengths, dim=1)  # (K, T)
+            return grad * scale.to(grad.dtype)[:, :, None]
 
         return hook
 
@@ -162,15 +208,19 @@ def run_ensemble(
     # the gradient reaching layer l was divided by the norms of all layers above: add their logs back
     suffix = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])  # sum over layers >= l
     log_grad_h = suffix
-    log_w = torch.stack([torch.log(w.grad.double().pow(2).sum(dim=(1, 2))) for w in weights])
-    log_grad_w = log_w + suffix  # dW^l is computed from the rescaled gradient at h^l
-    q, c, dist, cross, grams = (list(v) for v in zip(*stats, strict=True))
-    return EnsembleRun(
-        q=torch.stack(q, 1).double().cpu(),
-        c=torch.stack(c, 1).double().cpu(),
-        distance=torch.stack(dist, 1).double().cpu(),
-        log_grad_h=log_grad_h.T.contiguous(),
-        log_grad_w=log_grad_w.T.contiguous(),
-        cross=None if cross[0] is None else torch.stack(cross, 1).double().cpu(),
-        grams=torch.stack(grams, 1).double().cpu() if keep_grams else None,
-    )
+    log_grad_w = logs_w + suffix - logs  # dW^l from the gradient as it arrived (divided by layers > l)
+    runs = []
+    for i in range(nseg):
+        q, c, dist, cross, grams = (list(v) for v in zip(*[layer_stats[i] for layer_stats in stats], strict=True))
+        runs.append(
+            EnsembleRun(
+                q=torch.stack(q, 1).double().cpu(),
+                c=torch.stack(c, 1).double().cpu(),
+                distance=torch.stack(dist, 1).double().cpu(),
+                log_grad_h=log_grad_h[:, i].T.contiguous(),
+                log_grad_w=log_grad_w[:, i].T.contiguous(),
+                cross=None if cross[0] is None else torch.stack(cross, 1).double().cpu(),
+                grams=torch.stack(grams, 1).double().cpu() if keep_grams else None,
+            )
+        )
+    return runs
