@@ -366,7 +366,7 @@ def cmd_nonlinearities(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    reproduce(args.out, quiet=args.json)
+    reproduce(args.out, quiet=args.json, preset=args.preset)
     if args.json:
         print(json.dumps({"out": str(args.out)}))
     return 0
@@ -458,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="the main job: regenerate the theory tables and figures")
     p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default="quick",
+        help="simulation sizes: quick (about a minute on 2 cores) or the paper's (long on a CPU)",
+    )
     p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
     p.set_defaults(func=cmd_reproduce)
     return parser

@@ -9,6 +9,8 @@ Writes into the output directory:
 * ``symmetry_breaking.png`` - the alpha_relu exponent beyond which BSB1 is not attracting, against B;
 * ``propagation.png`` - a random batch and a copy differing in one example, propagated through a ReLU-BN
   network: distance to the fixed point and cross-batch correlation against depth, with the theory's rates;
+* ``fig1a_lambda_G.png``, ``fig1b_gradients.png``, ``fig1c_symmetry_breaking.png``, ``fig1d_gram_examples.png``,
+  ``fig2_two_batches.png`` and their CSV tables - the paper's simulation figures (:mod:`bnmft.figures`);
 * ``report.md`` - the tables, and the checks of the engine against independent references (closed forms
   through the general quadrature path, the Gegenbauer series, the check values of theory.md, propagation).
 """
@@ -31,6 +33,8 @@ from .theory import gegenbauer_series, propagate, theory
 from .theory.closed_forms import homogeneous
 from .theory.symmetry import symmetry_breaking_alpha
 
+PRESETS = ("quick", "paper")
+
 #: (label, spec, keyword arguments) of the nonlinearities in the table
 PHIS = (
     ("relu", "relu", {}),
@@ -48,8 +52,12 @@ SYMMETRY_BATCH_SIZES = (5, 6, 8, 12, 16, 32, 64, 128, 256, 1024)
 RELU_CHECKS = {4: (0.1695, 3.0841), 8: (0.2501, 1.7882), 32: (0.3023, 1.5220)}  # theory.md sections 2, 4
 
 
-def reproduce(out: str | Path, *, quiet: bool = False) -> Path:
-    """Run the main job into ``out`` (created if needed); returns the directory."""
+def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") -> Path:
+    """Run the main job into ``out`` (created if needed); returns the directory.
+
+    ``preset``: ``"quick"`` (about a minute on 2 CPU cores) or ``"paper"`` (the paper's simulation sizes)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -71,7 +79,9 @@ def reproduce(out: str | Path, *, quiet: bool = False) -> Path:
     prop = _propagation_example()
     plot_propagation(prop, out / "propagation.png")
     checks = _checks() + _propagation_checks(prop)
-    _write_report(rows, checks, out, time.perf_counter() - start, symmetry)
+    sims = _simulation_figures(out, preset, quiet)
+    checks += _simulation_checks(sims)
+    _write_report(rows, checks, out, time.perf_counter() - start, symmetry, sims)
     failed = [c[0] for c in checks if c[3] > c[4]]
     if failed:
         raise RuntimeError(f"theory checks failed: {failed} (see {out / 'report.md'})")
@@ -168,6 +178,35 @@ def _checks() -> list[tuple[str, float, float, float, float]]:
     return checks
 
 
+def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
+    """Fig 1a-d and Fig 2 from the finite-width simulator (imports torch)."""
+    from . import figures
+
+    results = {}
+    steps = (("fig1ab", figures.fig1ab), ("fig1cd", figures.fig1cd), ("fig2", figures.fig2))
+    for name, build in tqdm(steps, desc="simulations", disable=quiet, file=sys.stderr):
+        results[name] = build(out, preset)
+    return results
+
+
+def _simulation_checks(sims: dict) -> list[tuple[str, float, float, float, float]]:
+    """Fig 1a: simulation vs theory, allowance 4 s.e. + 0.1 B/N relative (10% at B = 4, see the simulator docs)."""
+    checks = []
+    width = sims["fig1ab"]["settings"]["width"]
+    for s in sims["fig1ab"]["summaries"]:
+        allow = 4 * s.lambda_G_stderr + (0.1 if s.batch_size == 4 else 0.1 * s.batch_size / width) * s.lambda_G_theory
+        checks.append(
+            (
+                f"Fig 1a relu lambda_G B={s.batch_size}: simulation (width {width}) vs theory",
+                s.lambda_G_mean,
+                s.lambda_G_theory,
+                abs(s.lambda_G_mean - s.lambda_G_theory),
+                allow,
+            )
+        )
+    return checks
+
+
 def _propagation_example():
     """Fig 2-like setting for ReLU: a batch of 16 Gaussian inputs and a copy that differs in one example."""
     rng = np.random.default_rng(2019)
@@ -191,7 +230,7 @@ def _propagation_checks(prop) -> list[tuple[str, float, float, float, float]]:
     ]
 
 
-def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry) -> None:
+def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry, sims: dict) -> None:
     lines = [
         "# bnmft theory report",
         "",
