@@ -351,6 +351,64 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .experiments.store import Store
+    from .experiments.sweep import load_sweeps, run_sweep
+
+    sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
+    store = Store(args.store)
+    summaries = []
+    try:
+        for sweep in sweeps:
+            summaries.append(
+                {
+                    "sweep": sweep.name,
+                    **run_sweep(sweep, store, workers=args.workers, scheduler=args.scheduler, progress=not args.json),
+                }
+            )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        for s in summaries:
+            print(
+                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now "
+                f"-> {args.store}"
+            )
+    return 0
+
+
+def cmd_heatmap(args) -> int:
+    from .experiments.store import Store
+    from .plots import plot_heatmap
+
+    if not Path(args.store).exists():
+        raise UsageError(f"--store: no such file {args.store!r}")
+    store = Store(args.store)
+    try:
+        specs = store.sweeps()
+        names = [args.sweep] if args.sweep else sorted(specs)
+        if not names:
+            raise UsageError(f"--store: {args.store} holds no sweep yet")
+        unknown = [n for n in names if n not in specs]
+        if unknown:
+            raise UsageError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
+        written = []
+        for name in names:
+            results = store.results(name)
+            if not results:
+                continue
+            out = Path(args.out)
+            target = out if len(names) == 1 else out.with_name(f"{out.stem}_{name}{out.suffix}")
+            plot_heatmap(results, specs[name]["x"], target, title=specs[name].get("description") or name)
+            written.append(str(target))
+    finally:
+        store.close()
+    print("\n".join(f"wrote {w}" for w in written) if written else "no finished cells to plot")
+    return 0
+
+
 def cmd_nonlinearities(args) -> int:
     entries = available()
     if args.json:
@@ -451,6 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
+    p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")
+    p.add_argument("--store", required=True, metavar="FILE", help="SQLite results file (created if needed)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
+    p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("heatmap", help="test-accuracy heatmap of a sweep with the theory's depth line")
+    p.add_argument("--store", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FIG.png")
+    p.add_argument("--sweep", help="which sweep in the store (default: all, one file each)")
+    p.set_defaults(func=cmd_heatmap)
 
     p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
     p.add_argument("--json", action="store_true")

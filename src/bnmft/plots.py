@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .theory import TheoryResult, theory_table
+from .theory import TheoryResult, theory, theory_table
 
 
 def _pyplot():
@@ -252,6 +252,63 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
     ax.legend(fontsize=8, title="dashed: theory slope" if rates else None)
     if title:
         ax.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def theory_depth_for(config: dict, x: str, value) -> float | None:
+    """16 / ln lambda_G for a training cell's configuration (eps = 0 theory, as the paper's white lines), or
+    None where the theory does not exist (eps grids await the eps > 0 theory; batch sizes below 4)."""
+    cfg = dict(config, **{x: value})
+    if x == "eps":
+        return None
+    b = cfg.get("ghost_size") or cfg["batch_size"]
+    if b < 4:
+        return None
+    params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
+    try:
+        r = theory(cfg["phi"], b, gamma=cfg.get("gamma", 1.0), beta=cfg.get("beta", 0.0), **params)
+    except ValueError:
+        return None
+    return r.max_trainable_depth
+
+
+def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | None = None) -> Path:
+    """Test accuracy over (x, depth) with the theory's maximum trainable depth 16 / ln lambda_G (white)."""
+    import numpy as np
+
+    from .experiments.sweep import grid_table
+
+    plt = _pyplot()
+    xs, depths, table = grid_table(results, x)
+    grid = np.array([[np.nan if v is None else v for v in row] for row in table], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(xs), 1.2 + 0.35 * len(depths)), constrained_layout=True)
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="test accuracy")
+    ax.set_xticks(range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs])
+    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+    ax.set_xlabel(x)
+    ax.set_ylabel("depth")
+    base = results[0]["config"]
+    line = [theory_depth_for(base, x, v) for v in xs]
+    if any(v is not None for v in line):
+        idx = [i for i, v in enumerate(line) if v is not None]
+        rows = np.interp([line[i] for i in idx], depths, np.arange(len(depths)), left=-0.5, right=len(depths) - 0.5)
+        ax.plot(idx, rows, "w--", lw=2, label=r"theory: $16/\ln\lambda_G$")
+        ax.legend(loc="upper right", fontsize=8)
+    elif x == "eps":
+        ax.text(
+            0.5,
+            1.02,
+            "no theory line: eps > 0 theory not yet available",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_title(title or f"{base['phi']} on {base['dataset']}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)

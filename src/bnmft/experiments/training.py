@@ -1,0 +1,251 @@
+"""Training BN MLPs on real data: the trainability experiments of the paper (theory.md section 6, Figs 3-5).
+
+The network reuses the simulator's pieces (:mod:`bnmft.simulate`): the torch nonlinearity, the Gaussian
+``N(0, sigma_w^2 / fan_in)`` initialisation and the batch-norm function (with ghost batches). Architecture:
+``depth`` blocks ``linear (no bias) -> BN (gamma, beta learnable, initialised to the config's values) -> phi``,
+then a linear read-out with bias and softmax cross-entropy. BN uses batch statistics in training and running
+averages (momentum 0.1) at test time, as in every framework.
+
+A run whose loss overflows or turns NaN stops and is recorded as diverged (never a crash).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from ..nonlinearity import get_nonlinearity
+from ..simulate.network import NetworkSpec, init_weights
+from ..simulate.torch_phi import to_torch
+from .data import DATASETS, Dataset, load_dataset
+
+OPTIMIZERS = ("sgd", "rmsprop")
+PAPER_LR_PER_EXAMPLE = 1e-5  # the paper's learning rate is 1e-5 * B
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (one cell of a sweep). ``lr`` is a number or ``"paper"`` (1e-5 * B) or
+    ``"<factor>*B"`` (e.g. ``"1e-3*B"``)."""
+
+    dataset: str = "mnist"
+    phi: str = "relu"
+    depth: int = 10
+    width: int = 384
+    batch_size: int = 32
+    ghost_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float | str = "paper"
+    epochs: int = 10
+    eps: float = 1e-3
+    gamma: float = 1.0
+    beta: float = 0.0
+    sigma_w: float = 1.0
+    alpha: float | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+    def learning_rate(self) -> float:
+        if isinstance(self.lr, str):
+            text = self.lr.replace(" ", "")
+            if text == "paper":
+                return PAPER_LR_PER_EXAMPLE * self.batch_size
+            if text.endswith("*B"):
+                return float(text[:-2]) * self.batch_size
+            return float(text)
+        return float(self.lr)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible values, naming the key."""
+
+    def positive(name, minimum=1):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+    for name in ("depth", "width", "epochs"):
+        positive(name)
+    positive("batch_size", 2)
+    for name in ("train_subset", "test_subset", "ghost_size"):
+        if getattr(cfg, name) is not None:
+            positive(name, 2 if name == "ghost_size" else 1)
+    if cfg.ghost_size is not None and cfg.batch_size % cfg.ghost_size:
+        raise ValueError(f"ghost_size={cfg.ghost_size} must divide batch_size={cfg.batch_size}")
+    if cfg.dataset.lower().replace("-", "_") not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    try:
+        lr = cfg.learning_rate()
+    except ValueError:
+        raise ValueError(f"lr must be a number, 'paper' or '<factor>*B', got {cfg.lr!r}") from None
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {cfg.lr!r}")
+    for name in ("eps", "gamma", "beta", "sigma_w"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if cfg.eps < 0:
+        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+    if cfg.sigma_w <= 0:
+        raise ValueError(f"sigma_w must be > 0, got {cfg.sigma_w}")
+    get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
+    return cfg
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+
+
+class BatchNorm(torch.nn.Module):
+    """BN over (ghost) batches with learnable gamma/beta and running statistics for evaluation."""
+
+    def __init__(self, width: int, eps: float, gamma: float, beta: float, ghost: int | None):
+        super().__init__()
+        self.eps, self.ghost = eps, ghost
+        self.weight = torch.nn.Parameter(torch.full((width,), float(gamma)))
+        self.bias = torch.nn.Parameter(torch.full((width,), float(beta)))
+        self.register_buffer("running_mean", torch.zeros(width))
+        self.register_buffer("running_var", torch.ones(width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            b = h.shape[0]
+            group = self.ghost if self.ghost and b % self.ghost == 0 else b
+            g = h.reshape(b // group, group, -1)
+            var, mean = torch.var_mean(g, dim=1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                self.running_mean.mul_(0.9).add_(0.1 * mean.mean(dim=(0, 1)))
+                self.running_var.mul_(0.9).add_(0.1 * var.mean(dim=(0, 1)))
+            y = ((g - mean) / torch.sqrt(var + self.eps)).reshape(b, -1)
+        else:
+            y = (h - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+        return self.weight * y + self.bias
+
+
+class BNMLP(torch.nn.Module):
+    """``depth`` x (linear -> BN -> phi), then a linear read-out. Weights initialised as in the simulator."""
+
+    def __init__(self, cfg: TrainConfig, features: int, classes: int, gen: torch.Generator):
+        super().__init__()
+        phi = get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
+        self.phi = to_torch(phi)
+        spec = NetworkSpec(width=cfg.width, depth=cfg.depth, sigma_w=cfg.sigma_w)
+        self.weights = torch.nn.ParameterList()
+        self.norms = torch.nn.ModuleList()
+        for layer in range(cfg.depth):
+            fan_in = features if layer == 0 else cfg.width
+            w = init_weights(1, cfg.width, fan_in, spec, gen, "cpu", torch.float32)[0]
+            self.weights.append(torch.nn.Parameter(w))
+            self.norms.append(BatchNorm(cfg.width, cfg.eps, cfg.gamma, cfg.beta, cfg.ghost_size))
+        self.readout = torch.nn.Linear(cfg.width, classes)
+        with torch.no_grad():
+            self.readout.weight.normal_(0.0, 1.0 / math.sqrt(cfg.width), generator=gen)
+            self.readout.bias.zero_()
+        self.pre: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, keep: bool = False) -> torch.Tensor:
+        self.pre = []
+        for w, norm in zip(self.weights, self.norms, strict=True):
+            h = x @ w.T
+            if keep:
+                h.retain_grad()
+                self.pre.append(h)
+            x = self.phi(norm(h))
+        return self.readout(x)
+
+
+def _evaluate(model: BNMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            out = model(x[i : i + chunk])
+            loss += float(torch.nn.functional.cross_entropy(out, y[i : i + chunk], reduction="sum"))
+            correct += int((out.argmax(dim=1) == y[i : i + chunk]).sum())
+    model.train()
+    return loss / len(x), correct / len(x)
+
+
+def _subset(x, y, n, rng):
+    if n is None or n >= len(x):
+        return x, y
+    idx = rng.choice(len(x), size=n, replace=False)
+    return x[idx], y[idx]
+
+
+_DATA_CACHE: dict[tuple, Dataset] = {}
+
+
+def cached_dataset(name: str, data_dir: str | None) -> Dataset:
+    key = (name, data_dir)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = load_dataset(name, data_dir)
+    return _DATA_CACHE[key]
+
+
+def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
+    """Train one network; returns per-epoch train/test loss and accuracy, ``diverged`` and timing."""
+    check_config(cfg)
+    start = time.perf_counter()
+    data = data or cached_dataset(cfg.dataset, cfg.data_dir)
+    rng = np.random.default_rng(cfg.seed)
+    xtr, ytr = _subset(data.x_train, data.y_train, cfg.train_subset, rng)
+    xte, yte = _subset(data.x_test, data.y_test, cfg.test_subset, rng)
+    xtr, ytr, xte, yte = (torch.as_tensor(a) for a in (xtr, ytr, xte, yte))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = BNMLP(cfg, data.features, data.classes, gen)
+    lr = cfg.learning_rate()
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=lr)
+        if cfg.optimizer == "sgd"
+        else torch.optim.RMSprop(model.parameters(), lr=lr)
+    )
+    history, diverged, steps = [], False, 0
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(xtr), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(xtr) - cfg.batch_size + 1, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            steps += 1
+        if diverged or not all(torch.isfinite(p).all() for p in model.parameters()):
+            diverged = True
+            break
+        test_loss, test_acc = _evaluate(model, xte, yte)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / max(count, 1),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc if math.isfinite(test_loss) else 1.0 / data.classes,
+            }
+        )
+    chance = 1.0 / data.classes
+    final = history[-1]["test_accuracy"] if history and not diverged else chance
+    return {
+        "config": cfg.to_dict(),
+        "history": history,
+        "diverged": diverged,
+        "test_accuracy": final,
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        "learning_rate": lr,
+    }
