@@ -12,10 +12,21 @@ from bnmft.cli import main
 
 def test_reproduce_writes_everything(tmp_path, capsys):
     assert main(["reproduce", "--out", str(tmp_path), "--json"]) == 0
-    for name in ("theory_table.csv", "theory_table.json", "theory_lambda_G.png", "report.md",
-                 "symmetry_breaking.png", "propagation.png", "fig1a_lambda_G.png", "fig1b_gradients.png",
-                 "fig1c_symmetry_breaking.png", "fig1d_gram_examples.png", "fig2_two_batches.png",
-                 "width_sweep.png", "fig1_simulation.csv"):
+    for name in (
+        "theory_table.csv",
+        "theory_table.json",
+        "theory_lambda_G.png",
+        "report.md",
+        "symmetry_breaking.png",
+        "propagation.png",
+        "fig1a_lambda_G.png",
+        "fig1b_gradients.png",
+        "fig1c_symmetry_breaking.png",
+        "fig1d_gram_examples.png",
+        "fig2_two_batches.png",
+        "width_sweep.png",
+        "fig1_simulation.csv",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader(open(tmp_path / "theory_table.csv")))
     relu_32 = next(r for r in rows if r["label"] == "relu" and r["batch_size"] == "32")

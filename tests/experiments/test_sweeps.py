@@ -1,0 +1,161 @@
+"""Training, sweep configuration, resumption after kill -9, Dask, heatmaps (issue: trainability experiments)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bnmft.cli import main
+from bnmft.experiments.store import Store, cell_key
+from bnmft.experiments.sweep import load_sweeps, parse_sweep, run_sweep
+from bnmft.experiments.training import TrainConfig, train
+
+TINY = {"dataset": "mnist", "width": 16, "lr": "1e-3*B", "epochs": 1, "train_subset": 256, "test_subset": 64}
+
+
+def test_training_records_history_and_learns():
+    cfg = TINY | {"width": 64, "train_subset": 2000, "test_subset": 500, "lr": 0.05}
+    r = train(TrainConfig(**cfg, depth=3, batch_size=16))
+    assert r["history"][0]["epoch"] == 1 and not r["diverged"]
+    assert r["test_accuracy"] > 0.5  # far above chance (0.1) after one epoch on 2000 examples
+
+
+def test_divergence_is_recorded_not_raised():
+    r = train(TrainConfig(**(TINY | {"lr": 1e9}), depth=3, batch_size=16))
+    assert r["diverged"] and r["test_accuracy"] == pytest.approx(0.1)
+
+
+def test_rmsprop_and_ghost_batches_run():
+    r = train(TrainConfig(**(TINY | {"optimizer": "rmsprop", "lr": 1e-4}), depth=2, batch_size=16, ghost_size=4))
+    assert len(r["history"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "s", "grid": {"depth": [2]}, "colour": 1}, "unknown key 'colour'"),
+        ({"name": "s", "grid": {"depth": [2], "widht": [3]}}, "unknown key grid.'widht'"),
+        ({"name": "s", "base": {"lr_rate": 1}, "grid": {"depth": [2]}}, "unknown key base.'lr_rate'"),
+        ({"name": "s", "grid": {"depth": []}}, "grid.depth is empty"),
+        ({"name": "s", "grid": {"batch_size": [8]}}, "grid.depth is required"),
+        ({"name": "s", "grid": {"depth": [0]}}, "depth must be an integer >= 1"),
+        ({"name": "s", "grid": {"depth": [2], "batch_size": [1]}}, "batch_size must be an integer >= 2"),
+        ({"name": "s", "base": {"lr": -1}, "grid": {"depth": [2]}}, "lr must be positive"),
+        ({"name": "s", "base": {"dataset": "imagenet"}, "grid": {"depth": [2]}}, "dataset must be one of"),
+        ({"name": "s", "base": {"phi": "nosuch"}, "grid": {"depth": [2]}}, "unknown nonlinearity"),
+        ({"name": "s", "base": {"eps": -1.0}, "grid": {"depth": [2]}}, "eps must be >= 0"),
+        ({"grid": {"depth": [2]}}, "'name' is required"),
+        ({"name": "s", "x": "gamma", "grid": {"depth": [2]}}, "x = 'gamma' must be one of the grid keys"),
+        ({"name": "s", "base": {"batch_size": 10, "ghost_size": 4}, "grid": {"depth": [2]}}, "must divide"),
+    ],
+)
+def test_bad_configurations_are_rejected_with_the_key_named(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_sweep(raw)
+
+
+def test_presets_parse():
+    assert [s.name for s in load_sweeps("paper")] == [
+        "fig3a",
+        "fig3b",
+        "fig3c",
+        "fig3d",
+        "fig5a",
+        "fig5b",
+        "fig5c",
+        "fig5d",
+    ]
+    quick = load_sweeps("quick")[0]
+    assert quick.x == "batch_size" and len(quick.cells()) >= 30
+
+
+def test_cell_keys_hash_the_full_configuration():
+    a = TrainConfig(depth=3).to_dict()
+    b = TrainConfig(depth=3, seed=1).to_dict()
+    assert cell_key(a) == cell_key(dict(reversed(list(a.items())))) and cell_key(a) != cell_key(b)
+
+
+def write_config(path, depths, sizes=(8, 16)):
+    base = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+    path.write_text(
+        f'name = "t"\nx = "batch_size"\n[base]\n{base}\n[grid]\ndepth = {list(depths)}\nbatch_size = {list(sizes)}\n'
+    )
+    return path
+
+
+def rows(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT key, finished, result FROM cells ORDER BY finished").fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return []
+    finally:
+        con.close()
+
+
+def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
+    config = write_config(tmp_path / "s.toml", [1, 2, 3, 4, 5, 6])  # 12 cells
+    db = tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "bnmft.cli", "sweep", str(config), "--store", str(db), "--workers", "1", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not db.exists() or len(rows(db)) < 3):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = rows(db)
+    assert 3 <= len(before) < 12, "the kill must land mid-sweep"
+    assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0
+    after = rows(db)
+    keys = [k for k, _, _ in after]
+    assert len(after) == 12 and len(set(keys)) == 12  # nothing lost, nothing duplicated
+    assert set(before) <= set(after)  # finished cells untouched (same timestamps and results)
+    expected = {cell_key(c) for c in load_sweeps(config)[0].cells()}
+    assert set(keys) == expected
+
+
+def test_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    config = write_config(tmp_path / "s.toml", [1, 2])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        store = Store(tmp_path / "d.db")
+        summary = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
+        assert summary == {"cells": 4, "skipped": 0, "ran": 4}
+        again = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
+        assert again == {"cells": 4, "skipped": 4, "ran": 0}
+        assert all(0 <= r["result"]["test_accuracy"] <= 1 for r in store.results("t"))
+        store.close()
+
+
+def test_sweep_and_heatmap_cli(tmp_path, capsys):
+    config = write_config(tmp_path / "s.toml", [1, 2])
+    db, fig = tmp_path / "h.db", tmp_path / "h.png"
+    assert main(["sweep", str(config), "--store", str(db), "--workers", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["ran"] == 4
+    assert main(["heatmap", "--store", str(db), "--out", str(fig)]) == 0
+    assert fig.stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "{bad}", "--store", "{db}"], "unknown key 'colour'"),
+        (["sweep", "/nonexistent.toml", "--store", "{db}"], "cannot read"),
+        (["heatmap", "--store", "/nonexistent.db", "--out", "x.png"], "no such file"),
+        (["sweep", "{bad}", "--store", "{db}", "--workers", "0"], "--workers"),
+    ],
+)
+def test_cli_errors(argv, message, tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text('name = "b"\ncolour = 1\n[grid]\ndepth = [1]\n')
+    files = {"bad": str(tmp_path / "bad.toml"), "db": str(tmp_path / "e.db")}
+    try:
+        code = main([a.format(**files) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
