@@ -11,7 +11,7 @@ from bnmft.cli import main
 
 
 def test_reproduce_writes_everything(tmp_path, capsys):
-    assert main(["reproduce", "--out", str(tmp_path), "--json"]) == 0
+    assert main(["reproduce", "--out", str(tmp_path), "--json", "--preset", "tiny"]) == 0
     for name in (
         "theory_table.csv",
         "theory_table.json",

@@ -532,9 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="output directory (default: results)")
     p.add_argument(
         "--preset",
-        choices=("quick", "paper"),
+        choices=("tiny", "quick", "paper"),
         default="quick",
-        help="simulation sizes: quick (about a minute on 2 cores) or the paper's (long on a CPU)",
+        help="sizes: tiny (smoke test), quick (about 10 minutes on 2 cores), paper (GPU or cluster)",
     )
     p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
     p.set_defaults(func=cmd_reproduce)

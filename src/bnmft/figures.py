@@ -18,15 +18,23 @@ from .theory import propagate, theory
 from .theory.symmetry import symmetry_breaking_alpha
 
 PRESETS = {
+    "tiny": {
+        "fig1a": {"width": 64, "depth": 16, "networks": 6},
+        "fig1cd": {"width": 64, "depth": 16, "networks": 4, "batch_size": 8},
+        "fig2": {"width": 64, "depth": 12, "networks": 2},
+        "fig4": {"depths": (5, 10), "steps": 3},
+    },
     "quick": {
         "fig1a": {"width": 512, "depth": 30, "networks": 40},
         "fig1cd": {"width": 256, "depth": 40, "networks": 16, "batch_size": 8},
         "fig2": {"width": 512, "depth": 60, "networks": 8},
+        "fig4": {"depths": (10, 25, 50), "steps": 10},
     },
     "paper": {
         "fig1a": {"width": 1000, "depth": 50, "networks": 200},
         "fig1cd": {"width": 1000, "depth": 50, "networks": 50, "batch_size": 8},
         "fig2": {"width": 1000, "depth": 100, "networks": 20},
+        "fig4": {"depths": (10, 25, 50, 100), "steps": 10},
     },
 }
 FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
@@ -148,9 +156,11 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
     cross = run.cross.numpy()
     layers = np.arange(1, p["depth"] + 1)
     plt = _pyplot()
-    shown = [1, 2, 5, 20, p["depth"]]
+    shown = sorted({1, 2, min(5, p["depth"]), min(20, p["depth"]), p["depth"]})
     fig, grid = plt.subplots(2, 3, figsize=(12, 7.5), constrained_layout=True)
     axes = list(grid.ravel())
+    for ax in axes[len(shown) : -1]:
+        ax.axis("off")
     for ax, layer in zip(axes, shown, strict=False):
         gram = run.grams[0, layer - 1].numpy()
         vals, vecs = np.linalg.eigh(gram - gram.mean(0) - gram.mean(1)[:, None] + gram.mean())
@@ -209,7 +219,7 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
 def width_sweep(out: Path, preset: str = "quick") -> dict:
     """Finite-width deviation from the theory against width (relu, B = 32): |c*_sim - c*| and
     |lambda_G,sim - lambda_G| on log-log axes with a 1/N reference line; the fitted slope of the c* deviation."""
-    widths = [64, 128, 256, 512] if preset == "quick" else [64, 128, 256, 512, 1024, 2048]
+    widths = {"tiny": [32, 64, 128], "quick": [64, 128, 256, 512]}.get(preset, [64, 128, 256, 512, 1024, 2048])
     b = 32
     rows = []
     for n in widths:
@@ -248,3 +258,80 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
     plt.close(fig)
     _save_rows(rows, out / "width_sweep.csv")
     return {"slope": slope, "rows": rows}
+
+
+def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, seed: int = 0) -> dict:
+    """Fig 4: the first ``steps`` SGD steps (paper's learning rate 1e-5 * B) of ReLU-BN networks of several depths
+    on MNIST: per-layer norms of the weights, of the pre-activation gradients and of the weight gradients.
+    At step 0 the gradients explode with depth; one step later the early layers' weights have grown (BN is
+    scale invariant, so their gradients shrink as 1/||W||) and the gradient profile flattens."""
+    import torch
+
+    from .experiments.training import BNMLP, TrainConfig, cached_dataset
+
+    torch.manual_seed(seed)
+    data = cached_dataset("mnist", None)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for depth in depths:
+        cfg = TrainConfig(depth=depth, batch_size=batch_size, lr="paper", seed=seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = BNMLP(cfg, data.features, data.classes, gen)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate())
+        for step in range(steps):
+            idx = rng.choice(len(data.x_train), size=batch_size, replace=False)
+            x, y = torch.as_tensor(data.x_train[idx]), torch.as_tensor(data.y_train[idx])
+            loss = torch.nn.functional.cross_entropy(model(x, keep=True), y)
+            opt.zero_grad()
+            loss.backward()
+            for layer, (w, h) in enumerate(zip(model.weights, model.pre, strict=True)):
+                rows.append(
+                    {
+                        "depth": depth,
+                        "step": step,
+                        "layer": layer + 1,
+                        "weight_norm": float(w.detach().norm()),
+                        "grad_h_norm": float(h.grad.norm()),
+                        "grad_w_norm": float(w.grad.norm()),
+                        "loss": float(loss.detach()),
+                    }
+                )
+            opt.step()
+    _save_rows(rows, out / "fig4_first_steps.csv")
+    plt = _pyplot()
+    keys = (
+        ("weight_norm", r"$\|W^l\|$"),
+        ("grad_h_norm", r"$\|\partial L/\partial h^l\|$"),
+        ("grad_w_norm", r"$\|\partial L/\partial W^l\|$"),
+    )
+    fig, axes = plt.subplots(len(depths), 3, figsize=(13, 3.2 * len(depths)), constrained_layout=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for i, depth in enumerate(depths):
+        for j, (key, label) in enumerate(keys):
+            ax = axes[i, j]
+            for step in range(steps):
+                sel = [r for r in rows if r["depth"] == depth and r["step"] == step]
+                ax.semilogy(
+                    [r["layer"] for r in sel],
+                    [r[key] for r in sel],
+                    color=cmap(step / max(steps - 1, 1)),
+                    lw=1.2,
+                    label=f"step {step}" if (i, j) == (0, 0) and step in (0, steps - 1) else None,
+                )
+            ax.set_title(f"depth {depth}: {label}")
+            ax.set_xlabel("layer")
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Fig 4: the first {steps} SGD steps (lr 1e-5 x B, B = {batch_size}), ReLU-BN on MNIST")
+    fig.savefig(out / "fig4_first_steps.png", dpi=130)
+    plt.close(fig)
+    first = {d: [r for r in rows if r["depth"] == d and r["step"] == 0] for d in depths}
+    last = {d: [r for r in rows if r["depth"] == d and r["step"] == steps - 1] for d in depths}
+    ratio = {
+        d: (
+            first[d][0]["grad_h_norm"] / first[d][-1]["grad_h_norm"],
+            last[d][0]["grad_h_norm"] / last[d][-1]["grad_h_norm"],
+        )
+        for d in depths
+    }
+    return {"rows": rows, "gradient_ratio_first_to_last_layer": ratio}

@@ -11,6 +11,8 @@ Writes into the output directory:
   network: distance to the fixed point and cross-batch correlation against depth, with the theory's rates;
 * ``fig1a_lambda_G.png``, ``fig1b_gradients.png``, ``fig1c_symmetry_breaking.png``, ``fig1d_gram_examples.png``,
   ``fig2_two_batches.png`` and their CSV tables - the paper's simulation figures (:mod:`bnmft.figures`);
+* ``fig4_first_steps.png`` - Fig 4, the first SGD steps; ``sweeps.db`` and ``heatmap_<sweep>.png`` - the preset's
+  training sweep (quick: Fig 3a reduced) with the theory's depth line;
 * ``report.md`` - the tables, and the checks of the engine against independent references (closed forms
   through the general quadrature path, the Gegenbauer series, the check values of theory.md, propagation).
 """
@@ -33,7 +35,7 @@ from .theory import gegenbauer_series, propagate, theory
 from .theory.closed_forms import homogeneous
 from .theory.symmetry import symmetry_breaking_alpha
 
-PRESETS = ("quick", "paper")
+PRESETS = ("tiny", "quick", "paper")
 
 #: (label, spec, keyword arguments) of the nonlinearities in the table
 PHIS = (
@@ -55,7 +57,9 @@ RELU_CHECKS = {4: (0.1695, 3.0841), 8: (0.2501, 1.7882), 32: (0.3023, 1.5220)}  
 def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") -> Path:
     """Run the main job into ``out`` (created if needed); returns the directory.
 
-    ``preset``: ``"quick"`` (about a minute on 2 CPU cores) or ``"paper"`` (the paper's simulation sizes)."""
+    ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (about 10 minutes on 2 CPU cores: reduced
+    simulations and the reduced Fig 3a training sweep) or ``"paper"`` (the paper's sizes and grids: for a GPU or
+    a cluster). Training sweeps are stored in ``<out>/sweeps.db`` and resume where they stopped."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     out = Path(out)
@@ -81,6 +85,7 @@ def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") ->
     checks = _checks() + _propagation_checks(prop)
     sims = _simulation_figures(out, preset, quiet)
     checks += _simulation_checks(sims)
+    sims["training"] = _training(out, preset, quiet)
     _write_report(rows, checks, out, time.perf_counter() - start, symmetry, sims)
     failed = [c[0] for c in checks if c[3] > c[4]]
     if failed:
@@ -194,6 +199,27 @@ def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
     return results
 
 
+def _training(out: Path, preset: str, quiet: bool) -> dict:
+    """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
+    from .experiments.store import Store
+    from .experiments.sweep import load_sweeps, run_sweep
+    from .plots import plot_heatmap
+
+    store = Store(out / "sweeps.db")
+    made = {}
+    try:
+        for sweep in load_sweeps(preset):
+            run_sweep(sweep, store, progress=not quiet)
+            results = store.results(sweep.name)
+            path = plot_heatmap(
+                results, sweep.x, out / f"heatmap_{sweep.name}.png", title=sweep.description or sweep.name
+            )
+            made[sweep.name] = {"path": path.name, "sweep": sweep, "results": results}
+    finally:
+        store.close()
+    return made
+
+
 def _simulation_checks(sims: dict) -> list[tuple[str, float, float, float, float]]:
     """Fig 1a: simulation vs theory, allowance 4 s.e. + 0.1 B/N relative (10% at B = 4, see the simulator docs)."""
     checks = []
@@ -290,8 +316,40 @@ def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry,
         "",
     ]
     lines += _simulation_report(sims)
+    lines += _training_report(sims)
     lines += [f"Computed in {seconds:.1f} s."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _training_report(sims: dict) -> list[str]:
+    from .experiments.sweep import grid_table
+    from .plots import theory_depth_for
+
+    lines = [
+        "## Trainability (paper Figs 3 and 4)",
+        "",
+        "Fig 4: per-layer norms over the first SGD steps (a deep network's early weights grow after one step "
+        "and its gradient profile flattens).",
+        "",
+        "![Fig 4](fig4_first_steps.png)",
+        "",
+    ]
+    for name, made in sims["training"].items():
+        sweep = made["sweep"]
+        xs, depths, table = grid_table(made["results"], sweep.x)
+        line = [theory_depth_for(made["results"][0]["config"], sweep.x, v) for v in xs]
+        lines += [
+            f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: the theory's maximum trainable "
+            "depth 16 / ln lambda_G (eps = 0 theory, the paper's white line).",
+            "",
+            f"| depth \\ {sweep.x} | " + " | ".join(str(v) for v in xs) + " |",
+            "|---" * (len(xs) + 1) + "|",
+        ]
+        for d, row in zip(depths, table, strict=True):
+            lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in row) + " |")
+        lines.append("| 16/ln lambda_G | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
+        lines += ["", f"![{name}]({made['path']})", ""]
+    return lines
 
 
 def _simulation_report(sims: dict) -> list[str]:
