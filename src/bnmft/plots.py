@@ -308,7 +308,9 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
             ha="center",
             fontsize=8,
         )
-    ax.set_title(title or f"{base['phi']} on {base['dataset']}")
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title or f"{base['phi']} on {base['dataset']}", 60)), fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
