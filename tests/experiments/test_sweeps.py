@@ -22,6 +22,8 @@ def test_training_records_history_and_learns():
     cfg = TINY | {"width": 64, "train_subset": 2000, "test_subset": 500, "lr": 0.05}
     r = train(TrainConfig(**cfg, depth=3, batch_size=16))
     assert r["history"][0]["epoch"] == 1 and not r["diverged"]
+    assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy"} <= set(r["history"][0])
+    assert r["history"][0]["train_accuracy"] > 0.3
     assert r["test_accuracy"] > 0.5  # far above chance (0.1) after one epoch on 2000 examples
 
 

@@ -194,7 +194,8 @@ def cached_dataset(name: str, data_dir: str | None) -> Dataset:
 
 
 def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
-    """Train one network; returns per-epoch train/test loss and accuracy, ``diverged`` and timing."""
+    """Train one network; returns per-epoch train loss and accuracy (running, over the epoch's batches), test
+    loss and accuracy (BN running statistics), ``diverged`` and timing."""
     check_config(cfg)
     start = time.perf_counter()
     data = data or cached_dataset(cfg.dataset, cfg.data_dir)
@@ -224,6 +225,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(dim=1) == ytr[idx]).sum())
             count += len(idx)
             steps += 1
         if diverged or not all(torch.isfinite(p).all() for p in model.parameters()):
