@@ -214,10 +214,11 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     history, diverged, steps = [], False, 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(xtr), generator=gen)
-        total, count = 0.0, 0
+        total, count, correct = 0.0, 0, 0
         for i in range(0, len(xtr) - cfg.batch_size + 1, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+            logits = model(xtr[idx])
+            loss = torch.nn.functional.cross_entropy(logits, ytr[idx])
             if not torch.isfinite(loss):
                 diverged = True
                 break
