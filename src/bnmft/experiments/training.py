@@ -237,6 +237,7 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
             {
                 "epoch": epoch + 1,
                 "train_loss": total / max(count, 1),
+                "train_accuracy": correct / max(count, 1),
                 "test_loss": test_loss,
                 "test_accuracy": test_acc if math.isfinite(test_loss) else 1.0 / data.classes,
             }
