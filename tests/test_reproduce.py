@@ -26,6 +26,9 @@ def test_reproduce_writes_everything(tmp_path, capsys):
         "fig2_two_batches.png",
         "width_sweep.png",
         "fig1_simulation.csv",
+        "fig4_first_steps.png",
+        "heatmap_tiny.png",
+        "sweeps.db",
     ):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader(open(tmp_path / "theory_table.csv")))
@@ -38,3 +41,4 @@ def test_reproduce_writes_everything(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     verdicts = re.findall(r"\| (yes|NO) \|$", report, flags=re.M)
     assert len(verdicts) >= 20 and set(verdicts) == {"yes"}
+    assert "Sweep `tiny`" in report and "16/ln lambda_G" in report

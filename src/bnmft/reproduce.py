@@ -193,6 +193,7 @@ def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
         ("fig1cd", figures.fig1cd),
         ("fig2", figures.fig2),
         ("width_sweep", figures.width_sweep),
+        ("fig4", lambda o, p: figures.fig4(o, **figures.PRESETS[p]["fig4"])),
     )
     for name, build in tqdm(steps, desc="simulations", disable=quiet, file=sys.stderr):
         results[name] = build(out, preset)
