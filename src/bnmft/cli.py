@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .nonlinearity import available
-from .theory import TheoryResult, check_batch_size, theory_table
+from .theory import TheoryResult, check_batch_size, theory
 
 
 class UsageError(Exception):
@@ -28,6 +28,20 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
 
 
@@ -71,6 +85,19 @@ TABLE_COLUMNS = (  # header, TheoryResult attribute, width, significant digits
     ("stable", "bsb1_stable", 6, 0),
     ("method", "method", 11, 0),
 )
+EPS_COLUMNS = (
+    ("B", "batch_size", 7, 0),
+    ("eps", "eps", 10, 6),
+    ("kappa", "kappa", 10, 6),
+    ("kappa_c", "kappa_c", 10, 6),
+    ("phase", "phase", 10, 0),
+    ("q*", "q_star", 13, 10),
+    ("c*", "c_star", 13, 10),
+    ("mu*", "mu_star", 13, 10),
+    ("lambda_G", "lambda_G", 13, 10),
+    ("lambda_W", "lambda_W", 13, 10),
+    ("max depth", "max_trainable_depth", 10, 6),
+)
 
 
 def _cell(value, width: int, digits: int) -> str:
@@ -91,9 +118,10 @@ def format_table(results: Sequence[TheoryResult]) -> str:
     """A fixed-width text table of results (one row per result; '-' where a quantity is not defined)."""
     first = results[0]
     knobs = f"  gamma = {first.gamma:g}, beta = {first.beta:g}" if (first.gamma != 1 or first.beta != 0) else ""
-    lines = [f"phi = {first.phi}{knobs}", "  ".join(h.rjust(w) for h, _, w, _ in TABLE_COLUMNS)]
+    columns = EPS_COLUMNS if any(r.eps > 0 for r in results) else TABLE_COLUMNS
+    lines = [f"phi = {first.phi}{knobs}", "  ".join(h.rjust(w) for h, _, w, _ in columns)]
     for r in results:
-        lines.append("  ".join(_cell(getattr(r, key), w, d) for _, key, w, d in TABLE_COLUMNS))
+        lines.append("  ".join(_cell(getattr(r, key), w, d) for _, key, w, d in columns))
     return "\n".join(lines)
 
 
@@ -116,6 +144,12 @@ JSON_KEYS = (
     "bsb1_stable",
     "cross_batch_c",
     "cross_batch_rate",
+    "eps",
+    "sigma_w",
+    "kappa",
+    "kappa_c",
+    "phase",
+    "lambda_W",
     "method",
     "forward_method",
     "phi_mean",
@@ -133,21 +167,24 @@ def _phi_params(args) -> dict[str, float]:
 
 
 def cmd_theory(args) -> int:
-    results = theory_table(
-        args.phi, args.batch_size, gamma=args.gamma, beta=args.beta, method=args.method, **_phi_params(args)
-    )
+    eps_values = args.eps or [0.0]
+    kwargs = {
+        "gamma": args.gamma,
+        "beta": args.beta,
+        "method": args.method,
+        "sigma_w": args.sigma_w,
+        **_phi_params(args),
+    }
+    results = [theory(args.phi, b, eps=e, **kwargs) for b in args.batch_size for e in eps_values]
     if args.plot:
-        from .plots import plot_theory
+        if len(eps_values) > 1:
+            from .plots import plot_eps_phase_diagram
 
-        plot_theory(
-            args.phi,
-            args.batch_size,
-            args.plot,
-            gamma=args.gamma,
-            beta=args.beta,
-            method=args.method,
-            **_phi_params(args),
-        )
+            plot_eps_phase_diagram(args.phi, args.batch_size, eps_values, args.plot, **kwargs)
+        else:
+            from .plots import plot_theory
+
+            plot_theory(args.phi, args.batch_size, args.plot, eps=eps_values[0], **kwargs)
     if args.json:
         print(to_json(results))
     else:
@@ -451,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu (max(z,0)^alpha) or elu")
     p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
     p.add_argument("--method", choices=("auto", "closed_form", "quadrature"), default="auto")
+    p.add_argument(
+        "--eps",
+        nargs="+",
+        type=nonneg_float,
+        metavar="E",
+        help="BN eps (one or more values >= 0; default 0). Only kappa = eps / sigma_w^2 matters",
+    )
+    p.add_argument("--sigma-w", type=positive_float, default=1.0, help="weight scale sigma_w (> 0, default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--plot", metavar="FILE", help="draw lambda_G and max trainable depth against batch size")
     p.set_defaults(func=cmd_theory)

@@ -316,3 +316,47 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[float], path: str | Path, **kwargs) -> Path:
+    """theory.md section 4b against eps: lambda_G and lambda_W (left), the two depth lines 16/ln(rate) (right),
+    with the transition eps_c = kappa_c sigma_w^2 marked; one colour per batch size."""
+    import numpy as np
+
+    plt = _pyplot()
+    positive = [e for e in eps_values if e > 0]
+    lo, hi = (min(positive), max(positive)) if positive else (1e-3, 10.0)
+    grid = sorted(set(np.geomspace(lo / 3, hi * 3, 60).tolist()) | set(positive))
+    sigma_w = kwargs.get("sigma_w", 1.0)
+    fig, (ax_rate, ax_depth) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for i, b in enumerate(batch_sizes):
+        color = f"C{i % 10}"
+        rs = [theory(phi, b, eps=e, **kwargs) for e in grid]
+        lam_g = [r.lambda_G for r in rs]
+        lam_w = [r.lambda_W for r in rs]
+        ax_rate.plot(grid, lam_g, color=color, label=rf"$\lambda_G$, B = {b}")
+        ax_rate.plot(grid, lam_w, color=color, ls="--", label=rf"$\lambda_W$, B = {b}")
+        with np.errstate(divide="ignore"):
+            dg = [16 / math.log(v) if v > 1 else np.inf for v in lam_g]
+            dw = [16 / math.log(v) if v > 1 else np.inf for v in lam_w]
+        ax_depth.plot(grid, dg, color=color, label=f"from $\\lambda_G$, B = {b}")
+        ax_depth.plot(grid, dw, color=color, ls="--", label=f"from $\\lambda_W$, B = {b}")
+        eps_c = rs[0].kappa_c * sigma_w**2
+        for ax in (ax_rate, ax_depth):
+            ax.axvline(eps_c, color=color, lw=0.8, ls=":")
+    ax_rate.axhline(1.0, color="k", lw=0.6)
+    for ax in (ax_rate, ax_depth):
+        ax.set_xscale("log")
+        ax.set_xlabel(r"eps  (dotted: transition $\epsilon_c = \kappa_c \sigma_w^2$)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ax_rate.set_ylabel("per-layer gradient growth")
+    ax_depth.set_ylabel(r"max trainable depth $16/\ln(\mathrm{rate})$")
+    ax_depth.set_yscale("log")
+    first = theory(phi, batch_sizes[0], **kwargs)
+    fig.suptitle(f"{first.phi}: BN with eps > 0 (theory.md section 4b)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

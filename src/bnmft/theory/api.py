@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import numpy as np
 
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from . import closed_forms, forward
+from . import eps as eps_theory
 from .moments import spherical_moments
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
@@ -77,6 +79,8 @@ def theory(
     gamma: float = 1.0,
     beta: float = 0.0,
     method: str = "auto",
+    eps: float = 0.0,
+    sigma_w: float = 1.0,
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
     **params: float,
@@ -90,6 +94,8 @@ def theory(
         gamma, beta: BN's scale and shift at initialisation.
         method: ``"auto"`` (closed form where one exists, else quadrature), ``"closed_form"`` or
             ``"quadrature"`` (the general path, for any phi).
+        eps, sigma_w: BN's eps and the weight scale; only ``kappa = eps / sigma_w^2`` matters (theory.md
+            section 4b). With eps = 0 every number is that of the eps = 0 theory.
         derivative, kinks: for a callable phi, its derivative and non-smooth points (optional).
         **params: parameters of a registered phi: ``alpha`` (alpha_relu, elu), ``slope`` (leaky_relu).
 
@@ -105,6 +111,7 @@ def theory(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     b = check_batch_size(batch_size)
+    eps, sigma_w = _check_eps(eps, sigma_w, b)
     base = get_nonlinearity(phi, derivative=derivative, kinks=kinks, **params)
     if gamma == 0 and math.isfinite(float(beta)):
         raise ValueError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
@@ -149,7 +156,8 @@ def theory(
     if base.family in ("identity", "relu"):
         result_params.pop("alpha", None)
     top = None if rates.lambda_L is None else max(rates.lambda_L, rates.lambda_M)
-    return TheoryResult(
+    kappa_c = None if math.isinf(b) else eps_theory.MomentCurves.kappa_c_only(effective, b)
+    result = TheoryResult(
         phi=base.name,
         batch_size=b,
         gamma=gamma,
@@ -171,6 +179,57 @@ def theory(
         forward_method="closed_form" if forward_closed else "quadrature",
         cross_batch_c=rates.cross_batch_c,
         cross_batch_rate=rates.cross_batch_rate,
+        eps=eps,
+        sigma_w=sigma_w,
+        kappa=0.0,
+        kappa_c=kappa_c,
+        phase="stationary",
+        lambda_W=lam,
+    )
+    if eps == 0.0:
+        return result
+    return _with_eps(result, effective, b, eps, sigma_w, kappa_c)
+
+
+def _check_eps(eps, sigma_w, batch_size) -> tuple[float, float]:
+    for name, value in (("eps", eps), ("sigma_w", sigma_w)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if sigma_w <= 0:
+        raise ValueError(f"sigma_w must be > 0, got {sigma_w!r}")
+    if eps > 0 and math.isinf(batch_size):
+        raise ValueError("eps > 0 needs a finite batch_size (the eps theory averages over ||G h|| ~ chi_{B-1})")
+    return float(eps), float(sigma_w)
+
+
+def _with_eps(r: TheoryResult, phi, b: int, eps: float, sigma_w: float, kappa_c: float) -> TheoryResult:
+    """theory.md section 4b: replace the fixed point and the rates by their eps > 0 values."""
+    kappa = eps / sigma_w**2
+    e = eps_theory.solve(phi, b, kappa)
+    top = max(e.lambda_G, e.lambda_W)
+    xi = depth_scale(top) if top > 1.0 else math.inf
+    return replace(
+        r,
+        q_star=e.q_star,
+        c_star=e.c_star,
+        mu_star=e.mu_star,
+        phi_mean=None,
+        lambda_G=e.lambda_G,
+        lambda_W=e.lambda_W,
+        depth_scale=xi,
+        max_trainable_depth=TRAINABLE_DEPTH_FACTOR * xi,
+        kappa=kappa,
+        kappa_c=e.kappa_c,
+        phase=e.phase,
+        lambda_L=None,
+        lambda_M=None,
+        forward_depth_scale=None,
+        bsb1_stable=None,
+        cross_batch_c=None,
+        cross_batch_rate=None,
+        method="quadrature" if r.method == "quadrature" or e.phase == "stationary" else r.method,
     )
 
 

@@ -42,16 +42,22 @@ class TheoryResult:
         forward_method: ``"closed_form"`` (relu, affine) or ``"quadrature"``.
         cross_batch_c: the constant cross block ``E[phi]^2`` of the two-batch fixed point (section 5).
         cross_batch_rate: per-layer factor by which the correlation between two batches decays.
+        eps, sigma_w, kappa: BN's eps, the weight scale and ``kappa = eps / sigma_w^2`` (theory.md section 4b).
+        kappa_c: the critical kappa; ``phase``: ``"stationary"`` (kappa < kappa_c) or ``"collapsed"``.
+        lambda_W: growth rate of the weight gradients (= lambda_G in the stationary phase). With eps > 0,
+            ``depth_scale`` and ``max_trainable_depth`` use ``max(lambda_G, lambda_W)``; in the collapsed phase
+            q*, c* are not defined (None) and mu* = 0; the eps = 0 forward quantities (lambda_L, lambda_M,
+            cross-batch) are None for eps > 0 (not derived).
     """
 
     phi: str
     batch_size: float
     gamma: float
     beta: float
-    q_star: float
-    c_star: float
+    q_star: float | None
+    c_star: float | None
     mu_star: float
-    phi_mean: float
+    phi_mean: float | None
     lambda_G: float
     depth_scale: float
     max_trainable_depth: float
@@ -65,6 +71,12 @@ class TheoryResult:
     forward_method: str | None = None
     cross_batch_c: float | None = None
     cross_batch_rate: float | None = None
+    eps: float = 0.0
+    sigma_w: float = 1.0
+    kappa: float = 0.0
+    kappa_c: float | None = None
+    phase: str = "stationary"
+    lambda_W: float | None = None
 
     @property
     def multiplicity_L(self) -> int | None:
