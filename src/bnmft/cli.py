@@ -318,6 +318,9 @@ SIMULATE_JSON_KEYS = (
     "q_star_theory",
     "lambda_G_geometric",
     "lambda_G_geometric_stderr",
+    "lambda_W_mean",
+    "lambda_W_stderr",
+    "lambda_W_theory",
 )
 
 

@@ -260,17 +260,24 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
 
 
 def theory_depth_for(config: dict, x: str, value) -> float | None:
-    """16 / ln lambda_G for a training cell's configuration (eps = 0 theory, as the paper's white lines), or
-    None where the theory does not exist (eps grids await the eps > 0 theory; batch sizes below 4)."""
+    """The theory's maximum trainable depth for a training cell (``x`` set to ``value``): 16 / ln of the larger of
+    lambda_G and lambda_W at the cell's eps and sigma_w (theory.md sections 4 and 4b; at eps -> 0 this is the
+    paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4."""
     cfg = dict(config, **{x: value})
-    if x == "eps":
-        return None
     b = cfg.get("ghost_size") or cfg["batch_size"]
     if b < 4:
         return None
     params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
     try:
-        r = theory(cfg["phi"], b, gamma=cfg.get("gamma", 1.0), beta=cfg.get("beta", 0.0), **params)
+        r = theory(
+            cfg["phi"],
+            b,
+            gamma=cfg.get("gamma", 1.0),
+            beta=cfg.get("beta", 0.0),
+            eps=cfg.get("eps", 0.0),
+            sigma_w=cfg.get("sigma_w", 1.0),
+            **params,
+        )
     except ValueError:
         return None
     return r.max_trainable_depth
@@ -297,17 +304,8 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     if any(v is not None for v in line):
         idx = [i for i, v in enumerate(line) if v is not None]
         rows = np.interp([line[i] for i in idx], depths, np.arange(len(depths)), left=-0.5, right=len(depths) - 0.5)
-        ax.plot(idx, rows, "w--", lw=2, label=r"theory: $16/\ln\lambda_G$")
+        ax.plot(idx, rows, "w--", lw=2, label=r"theory: $16/\ln\max(\lambda_G, \lambda_W)$")
         ax.legend(loc="upper right", fontsize=8)
-    elif x == "eps":
-        ax.text(
-            0.5,
-            1.02,
-            "no theory line: eps > 0 theory not yet available",
-            transform=ax.transAxes,
-            ha="center",
-            fontsize=8,
-        )
     import textwrap
 
     ax.set_title("\n".join(textwrap.wrap(title or f"{base['phi']} on {base['dataset']}", 60)), fontsize=9)

@@ -161,3 +161,16 @@ def test_cli_errors(argv, message, tmp_path, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_heatmap_theory_line_uses_the_eps_theory():
+    from bnmft import theory
+    from bnmft.plots import theory_depth_for
+
+    cfg = TrainConfig(phi="tanh", batch_size=16, eps=1e-3).to_dict()
+    assert theory_depth_for(cfg, "eps", 1e-3) == pytest.approx(theory("tanh", 16, eps=1e-3).max_trainable_depth)
+    assert theory_depth_for(cfg, "eps", 0.5) > theory_depth_for(cfg, "eps", 1e-3)  # toward the transition
+    assert theory_depth_for(cfg, "eps", 3.0) == float("inf")  # collapsed phase: lambda_W = 1 for tanh
+    assert theory_depth_for(dict(cfg, ghost_size=4, batch_size=16), "eps", 1e-3) == pytest.approx(
+        theory("tanh", 4, eps=1e-3).max_trainable_depth
+    )

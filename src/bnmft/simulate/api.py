@@ -90,6 +90,9 @@ class BatchSummary:
     q_star_mean: float
     q_star_stderr: float
     q_star_theory: float | None
+    lambda_W_mean: float | None = None
+    lambda_W_stderr: float | None = None
+    lambda_W_theory: float | None = None
     lambda_G_geometric: float | None = None
     lambda_G_geometric_stderr: float | None = None
     cross_batch_rate_theory: float | None = None  # the per-layer correlation is in the tidy table
@@ -322,14 +325,15 @@ def _concat(parts: list[EnsembleRun]) -> EnsembleRun:
 
 def _summarise(config, base, b, run: EnsembleRun, start, stop) -> BatchSummary:
     lam_mean, lam_se = _mean_se(growth_rates(run.log_grad_h, start, stop))
+    lw_mean, lw_se = _mean_se(growth_rates(run.log_grad_w, start, stop))
     geo_mean, geo_se = _mean_se(slope_rates(run.log_grad_h, start, stop))
     c_mean, c_se = _mean_se(run.c[:, start:stop].mean(dim=1).numpy())
     q_mean, q_se = _mean_se(run.q[:, start:stop].mean(dim=1).numpy())
     # the eps = 0 theory of the paper's architecture; with ghost BN the statistics' batch is the ghost size
     group = config.ghost_size or b
     t = None
-    if group >= 4 and config.eps == 0 and config.placement == "before" and not config.detach_stats:
-        t = theory(base, group, gamma=config.gamma, beta=config.beta)
+    if group >= 4 and config.placement == "before" and not config.detach_stats:
+        t = theory(base, group, gamma=config.gamma, beta=config.beta, eps=config.eps, sigma_w=config.sigma_w)
     return BatchSummary(
         batch_size=b,
         width=config.width,
@@ -340,6 +344,9 @@ def _summarise(config, base, b, run: EnsembleRun, start, stop) -> BatchSummary:
         lambda_G_theory=None if t is None else t.lambda_G,
         lambda_G_geometric=geo_mean,
         lambda_G_geometric_stderr=geo_se,
+        lambda_W_mean=lw_mean,
+        lambda_W_stderr=lw_se,
+        lambda_W_theory=None if t is None else t.lambda_W,
         c_star_mean=c_mean,
         c_star_stderr=c_se,
         c_star_theory=None if t is None else t.c_star,

@@ -14,7 +14,7 @@ lambda_W = lambda(mu*)); otherwise mu shrinks geometrically ("collapsed": ``lamb
 ``lambda_W = K(0)/(m'(0)(B-1))``; q*, c* undefined, mu* = 0).
 
 Numerics: the moments are analytic in s on [0, 1] (they are even in rho); they are Chebyshev-interpolated
-from :data:`CHEB_NODES` Chebyshev points, each a full 2-D spherical quadrature (:mod:`.moments`). For
+from :data:`CHEB_NODES` Chebyshev-Lobatto points, each a full 2-D spherical quadrature (:mod:`.moments`). For
 positive-homogeneous phi (relu, alpha_relu with beta = 0) the s-dependence is exact: ``m(s) = s^a m(1)`` etc.
 The chi average is the trapezoid rule in ``y = ln chi^2`` (the integrand is smooth and decays
 exponentially on both sides: spectral accuracy), 600 points. The fixed point solves
@@ -64,7 +64,8 @@ class MomentCurves:
             self._one = np.array([m.mu, m.second, m.cross, (b - 1) * m.d2 + m.dd, m.xd])
             self.m_prime0 = m.mu if self.alpha == 1.0 else (0.0 if self.alpha > 1.0 else math.inf)
             return
-        nodes = 0.5 * (1 - np.cos(np.pi * (np.arange(CHEB_NODES) + 0.5) / CHEB_NODES))  # in (0, 1)
+        # Chebyshev-Lobatto points: the ends s = 0 (taken as 1e-12: phi(1e-6 x)) and s = 1 (eps -> 0) are nodes
+        nodes = np.maximum(0.5 * (1 - np.cos(np.pi * np.arange(CHEB_NODES) / (CHEB_NODES - 1))), 1e-12)
         values = []
         for s in nodes:
             rho = math.sqrt(s)
