@@ -27,6 +27,8 @@ def test_reproduce_writes_everything(tmp_path, capsys):
         "width_sweep.png",
         "fig1_simulation.csv",
         "fig4_first_steps.png",
+        "eps_phase_tanh.png",
+        "eps_phase_relu.png",
         "heatmap_tiny.png",
         "sweeps.db",
     ):

@@ -30,7 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .nonlinearity import get_nonlinearity
-from .plots import dense_batch_sizes, plot_propagation, plot_symmetry_breaking, plot_theory_curves
+from .plots import (
+    dense_batch_sizes,
+    plot_eps_phase_diagram,
+    plot_propagation,
+    plot_symmetry_breaking,
+    plot_theory_curves,
+)
 from .theory import gegenbauer_series, propagate, theory
 from .theory.closed_forms import homogeneous
 from .theory.symmetry import symmetry_breaking_alpha
@@ -82,6 +88,8 @@ def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") ->
     plot_symmetry_breaking(symmetry, out / "symmetry_breaking.png")
     prop = _propagation_example()
     plot_propagation(prop, out / "propagation.png")
+    for spec in ("tanh", "relu"):  # theory.md section 4b: the eps phase diagram
+        plot_eps_phase_diagram(spec, [8, 32], [1e-3, 10.0], out / f"eps_phase_{spec}.png")
     checks = _checks() + _propagation_checks(prop)
     sims = _simulation_figures(out, preset, quiet)
     checks += _simulation_checks(sims)
@@ -309,17 +317,38 @@ def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry,
     for s in symmetry:
         star = f"none <= {s.alpha_max:g}" if math.isinf(s.alpha_star) else f"{s.alpha_star:.8g}"
         lines.append(f"| {s.batch_size} | {star} | {s.eigenvalue or '-'} |")
-    lines += [
-        "",
-        "## Propagating a real batch",
-        "",
-        "![propagation](propagation.png)",
-        "",
-    ]
+    lines += _eps_report()
+    lines += ["", "## Propagating a real batch", "", "![propagation](propagation.png)", ""]
     lines += _simulation_report(sims)
     lines += _training_report(sims)
     lines += [f"Computed in {seconds:.1f} s."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _eps_report() -> list[str]:
+    lines = [
+        "",
+        "## eps > 0 (theory.md section 4b)",
+        "",
+        "lambda_G and lambda_W against eps, with the transition eps_c = kappa_c sigma_w^2 (dotted). tanh has a "
+        "true critical point at eps = sigma_w^2, where the trainable depth diverges; relu's weight-gradient "
+        "rate only drops a little.",
+        "",
+        "![tanh](eps_phase_tanh.png)",
+        "",
+        "![relu](eps_phase_relu.png)",
+        "",
+        "| phi | B | eps | phase | kappa_c | lambda_G | lambda_W | max depth |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for spec in ("tanh", "relu"):
+        for e in (1e-3, 0.1, 0.5, 2.0):
+            r = theory(spec, 32, eps=e)
+            lines.append(
+                f"| {spec} | 32 | {e:g} | {r.phase} | {r.kappa_c:.6g} | {r.lambda_G:.8g} | "
+                f"{r.lambda_W:.8g} | {r.max_trainable_depth:.4g} |"
+            )
+    return lines
 
 
 def _training_report(sims: dict) -> list[str]:
