@@ -88,6 +88,9 @@ def test_plot(tmp_path, capsys):
         (["theory", "--phi", "relu", "--beta", "inf", "-B", "8"], "--beta"),
         (["theory", "--phi", "tanh", "--alpha", "2", "-B", "8"], "'alpha' does not apply"),
         (["theory", "--phi", "relu"], "--batch-size"),
+        (["theory", "--phi", "relu", "-B", "8", "--eps", "-1"], "--eps"),
+        (["theory", "--phi", "relu", "-B", "8", "--eps", "1", "--sigma-w", "0"], "--sigma-w"),
+        (["theory", "--phi", "relu", "-B", "inf", "--eps", "0.1"], "finite batch_size"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(argv, message, capsys):
@@ -239,3 +242,30 @@ def test_simulate_bad_input(extra, message, capsys):
     code, err = run_failing(capsys, *argv)
     assert code == 2, err
     assert message in err and "Traceback" not in err
+
+
+def test_theory_cli_eps_keys_and_phase_plot(tmp_path, capsys):
+    code, out, _ = run(
+        capsys,
+        "theory",
+        "--phi",
+        "tanh",
+        "-B",
+        "8",
+        "--eps",
+        "0.1",
+        "2",
+        "--sigma-w",
+        "1",
+        "--json",
+        "--plot",
+        str(tmp_path / "phase.png"),
+    )
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["phase"] for r in rows] == ["stationary", "collapsed"]
+    for row in rows:
+        assert {"eps", "sigma_w", "kappa", "kappa_c", "phase", "lambda_W"} <= set(row)
+    assert rows[1]["q_star"] is None and rows[1]["lambda_W"] == pytest.approx(1.0)
+    assert rows[0]["lambda_G"] == theory("tanh", 8, eps=0.1).lambda_G
+    assert (tmp_path / "phase.png").stat().st_size > 10_000
