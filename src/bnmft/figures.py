@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import write_csv
 from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary
 from .simulate import simulate
 from .theory import propagate, theory
@@ -40,22 +41,11 @@ PRESETS = {
 FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
-def _save_rows(rows: list[dict], path: Path) -> None:
-    import csv
-
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def fig1ab(out: Path, preset: str = "quick", progress: Callable[[int], None] | None = None) -> dict:
     """Fig 1a (lambda_G against B: theory line, simulation band) and Fig 1b (gradient norm against depth)."""
     p = PRESETS[preset]["fig1a"]
     result = simulate("relu", list(FIG1A_BATCHES), progress=progress, seed=1, **p)
-    _save_rows(result.rows(), out / "fig1_simulation.csv")
+    write_csv(out / "fig1_simulation.csv", result.rows())
     plot_simulation_summary(
         result.summaries,
         out / "fig1a_lambda_G.png",
@@ -118,7 +108,7 @@ def fig1cd(out: Path, preset: str = "quick", alphas=None, progress: Callable[[in
         {"alpha": a, "var_diag": d, "var_offdiag": o, "alpha_star": star, "batch_size": b, **p}
         for a, d, o in zip(alphas, spread_diag, spread_off, strict=True)
     ]
-    _save_rows(rows, out / "fig1c_symmetry_breaking.csv")
+    write_csv(out / "fig1c_symmetry_breaking.csv", rows)
     return {"alpha_star": star, "rows": rows}
 
 
@@ -205,7 +195,7 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
         }
         for layer, m, s in zip(layers, mean, std, strict=True)
     ]
-    _save_rows(rows, out / "fig2_cross_correlation.csv")
+    write_csv(out / "fig2_cross_correlation.csv", rows)
     half_sim = int(layers[np.argmax(mean < 0.5)]) if np.any(mean < 0.5) else None
     half_mf = int(np.argmax(mf.cross_correlation < 0.5)) if np.any(mf.cross_correlation < 0.5) else None
     return {
@@ -256,7 +246,7 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
     ax.grid(True, which="both", alpha=0.3)
     fig.savefig(out / "width_sweep.png", dpi=150)
     plt.close(fig)
-    _save_rows(rows, out / "width_sweep.csv")
+    write_csv(out / "width_sweep.csv", rows)
     return {"slope": slope, "rows": rows}
 
 
@@ -297,7 +287,7 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
                     }
                 )
             opt.step()
-    _save_rows(rows, out / "fig4_first_steps.csv")
+    write_csv(out / "fig4_first_steps.csv", rows)
     plt = _pyplot()
     keys = (
         ("weight_norm", r"$\|W^l\|$"),

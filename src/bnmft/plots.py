@@ -18,6 +18,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Write a figure (format from the suffix), creating the directory, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def dense_batch_sizes(lo: int, hi: int, count: int = 48) -> list[int]:
     """About ``count`` log-spaced integer batch sizes from lo to hi (inclusive, no duplicates)."""
     if hi <= lo:
@@ -80,11 +91,7 @@ def plot_theory_curves(
     ax_rate.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_theory(phi, batch_sizes: Sequence, path: str | Path, **kwargs) -> Path:
@@ -150,11 +157,7 @@ def plot_propagation(result, path: str | Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"{result.phi}, B = {result.batch_size}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_symmetry_breaking(results, path: str | Path) -> Path:
@@ -175,11 +178,7 @@ def plot_symmetry_breaking(results, path: str | Path) -> Path:
     ax.set_ylabel(r"alpha_relu exponent $\alpha$")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- simulation figures (they consume the simulator's tidy rows) ---------------------------------------------
@@ -221,11 +220,7 @@ def plot_simulation_summary(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, title: str | None = None) -> Path:
@@ -252,11 +247,7 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
     ax.legend(fontsize=8, title="dashed: theory slope" if rates else None)
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def theory_depth_for(config: dict, x: str, value) -> float | None:
@@ -309,11 +300,7 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     import textwrap
 
     ax.set_title("\n".join(textwrap.wrap(title or f"{base['phi']} on {base['dataset']}", 60)), fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[float], path: str | Path, **kwargs) -> Path:
@@ -353,8 +340,4 @@ def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[floa
     ax_depth.set_yscale("log")
     first = theory(phi, batch_sizes[0], **kwargs)
     fig.suptitle(f"{first.phi}: BN with eps > 0 (theory.md section 4b)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -23,7 +23,6 @@ The tidy table has one row per (batch size, network, layer) with every setting i
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import write_csv
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..theory import theory
 from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
@@ -135,18 +135,9 @@ class SimulationResult:
         directory.mkdir(parents=True, exist_ok=True)
         paths = {"layers": directory / "layers.csv", "summary": directory / "summary.csv"}
         rows = self.rows()
-        _write_csv(paths["layers"], rows)
-        _write_csv(paths["summary"], [asdict(s) for s in self.summaries])
+        write_csv(paths["layers"], rows)
+        write_csv(paths["summary"], [asdict(s) for s in self.summaries])
         return paths
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)  # a crash never leaves a half-written file
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
