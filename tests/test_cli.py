@@ -106,7 +106,10 @@ def test_console_script_end_to_end(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bnmft.cli"]
     ok = subprocess.run([*cmd, "theory", "--phi", "relu", "-B", "32", "--json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)[0]["lambda_G"] == pytest.approx(1.5219528305518792, rel=1e-14)
+    c = -1 / 31  # theory.md section 4: relu closed form at B = 32, written out independently here
+    j1 = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
+    expected = ((math.pi - math.acos(c)) / math.pi + 31) / (29 * (1 - j1)) - 1 / 29
+    assert json.loads(ok.stdout)[0]["lambda_G"] == pytest.approx(expected, rel=1e-14)
     bad = subprocess.run([*cmd, "theory", "--phi", "relu", "-B", "3"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "batch_size must be >= 4" in bad.stderr
