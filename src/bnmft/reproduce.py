@@ -370,7 +370,7 @@ def _training_report(sims: dict) -> list[str]:
         line = [theory_depth_for(made["results"][0]["config"], sweep.x, v) for v in xs]
         lines += [
             f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: the theory's maximum trainable "
-            "depth 16 / ln lambda_G (eps = 0 theory, the paper's white line).",
+            "depth 16 / ln max(lambda_G, lambda_W) at the cells' eps (at eps = 1e-3 this is the paper's white line).",
             "",
             f"| depth \\ {sweep.x} | " + " | ".join(str(v) for v in xs) + " |",
             "|---" * (len(xs) + 1) + "|",
