@@ -82,10 +82,11 @@ def test_cell_keys_hash_the_full_configuration():
     assert cell_key(a) == cell_key(dict(reversed(list(a.items())))) and cell_key(a) != cell_key(b)
 
 
-def write_config(path, depths, sizes=(8, 16)):
-    base = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+def write_config(path, depths, sizes=(8, 16), seeds=(0,), **overrides):
+    base = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (TINY | overrides).items())
     path.write_text(
-        f'name = "t"\nx = "batch_size"\n[base]\n{base}\n[grid]\ndepth = {list(depths)}\nbatch_size = {list(sizes)}\n'
+        f'name = "t"\nx = "batch_size"\nseeds = {list(seeds)}\n[base]\n{base}\n[grid]\n'
+        f"depth = {list(depths)}\nbatch_size = {list(sizes)}\n"
     )
     return path
 
@@ -101,21 +102,22 @@ def rows(db):
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
-    config = write_config(tmp_path / "s.toml", [1, 2, 3, 4, 5, 6])  # 12 cells
+    # 24 cells of ~0.3 s each: the kill lands after 3 finished cells, long before the last
+    config = write_config(tmp_path / "s.toml", [1, 2, 3, 4, 5, 6], seeds=(0, 1), train_subset=1024, width=64)
     db = tmp_path / "r.db"
     cmd = [sys.executable, "-m", "bnmft.cli", "sweep", str(config), "--store", str(db), "--workers", "1", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and (not db.exists() or len(rows(db)) < 3):
-        time.sleep(0.2)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = rows(db)
-    assert 3 <= len(before) < 12, "the kill must land mid-sweep"
+    assert 3 <= len(before) < 24, "the kill must land mid-sweep"
     assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0
     after = rows(db)
     keys = [k for k, _, _ in after]
-    assert len(after) == 12 and len(set(keys)) == 12  # nothing lost, nothing duplicated
+    assert len(after) == 24 and len(set(keys)) == 24  # nothing lost, nothing duplicated
     assert set(before) <= set(after)  # finished cells untouched (same timestamps and results)
     expected = {cell_key(c) for c in load_sweeps(config)[0].cells()}
     assert set(keys) == expected
