@@ -2,7 +2,8 @@
 
 Network (theory.md section 1, the paper's order): ``h^l = W^l x^(l-1)``, ``x^l = phi(gamma BN(h^l) + beta)``
 ("before", the default) or ``x^l = gamma BN(phi(h^l)) + beta`` ("after"). BN normalises each neuron over the
-batch (or over ghost sub-batches of ``ghost_size`` examples) with the biased variance plus ``eps``; with
+batch (or over ghost sub-batches of ``ghost_size`` examples) with the biased variance plus ``eps`` (torch's fused
+kernel; it needs eps > 0, so eps = 0 is passed as 1e-30, negligible against any batch variance); with
 ``detach_stats`` the batch mean and variance are constants for backprop (an ablation). There are no biases
 (BN removes them when it comes first). Weights: ``W_ij ~ N(0, sigma_w^2 / fan_in)`` or scaled random
 orthogonal matrices.
@@ -76,6 +77,12 @@ def init_weights(k: int, fan_out: int, fan_in: int, spec: NetworkSpec, gen, devi
 def batch_norm(h: torch.Tensor, group: int, eps: float, detach: bool) -> torch.Tensor:
     """BN over groups of ``group`` consecutive examples: h (K, B, N), B divisible by group."""
     k, b, n = h.shape
+    if not detach:
+        # torch's fused batch norm (one pass forward and backward): examples first, every (network, group,
+        # neuron) a channel
+        flat = h.reshape(k, b // group, group, n).permute(2, 0, 1, 3).reshape(group, -1)
+        y = torch.nn.functional.batch_norm(flat, None, None, training=True, momentum=0.0, eps=max(eps, 1e-30))
+        return y.reshape(group, k, b // group, n).permute(1, 2, 0, 3).reshape(k, b, n)
     g = h.reshape(k, b // group, group, n)
     var, mean = torch.var_mean(g, dim=2, unbiased=False, keepdim=True)
     if detach:
@@ -188,14 +195,16 @@ def run_ensemble(
             inp = acts[layer]
             scales = []
             for i, seg in enumerate(segments):
-                g = grad[:, seg.offset : seg.offset + seg.length].double()
-                xin = inp[:, seg.offset : seg.offset + seg.length].double()
-                sq = g.pow(2).sum(dim=(1, 2))
+                # the gradient arrives normalised (norm ~1) from above, so the working dtype is safe here;
+                # sums are accumulated in float64
+                g = grad[:, seg.offset : seg.offset + seg.length]
+                xin = inp[:, seg.offset : seg.offset + seg.length]
+                sq = g.pow(2).sum(dim=(1, 2), dtype=torch.float64)
                 logs[layer, i] = torch.log(sq).cpu()
                 # ||g^T x||_F^2 = sum((g g^T) * (x x^T)): the weight-gradient norm without forming dW
-                logs_w[layer, i] = torch.log(
-                    (torch.bmm(g, g.transpose(1, 2)) * torch.bmm(xin, xin.transpose(1, 2))).sum(dim=(1, 2))
-                ).cpu()
+                gram_g = torch.bmm(g, g.transpose(1, 2))
+                gram_x = torch.bmm(xin, xin.transpose(1, 2))
+                logs_w[layer, i] = torch.log((gram_g * gram_x).sum(dim=(1, 2), dtype=torch.float64)).cpu()
                 scales.append(torch.rsqrt(sq).clamp(max=1e300))
             scale = torch.repeat_interleave(torch.stack(scales, 1), lengths, dim=1)  # (K, T)
             return grad * scale.to(grad.dtype)[:, :, None]
