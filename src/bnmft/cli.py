@@ -582,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("tiny", "quick", "paper"),
         default="quick",
-        help="sizes: tiny (smoke test), quick (about 10 minutes on 2 cores), paper (GPU or cluster)",
+        help="sizes: tiny (smoke test), quick (about 6 minutes on 2 cores), paper (GPU or cluster)",
     )
     p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
     p.set_defaults(func=cmd_reproduce)

@@ -63,7 +63,7 @@ RELU_CHECKS = {4: (0.1695, 3.0841), 8: (0.2501, 1.7882), 32: (0.3023, 1.5220)}  
 def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") -> Path:
     """Run the main job into ``out`` (created if needed); returns the directory.
 
-    ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (about 10 minutes on 2 CPU cores: reduced
+    ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (about 6 minutes on 2 CPU cores: reduced
     simulations and the reduced Fig 3a training sweep) or ``"paper"`` (the paper's sizes and grids: for a GPU or
     a cluster). Training sweeps are stored in ``<out>/sweeps.db`` and resume where they stopped."""
     if preset not in PRESETS:
