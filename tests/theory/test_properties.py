@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bnmft import theory
@@ -20,6 +20,9 @@ def linear_rate(b):
 
 @given(name=st.one_of(smooth_names, kinked_names), b=batch_sizes, gamma=gammas, beta=st.floats(-1.0, 1.0))
 def test_nonlinear_phi_explodes_faster_than_linear(name, b, gamma, beta):
+    # the batch law lives on |x| <= sqrt(B-1): a kink outside it leaves phi affine there (tested below)
+    kinked = name in ("relu", "elu", "selu", "leaky_relu")
+    assume(not kinked or math.isinf(b) or abs(beta / gamma) < 0.9 * math.sqrt(b - 1))
     r = theory(name, b, gamma=gamma, beta=beta)
     assert r.lambda_G > linear_rate(b)
     assert r.q_star > 0 and r.mu_star > 0
@@ -45,3 +48,12 @@ def test_invariance_under_affine_maps_of_phi(base, a, shift, b):
     mapped = theory(f"{a!r}*({base}) + {shift!r}", b)
     assert mapped.lambda_G == pytest.approx(plain.lambda_G, rel=1e-10)
     assert mapped.mu_star == pytest.approx(a * a * plain.mu_star, rel=1e-10)
+
+
+@given(b=st.integers(4, 9), shift=st.floats(1.05, 3.0), gamma=st.floats(0.2, 2.0))
+def test_kink_outside_the_support_means_affine(b, shift, gamma):
+    """relu(gamma z + beta) with its kink beyond sqrt(B-1) is affine on the support: exactly the linear rate."""
+    beta = shift * gamma * math.sqrt(b - 1)  # kink at z = -beta/gamma, outside |z| <= sqrt(B-1)
+    assert theory("relu", b, gamma=gamma, beta=beta).lambda_G == pytest.approx(linear_rate(b), rel=1e-12)
+    with pytest.raises(ValueError, match="constant on the support"):
+        theory("relu", b, gamma=gamma, beta=-beta)  # identically zero there
