@@ -15,6 +15,7 @@ from pathlib import Path
 from . import __version__
 from .nonlinearity import available
 from .theory import TheoryResult, check_batch_size, theory
+from .theory.result import SUMMARY_KEYS
 
 
 class UsageError(Exception):
@@ -125,37 +126,7 @@ def format_table(results: Sequence[TheoryResult]) -> str:
     return "\n".join(lines)
 
 
-JSON_KEYS = (
-    "phi",
-    "batch_size",
-    "gamma",
-    "beta",
-    "q_star",
-    "c_star",
-    "mu_star",
-    "lambda_G",
-    "depth_scale",
-    "max_trainable_depth",
-    "lambda_L",
-    "lambda_M",
-    "multiplicity_L",
-    "multiplicity_M",
-    "forward_depth_scale",
-    "bsb1_stable",
-    "cross_batch_c",
-    "cross_batch_rate",
-    "eps",
-    "sigma_w",
-    "kappa",
-    "kappa_c",
-    "phase",
-    "lambda_W",
-    "method",
-    "forward_method",
-    "phi_mean",
-    "quadrature_error",
-    "params",
-)
+JSON_KEYS = SUMMARY_KEYS
 
 
 def to_json(results: Sequence[TheoryResult]) -> str:

@@ -39,6 +39,7 @@ from .plots import (
 )
 from .theory import gegenbauer_series, propagate, theory
 from .theory.closed_forms import homogeneous
+from .theory.result import SUMMARY_KEYS
 from .theory.symmetry import symmetry_breaking_alpha
 
 PRESETS = ("tiny", "quick", "paper")
@@ -104,21 +105,7 @@ def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") ->
 
 
 def _write_table(rows: list[dict], out: Path) -> None:
-    keys = [
-        "label",
-        "phi",
-        "batch_size",
-        "gamma",
-        "beta",
-        "q_star",
-        "c_star",
-        "mu_star",
-        "lambda_G",
-        "depth_scale",
-        "max_trainable_depth",
-        "method",
-        "quadrature_error",
-    ]
+    keys = ["label", *(k for k in SUMMARY_KEYS if k != "params")]
     with open(out / "theory_table.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()

@@ -11,6 +11,40 @@ from typing import Any
 TRAINABLE_DEPTH_FACTOR = 16.0
 
 
+#: the keys of a result in tables and JSON output (bnmft theory --json, the main job's table)
+SUMMARY_KEYS = (
+    "phi",
+    "batch_size",
+    "gamma",
+    "beta",
+    "q_star",
+    "c_star",
+    "mu_star",
+    "lambda_G",
+    "depth_scale",
+    "max_trainable_depth",
+    "lambda_L",
+    "lambda_M",
+    "multiplicity_L",
+    "multiplicity_M",
+    "forward_depth_scale",
+    "bsb1_stable",
+    "cross_batch_c",
+    "cross_batch_rate",
+    "eps",
+    "sigma_w",
+    "kappa",
+    "kappa_c",
+    "phase",
+    "lambda_W",
+    "method",
+    "forward_method",
+    "phi_mean",
+    "quadrature_error",
+    "params",
+)
+
+
 def depth_scale(rate: float) -> float:
     """``1 / ln(rate)``; ``inf`` for rate = 1 (no explosion)."""
     return math.inf if rate == 1.0 else 1.0 / math.log(rate)
