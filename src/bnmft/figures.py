@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import write_csv
-from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary
+from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary, save_figure
 from .simulate import simulate
 from .theory import propagate, theory
 from .theory.symmetry import symmetry_breaking_alpha
@@ -92,8 +92,7 @@ def fig1cd(out: Path, preset: str = "quick", alphas=None, progress: Callable[[in
     ax.set_title(f"Fig 1c: BSB1 -> BSB2, width {p['width']}, depth {p['depth']}")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(out / "fig1c_symmetry_breaking.png", dpi=150)
-    plt.close(fig)
+    save_figure(fig, out / "fig1c_symmetry_breaking.png", dpi=150)
     below = min(examples, key=lambda a: abs(a - (star - 0.4)))
     above = max(examples)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), constrained_layout=True)
@@ -102,8 +101,7 @@ def fig1cd(out: Path, preset: str = "quick", alphas=None, progress: Callable[[in
         ax.set_title(rf"$\alpha$ = {alpha:g}: {phase}")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("Fig 1d: last-layer Gram matrices (normalised), one network")
-    fig.savefig(out / "fig1d_gram_examples.png", dpi=150)
-    plt.close(fig)
+    save_figure(fig, out / "fig1d_gram_examples.png", dpi=150)
     rows = [
         {"alpha": a, "var_diag": d, "var_offdiag": o, "alpha_star": star, "batch_size": b, **p}
         for a, d, o in zip(alphas, spread_diag, spread_off, strict=True)
@@ -184,8 +182,7 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
         f"Fig 2: linear BN network, orthogonal weights, width {p['width']}, two batches of 64 points "
         "on a circle differing in one point"
     )
-    fig.savefig(out / "fig2_two_batches.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "fig2_two_batches.png", dpi=120)
     rows = [
         {
             "layer": int(layer),
@@ -244,8 +241,7 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
     ax.set_title(f"relu, B = {b}: fitted slope of the c* deviation {slope:.2f}")
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(out / "width_sweep.png", dpi=150)
-    plt.close(fig)
+    save_figure(fig, out / "width_sweep.png", dpi=150)
     write_csv(out / "width_sweep.csv", rows)
     return {"slope": slope, "rows": rows}
 
@@ -313,8 +309,7 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
             ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"Fig 4: the first {steps} SGD steps (lr 1e-5 x B, B = {batch_size}), ReLU-BN on MNIST")
-    fig.savefig(out / "fig4_first_steps.png", dpi=130)
-    plt.close(fig)
+    save_figure(fig, out / "fig4_first_steps.png", dpi=130)
     first = {d: [r for r in rows if r["depth"] == d and r["step"] == 0] for d in depths}
     last = {d: [r for r in rows if r["depth"] == d and r["step"] == steps - 1] for d in depths}
     ratio = {
