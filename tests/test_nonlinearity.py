@@ -141,7 +141,7 @@ def test_unknown_name_and_wrong_parameter():
         get_nonlinearity("tanh", alpha=2.0)
     with pytest.raises(ValueError, match="alpha must be > 0"):
         get_nonlinearity("alpha_relu", alpha=-1.0)
-    with pytest.raises(ValueError, match="slope must be finite"):
+    with pytest.raises(ValueError, match="slope must be a finite number"):
         get_nonlinearity("leaky_relu", slope=float("nan"))
 
 

@@ -1,39 +1,57 @@
 """bnmft: the mean field theory of batch normalization (Yang et al., ICLR 2019) as software.
 
-The public API (this module) is small; the implementation lives in subpackages:
+The public API (this module) is small and re-exported from the implementation:
 
-* :mod:`bnmft.theory` - exact theory in numpy/scipy (no torch);
-* :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions.
+* :mod:`bnmft.meanfield` - the exact theory engine in numpy/scipy (no torch): :func:`theory`,
+  :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`, ...;
+* :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
+* :class:`InputError` - the one error type for bad input (a ``ValueError``).
 
-``import bnmft`` never imports torch.
+Every function that takes a nonlinearity takes the same specifications: a registered name, an expression in
+``z``, a :class:`Nonlinearity` or a numpy-vectorised callable. ``import bnmft`` never imports torch; the
+simulator (:mod:`bnmft.simulate`) and the training experiments (:mod:`bnmft.experiments`) do.
 """
 
-from .nonlinearity import Nonlinearity, get_nonlinearity
-from .nonlinearity import available as nonlinearities
-from .theory import (
+from .errors import InputError
+from .meanfield import (
+    EpsResult,
+    GramMapValue,
     Propagation,
+    SymmetryBreaking,
     TheoryResult,
+    eps_theory,
     gegenbauer_series,
     gram_map,
     propagate,
     spherical_moments,
+    symmetry_breaking,
+    symmetry_breaking_alpha,
     theory,
     theory_table,
 )
+from .nonlinearity import Nonlinearity, get_nonlinearity
+from .nonlinearity import available as nonlinearities
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EpsResult",
+    "GramMapValue",
+    "InputError",
     "Nonlinearity",
     "Propagation",
+    "SymmetryBreaking",
     "TheoryResult",
     "__version__",
+    "eps_theory",
     "gegenbauer_series",
     "get_nonlinearity",
     "gram_map",
     "nonlinearities",
     "propagate",
     "spherical_moments",
+    "symmetry_breaking",
+    "symmetry_breaking_alpha",
     "theory",
     "theory_table",
 ]

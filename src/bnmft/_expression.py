@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
+
+from ._elementary import ALIASES, ELEMENTARY, Elementary
+from .errors import InputError
 
 MAX_LENGTH = 1000
 MAX_NODES = 400
@@ -36,24 +39,19 @@ def _const(c: float) -> Dual:
     return Dual(c, 0.0)
 
 
-def _sigmoid(u):
-    return special.expit(u)
-
-
-def _unary(f: Callable, df: Callable) -> Callable[[Dual], Dual]:
+def _unary(fn: Elementary) -> Callable[[Dual], Dual]:
     def apply(a: Dual) -> Dual:
-        return Dual(f(a.val), df(a.val) * a.der)
+        val = np.asarray(a.val)
+        return Dual(fn.value(val), fn.derivative(val) * a.der)
 
     return apply
 
 
-def _gelu_d(u):
-    return special.ndtr(u) + u * np.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+def _constant_fn(c: float) -> Callable[[Dual], Dual]:
+    def constant(z: Dual) -> Dual:
+        return _const(c)
 
-
-def _silu_d(u):
-    s = _sigmoid(u)
-    return s + u * s * (1 - s)
+    return constant
 
 
 def _maximum(a: Dual, b: Dual) -> Dual:
@@ -67,52 +65,27 @@ def _minimum(a: Dual, b: Dual) -> Dual:
 
 
 #: name -> (number of arguments, implementation on dual numbers, kink: does it have a kink where its
-#: first argument (minus the second, for max/min) crosses zero)
+#: first argument (minus the second, for max/min) crosses zero). The unary ones are :data:`ELEMENTARY`.
 FUNCTIONS: dict[str, tuple[int, Callable[..., Dual], bool]] = {
-    "exp": (1, _unary(np.exp, np.exp), False),
-    "log": (1, _unary(np.log, lambda u: 1.0 / u), False),
-    "log1p": (1, _unary(np.log1p, lambda u: 1.0 / (1.0 + u)), False),
-    "expm1": (1, _unary(np.expm1, np.exp), False),
-    "sqrt": (1, _unary(np.sqrt, lambda u: 0.5 / np.sqrt(u)), False),
-    "sin": (1, _unary(np.sin, np.cos), False),
-    "cos": (1, _unary(np.cos, lambda u: -np.sin(u)), False),
-    "tan": (1, _unary(np.tan, lambda u: 1.0 / np.cos(u) ** 2), False),
-    "sinh": (1, _unary(np.sinh, np.cosh), False),
-    "cosh": (1, _unary(np.cosh, np.sinh), False),
-    "tanh": (1, _unary(np.tanh, lambda u: 4 * np.exp(-2 * np.abs(u)) / (1 + np.exp(-2 * np.abs(u))) ** 2), False),
-    "arctan": (1, _unary(np.arctan, lambda u: 1.0 / (1.0 + u * u)), False),
-    "atan": (1, _unary(np.arctan, lambda u: 1.0 / (1.0 + u * u)), False),
-    "arcsinh": (1, _unary(np.arcsinh, lambda u: 1.0 / np.sqrt(1.0 + u * u)), False),
-    "asinh": (1, _unary(np.arcsinh, lambda u: 1.0 / np.sqrt(1.0 + u * u)), False),
-    "erf": (1, _unary(special.erf, lambda u: 2.0 / math.sqrt(math.pi) * np.exp(-u * u)), False),
-    "sigmoid": (1, _unary(_sigmoid, lambda u: _sigmoid(u) * (1.0 - _sigmoid(u))), False),
-    "softplus": (1, _unary(lambda u: np.logaddexp(0.0, u), _sigmoid), False),
-    "gelu": (1, _unary(lambda u: u * special.ndtr(u), _gelu_d), False),
-    "silu": (1, _unary(lambda u: u * _sigmoid(u), _silu_d), False),
-    "abs": (1, _unary(np.abs, lambda u: np.sign(u)), True),
-    "relu": (1, _unary(lambda u: np.maximum(u, 0.0), lambda u: (u > 0).astype(float)), True),
+    **{name: (1, _unary(fn), fn.kink) for name, fn in ELEMENTARY.items()},
+    **{alias: (1, _unary(ELEMENTARY[name]), ELEMENTARY[name].kink) for alias, name in ALIASES.items()},
     "max": (2, _maximum, True),
     "min": (2, _minimum, True),
 }
+#: the functions of two arguments (a backend for :meth:`Expression.build` provides these too)
+BINARY = ("max", "min")
 
 CONSTANTS = {"pi": math.pi, "e": math.e}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
 
 
-def _as_tensor(value, like):
-    import torch
-
-    return value if isinstance(value, torch.Tensor) else torch.full_like(like, float(value))
-
-
-def _torch_pow(base, exponent):
-    import torch
-
-    if isinstance(base, torch.Tensor) or isinstance(exponent, torch.Tensor):
-        return torch.pow(base, exponent)
-    return base**exponent
-
-
-class ExpressionError(ValueError):
+class ExpressionError(InputError):
     """An expression that cannot be parsed or is not allowed."""
 
 
@@ -170,15 +143,13 @@ class Expression:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise ExpressionError(f"phi: constant {node.value!r} is not allowed (only real numbers)")
-            c = float(node.value)
-            return _Compiled(lambda z, c=c: _const(c), True)
+            return _Compiled(_constant_fn(float(node.value)), True)
         if isinstance(node, ast.Name):
             if node.id == "z":
                 self._uses_z = True
                 return _Compiled(lambda z: z, False)
             if node.id in CONSTANTS:
-                c = CONSTANTS[node.id]
-                return _Compiled(lambda z, c=c: _const(c), True)
+                return _Compiled(_constant_fn(CONSTANTS[node.id]), True)
             raise ExpressionError(
                 f"phi: unknown name {node.id!r}; the variable is 'z', constants are {sorted(CONSTANTS)}"
             )
@@ -239,67 +210,41 @@ class Expression:
                 self._kink_args.append(lambda z: (lambda a, b: Dual(a.val - b.val, 0.0))(f0(z), f1(z)))
         return _Compiled(lambda z: impl(*[f(z) for f in fns]), is_const)
 
-    # -- torch backend (values only; autograd differentiates) ------------------------------------------------
-    def torch_function(self):
-        """The same checked tree compiled to torch operations: ``z (tensor) -> phi(z) (tensor)``."""
-        import torch
-
-        table = {
-            "exp": torch.exp,
-            "log": torch.log,
-            "log1p": torch.log1p,
-            "expm1": torch.expm1,
-            "sqrt": torch.sqrt,
-            "sin": torch.sin,
-            "cos": torch.cos,
-            "tan": torch.tan,
-            "sinh": torch.sinh,
-            "cosh": torch.cosh,
-            "tanh": torch.tanh,
-            "arctan": torch.atan,
-            "atan": torch.atan,
-            "arcsinh": torch.asinh,
-            "asinh": torch.asinh,
-            "erf": torch.erf,
-            "sigmoid": torch.sigmoid,
-            "softplus": torch.nn.functional.softplus,
-            "gelu": torch.nn.functional.gelu,
-            "silu": torch.nn.functional.silu,
-            "abs": torch.abs,
-            "relu": torch.relu,
-            "max": torch.maximum,
-            "min": torch.minimum,
-        }
+    # -- other backends (values only) ---------------------------------------------------------------------
+    def build(self, functions: Mapping[str, Callable]) -> Callable:
+        """The same checked tree as a function ``z -> phi(z)`` on another array type (e.g. the simulator's tensors,
+        whose autograd then differentiates it). Arithmetic uses the array type's operators; calls use ``functions``, a
+        table with every name of :data:`ELEMENTARY` and :data:`BINARY`. Constant sub-expressions are folded here
+        (with numpy), so ``functions`` only ever sees arrays, except for one argument of max and min.
+        """
         tree = ast.parse(self.text, mode="eval").body  # already checked by __init__
+        table = {**functions, **{alias: functions[name] for alias, name in ALIASES.items()}}
 
-        def build(node):
-            if isinstance(node, ast.Constant):
-                c = float(node.value)
-                return lambda z: c
-            if isinstance(node, ast.Name):
-                if node.id == "z":
-                    return lambda z: z
-                c = CONSTANTS[node.id]
-                return lambda z: c
+        def constant(node: ast.AST) -> float | None:
+            compiled = self._compile(node)
+            return float(compiled.fn(_const(0.0)).val) if compiled.is_const else None
+
+        def build(node: ast.AST) -> Callable:
+            value = constant(node)
+            if value is not None:
+                return lambda z: value
+            if isinstance(node, ast.Name):  # z (named constants were folded)
+                return lambda z: z
             if isinstance(node, ast.UnaryOp):
                 inner = build(node.operand)
                 return (lambda z: -inner(z)) if isinstance(node.op, ast.USub) else inner
             if isinstance(node, ast.BinOp):
                 a, b = build(node.left), build(node.right)
-                ops = {
-                    ast.Add: lambda x, y: x + y,
-                    ast.Sub: lambda x, y: x - y,
-                    ast.Mult: lambda x, y: x * y,
-                    ast.Div: lambda x, y: x / y,
-                    ast.Pow: _torch_pow,
-                }
-                op = ops[type(node.op)]
+                op = _OPERATORS[type(node.op)]
                 return lambda z: op(a(z), b(z))
+            assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             fn = table[node.func.id]
-            args = [build(a) for a in node.args]
+            args = [build(arg) for arg in node.args]
             if len(args) == 2:
-                return lambda z: fn(*[_as_tensor(f(z), z) for f in args])
-            return lambda z: fn(_as_tensor(args[0](z), z))
+                first, second = args
+                return lambda z: fn(first(z), second(z))
+            (only,) = args
+            return lambda z: fn(only(z))
 
         return build(tree)
 
@@ -335,7 +280,9 @@ class Expression:
             idx = np.nonzero((sign[:-1] * sign[1:]) < 0)[0]
             for i in idx:
                 if np.isfinite(vals[i]) and np.isfinite(vals[i + 1]):
-                    found.append(brentq(f, zs[i], zs[i + 1], xtol=1e-15, rtol=4e-16))
+                    found.append(
+                        brentq(f, zs[i], zs[i + 1], xtol=1e-15, rtol=4 * np.finfo(float).eps)
+                    )  # scipy's minimum
         found.sort()
         unique: list[float] = []
         for t in found:

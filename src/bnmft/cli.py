@@ -13,13 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .errors import InputError
+from .meanfield import TheoryResult, theory
+from .meanfield.result import SUMMARY_KEYS
 from .nonlinearity import available
-from .theory import TheoryResult, check_batch_size, theory
-from .theory.result import SUMMARY_KEYS
-
-
-class UsageError(Exception):
-    """Bad input found after parsing; reported with exit status 2."""
+from .options import check_batch_size, check_bn_option
 
 
 def finite_float(text: str) -> float:
@@ -32,18 +30,17 @@ def finite_float(text: str) -> float:
     return value
 
 
-def nonneg_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+def bn_option(name: str):
+    """An argparse type for one of the shared options (eps, sigma_w, gamma, beta): the library's own check."""
 
+    def parse(text: str) -> float:
+        try:
+            return check_bn_option(name, finite_float(text))
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{name} ")) from None
 
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
 
 
 def positive_int(text: str) -> int:
@@ -171,15 +168,15 @@ def _load_array(path: str, flag: str):
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise UsageError(f"{flag}: no such file {path!r}") from None
+        raise InputError(f"{flag}: no such file {path!r}") from None
     except (ValueError, OSError) as err:
-        raise UsageError(f"{flag}: cannot read {path!r} as a .npy array ({err})") from None
+        raise InputError(f"{flag}: cannot read {path!r} as a .npy array ({err})") from None
 
 
 def cmd_propagate(args) -> int:
     from tqdm import tqdm
 
-    from .theory import propagate
+    from .meanfield import propagate
 
     inputs = _load_array(args.input, "--input")
     inputs2 = _load_array(args.input2, "--input2") if args.input2 else None
@@ -250,14 +247,28 @@ def cmd_propagate(args) -> int:
 def cmd_symmetry(args) -> int:
     from tqdm import tqdm
 
-    from .theory.symmetry import symmetry_breaking_alpha
+    from .meanfield.symmetry import symmetry_breaking, symmetry_breaking_alpha
 
     if any(math.isinf(b) for b in args.batch_size):
-        raise UsageError("--batch-size: must be finite for the forward eigenvalues")
-    results = [
-        symmetry_breaking_alpha(b, alpha_max=args.alpha_max)
-        for b in tqdm(args.batch_size, desc="batch sizes", disable=None, file=sys.stderr)
-    ]
+        raise InputError("--batch-size: must be finite for the forward eigenvalues")
+    general = args.phi is not None or args.parameter is not None or args.bracket is not None
+    if general:
+        if args.phi is None or args.parameter is None:
+            raise InputError("--phi and --parameter go together (and --bracket LOW HIGH; default 1 alpha_max)")
+        bracket = tuple(args.bracket) if args.bracket else (1.0, args.alpha_max)
+        fixed = dict(
+            _phi_params(args), **{k: getattr(args, k) for k in ("gamma", "beta") if getattr(args, k) is not None}
+        )
+
+        def find(b):
+            return symmetry_breaking(args.phi, b, parameter=args.parameter, bracket=bracket, **fixed)
+
+    else:
+
+        def find(b):
+            return symmetry_breaking_alpha(b, alpha_max=args.alpha_max)
+
+    results = [find(b) for b in tqdm(args.batch_size, desc="batch sizes", disable=None, file=sys.stderr)]
     if args.plot:
         from .plots import plot_symmetry_breaking
 
@@ -265,10 +276,11 @@ def cmd_symmetry(args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return 0
-    print("alpha_relu: alpha at which BSB1 stops being attracting (max(lambda_L, lambda_M) = 1)")
-    print(f"{'B':>8}  {'alpha*':>14}  crossing")
+    first = results[0]
+    print(f"{first.phi}: {first.parameter} at which BSB1 stops being attracting (max(lambda_L, lambda_M) = 1)")
+    print(f"{'B':>8}  {first.parameter + '*':>14}  crossing")
     for r in results:
-        star = f"none <= {r.alpha_max:g}" if math.isinf(r.alpha_star) else f"{r.alpha_star:.10g}"
+        star = f"none <= {r.bracket[1]:g}" if math.isinf(r.critical) else f"{r.critical:.10g}"
         print(f"{r.batch_size:>8}  {star:>14}  {r.eigenvalue or '-'}")
     return 0
 
@@ -395,16 +407,16 @@ def cmd_heatmap(args) -> int:
     from .plots import plot_heatmap
 
     if not Path(args.store).exists():
-        raise UsageError(f"--store: no such file {args.store!r}")
+        raise InputError(f"--store: no such file {args.store!r}")
     store = Store(args.store)
     try:
         specs = store.sweeps()
         names = [args.sweep] if args.sweep else sorted(specs)
         if not names:
-            raise UsageError(f"--store: {args.store} holds no sweep yet")
+            raise InputError(f"--store: {args.store} holds no sweep yet")
         unknown = [n for n in names if n not in specs]
         if unknown:
-            raise UsageError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
+            raise InputError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
         written = []
         for name in names:
             results = store.results(name)
@@ -457,19 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="one or more batch sizes (integers >= 4, or 'inf')",
     )
-    p.add_argument("--gamma", type=finite_float, default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
-    p.add_argument("--beta", type=finite_float, default=0.0, help="BN shift (default 0)")
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0, help="BN shift (default 0)")
     p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu (max(z,0)^alpha) or elu")
     p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
     p.add_argument("--method", choices=("auto", "closed_form", "quadrature"), default="auto")
     p.add_argument(
         "--eps",
         nargs="+",
-        type=nonneg_float,
+        type=bn_option("eps"),
         metavar="E",
         help="BN eps (one or more values >= 0; default 0). Only kappa = eps / sigma_w^2 matters",
     )
-    p.add_argument("--sigma-w", type=positive_float, default=1.0, help="weight scale sigma_w (> 0, default 1)")
+    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0, help="weight scale sigma_w (> 0, default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--plot", metavar="FILE", help="draw lambda_G and max trainable depth against batch size")
     p.set_defaults(func=cmd_theory)
@@ -480,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input2", metavar="FILE.npy", help="a second batch: report the cross-batch correlation")
     p.add_argument("--gram", action="store_true", help="--input is a B x B Gram matrix, not a data batch")
     p.add_argument("--depth", "-L", required=True, type=positive_int, help="number of layers (>= 1)")
-    p.add_argument("--gamma", type=finite_float, default=1.0)
-    p.add_argument("--beta", type=finite_float, default=0.0)
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0)
     p.add_argument("--alpha", type=finite_float)
     p.add_argument("--slope", type=finite_float)
     p.add_argument(
@@ -500,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("symmetry", help="alpha_relu: the alpha at which BSB1 stops being attracting, per batch size")
     p.add_argument("--batch-size", "-B", required=True, nargs="+", type=batch_size_arg, metavar="B")
     p.add_argument("--alpha-max", type=finite_float, default=16.0, help="search alpha in (1, alpha_max]")
+    p.add_argument("--phi", help="any phi (default alpha_relu, varying alpha); needs --parameter")
+    p.add_argument("--parameter", help="the parameter to vary: gamma, beta, or one of phi's (alpha, slope)")
+    p.add_argument("--bracket", nargs=2, type=finite_float, metavar=("LOW", "HIGH"), help="search interval")
+    p.add_argument("--gamma", type=bn_option("gamma"), help="fixed gamma (unless varied)")
+    p.add_argument("--beta", type=bn_option("beta"), help="fixed beta (unless varied)")
+    p.add_argument("--alpha", type=finite_float, help="fixed alpha of phi (unless varied)")
+    p.add_argument("--slope", type=finite_float, help="fixed slope of leaky_relu (unless varied)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", metavar="FILE", help="alpha* against batch size")
     p.set_defaults(func=cmd_symmetry)
@@ -510,12 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", "-N", required=True, type=positive_int)
     p.add_argument("--depth", "-L", required=True, type=positive_int)
     p.add_argument("--networks", "-K", required=True, type=positive_int)
-    p.add_argument("--eps", type=finite_float, default=0.0)
-    p.add_argument("--gamma", type=finite_float, default=1.0)
-    p.add_argument("--beta", type=finite_float, default=0.0)
+    p.add_argument("--eps", type=bn_option("eps"), default=0.0)
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0)
     p.add_argument("--alpha", type=finite_float)
     p.add_argument("--slope", type=finite_float)
-    p.add_argument("--sigma-w", type=finite_float, default=1.0)
+    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
     p.add_argument("--init", choices=("gaussian", "orthogonal"), default="gaussian")
     p.add_argument("--placement", choices=("before", "after"), default="before", help="BN before phi (paper) or after")
     p.add_argument("--detach-stats", action="store_true", help="no backprop through the batch mean and variance")
@@ -565,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, UsageError) as err:
+    except InputError as err:
         print(f"bnmft {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ._io import write_csv
+from .meanfield import propagate, theory
+from .meanfield.symmetry import symmetry_breaking_alpha
 from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary, save_figure
 from .simulate import simulate
-from .theory import propagate, theory
-from .theory.symmetry import symmetry_breaking_alpha
 
 PRESETS = {
     "tiny": {
@@ -253,7 +253,8 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
     scale invariant, so their gradients shrink as 1/||W||) and the gradient profile flattens."""
     import torch
 
-    from .experiments.training import BNMLP, TrainConfig, cached_dataset
+    from .experiments.config import TrainConfig
+    from .experiments.training import BNMLP, cached_dataset
 
     torch.manual_seed(seed)
     data = cached_dataset("mnist", None)

@@ -15,16 +15,17 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from scipy import special
 
+from ._elementary import ELEMENTARY
 from ._expression import Expression
+from .errors import InputError
+from .options import check_real
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -55,8 +56,8 @@ class Nonlinearity:
     family: str | None = None
     params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     kink_grading: int = 2
-    #: how to rebuild phi elsewhere (e.g. in torch): ("registry", name, params), ("expression", text) or
-    #: ("callable",) - see :mod:`bnmft.simulate.torch_phi`
+    #: how to rebuild phi elsewhere (e.g. in the simulator): ("registry", name, params), ("expression", text) or
+    #: ("callable",) - see the simulator
     source: tuple = ("callable",)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
@@ -66,10 +67,30 @@ class Nonlinearity:
         """phi'(z), same shape as z."""
         return self.deriv(np.asarray(z, dtype=float))
 
+    @property
+    def homogeneous_degree(self) -> float | None:
+        """alpha when phi (gamma and beta included) is positive-homogeneous, ``phi(t z) = t^alpha phi(z)`` for
+        t > 0, *and* its Gaussian kernel is known in closed form: identity, relu and alpha_relu with beta = 0 and
+        gamma != 0 (the arc-cosine kernels). None otherwise - also for homogeneous functions the registry does not
+        tag (leaky_relu, ``abs(z)``), which take the general path. The closed forms, the eps theory's exact
+        s-scaling and the Laplace Gram map all key on this one property."""
+        gamma = self.params.get("gamma", 1.0)
+        beta = self.params.get("beta", 0.0)
+        if self.family in ("identity", "relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
+            return float(self.params.get("alpha", 1.0))
+        return None
+
+    @property
+    def affine(self) -> tuple[float, float] | None:
+        """``(slope, offset)`` when ``phi(z) = slope z + offset`` (identity, gamma and beta included), else None."""
+        if self.family != "identity":
+            return None
+        return float(self.params.get("gamma", 1.0)), float(self.params.get("beta", 0.0))
+
     def affine_input(self, gamma: float = 1.0, beta: float = 0.0) -> Nonlinearity:
         """``z -> phi(gamma * z + beta)``: BN's gamma and beta folded into phi (theory.md section 1)."""
-        _check_finite("gamma", gamma)
-        _check_finite("beta", beta)
+        check_real("gamma", gamma)
+        check_real("beta", beta)
         if gamma == 1.0 and beta == 0.0:
             return self
         g, b, f, d = float(gamma), float(beta), self.fn, self.deriv
@@ -85,16 +106,6 @@ class Nonlinearity:
             kink_grading=self.kink_grading,
             source=self.source,
         )
-
-
-def _check_finite(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
 
 
 # -- the registry ------------------------------------------------------------------------------------------
@@ -123,31 +134,19 @@ def available() -> dict[str, str]:
     return {k: e.doc for k, e in sorted(_REGISTRY.items())}
 
 
-def _smooth(name: str, f: ArrayFn, d: ArrayFn, doc: str) -> None:
-    register(name, doc=doc)(lambda: Nonlinearity(name, f, d))
+def _elementary(name: str, doc: str) -> None:
+    """Register a function of :data:`bnmft._elementary.ELEMENTARY` under its own name."""
+    fn = ELEMENTARY[name]
+    register(name, doc=doc)(lambda: Nonlinearity(name, fn.value, fn.derivative, (0.0,) if fn.kink else ()))
 
 
-def _sig(z):
-    return special.expit(z)
-
-
-def _sech2(z):
-    t = np.exp(-2 * np.abs(z))  # sech^2 = 4 t / (1 + t)^2, without overflow and accurate in the tails
-    return 4 * t / (1 + t) ** 2
-
-
-_smooth("tanh", np.tanh, _sech2, "tanh(z)")
-_smooth("erf", special.erf, lambda z: 2 / math.sqrt(math.pi) * np.exp(-z * z), "erf(z)")
-_smooth("sigmoid", _sig, lambda z: _sig(z) * _sig(-z), "1 / (1 + exp(-z))")
-_smooth(
-    "gelu",
-    lambda z: z * special.ndtr(z),
-    lambda z: special.ndtr(z) + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
-    "z * Phi(z), Phi the standard normal CDF (exact, not the tanh approximation)",
-)
-_smooth("silu", lambda z: z * _sig(z), lambda z: _sig(z) * (1 + z * _sig(-z)), "z * sigmoid(z) (swish)")
-_smooth("softplus", lambda z: np.logaddexp(0.0, z), _sig, "log(1 + exp(z))")
-_smooth("sin", np.sin, np.cos, "sin(z)")
+_elementary("tanh", "tanh(z)")
+_elementary("erf", "erf(z)")
+_elementary("sigmoid", "1 / (1 + exp(-z))")
+_elementary("gelu", "z * Phi(z), Phi the standard normal CDF (exact, not the tanh approximation)")
+_elementary("silu", "z * sigmoid(z) (swish)")
+_elementary("softplus", "log(1 + exp(z))")
+_elementary("sin", "sin(z)")
 
 
 @register("identity", doc="z")
@@ -159,10 +158,11 @@ def _identity() -> Nonlinearity:
 
 @register("relu", doc="max(z, 0)")
 def _relu() -> Nonlinearity:
+    relu = ELEMENTARY["relu"]
     return Nonlinearity(
         "relu",
-        lambda z: np.maximum(z, 0.0),
-        lambda z: (z > 0).astype(float),
+        relu.value,
+        relu.derivative,
         (0.0,),
         family="relu",
         params=MappingProxyType({"alpha": 1.0}),
@@ -171,7 +171,7 @@ def _relu() -> Nonlinearity:
 
 @register("leaky_relu", params=("slope",), doc="max(z, 0) + slope * min(z, 0); slope = 0.01 by default")
 def _leaky_relu(slope: float = 0.01) -> Nonlinearity:
-    s = _check_finite("slope", slope)
+    s = check_real("slope", slope)
     return Nonlinearity(
         f"leaky_relu(slope={s:g})",
         lambda z: np.where(z > 0, z, s * z),
@@ -183,9 +183,9 @@ def _leaky_relu(slope: float = 0.01) -> Nonlinearity:
 
 @register("alpha_relu", params=("alpha",), doc="max(z, 0)^alpha, alpha > 0; alpha = 1 is relu")
 def _alpha_relu(alpha: float = 1.0) -> Nonlinearity:
-    a = _check_finite("alpha", alpha)
+    a = check_real("alpha", alpha)
     if a <= 0:
-        raise ValueError(f"alpha must be > 0 for alpha_relu, got {alpha!r}")
+        raise InputError(f"alpha must be > 0 for alpha_relu, got {alpha!r}")
 
     def f(z):
         return np.where(z > 0, np.power(np.maximum(z, 0.0), a), 0.0)
@@ -209,7 +209,7 @@ def _alpha_relu(alpha: float = 1.0) -> Nonlinearity:
 
 @register("elu", params=("alpha",), doc="z if z > 0 else alpha * (exp(z) - 1); alpha = 1 by default")
 def _elu(alpha: float = 1.0) -> Nonlinearity:
-    a = _check_finite("alpha", alpha)
+    a = check_real("alpha", alpha)
     return Nonlinearity(
         f"elu(alpha={a:g})" if a != 1.0 else "elu",
         lambda z: np.where(z > 0, z, a * np.expm1(np.minimum(z, 0.0))),
@@ -261,7 +261,7 @@ def get_nonlinearity(
         _no_params(getattr(spec, "__name__", "callable"), params, ())
         return from_callable(spec, derivative=derivative, kinks=kinks)
     if not isinstance(spec, str):
-        raise ValueError(f"phi must be a name, an expression in z or a callable, got {type(spec).__name__}")
+        raise InputError(f"phi must be a name, an expression in z or a callable, got {type(spec).__name__}")
     key = spec.strip().lower().replace("-", "_")
     if key in _REGISTRY:
         entry = _REGISTRY[key]
@@ -269,7 +269,7 @@ def get_nonlinearity(
         built = entry.build(**params)
         return replace(built, source=("registry", key, dict(built.params)))
     if key.isidentifier() and key != "z":
-        raise ValueError(
+        raise InputError(
             f"phi: unknown nonlinearity {spec!r}; known names: {', '.join(sorted(_REGISTRY))}, "
             "or an expression in z such as 'tanh(2*z) + 0.1*z'"
         )
@@ -277,11 +277,29 @@ def get_nonlinearity(
     return from_expression(spec)
 
 
+PhiSpec = str | Nonlinearity | Callable[[np.ndarray], np.ndarray]
+
+
+def resolve(
+    spec: PhiSpec,
+    *,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> tuple[Nonlinearity, Nonlinearity]:
+    """The one entry every public function uses for phi: ``(base, effective)``, the nonlinearity of ``spec``
+    (see :func:`get_nonlinearity`) and ``z -> base(gamma z + beta)`` (gamma, beta checked finite)."""
+    base = get_nonlinearity(spec, derivative=derivative, kinks=kinks, **params)
+    return base, base.affine_input(gamma, beta)
+
+
 def _no_params(name: str, given: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     extra = sorted(set(given) - set(allowed))
     if extra:
         takes = ", ".join(allowed) if allowed else "no parameters"
-        raise ValueError(f"parameter {extra[0]!r} does not apply to phi={name!r} (it takes: {takes})")
+        raise InputError(f"parameter {extra[0]!r} does not apply to phi={name!r} (it takes: {takes})")
 
 
 def from_expression(text: str) -> Nonlinearity:
@@ -305,14 +323,14 @@ def from_callable(
     name: str | None = None,
 ) -> Nonlinearity:
     """Wrap a numpy-vectorised callable (and optionally its derivative)."""
-    kinks = tuple(sorted(_check_finite("kinks", k) for k in kinks))
-    name = name or getattr(fn, "__name__", "callable")
+    kinks = tuple(sorted(check_real("kinks", k) for k in kinks))
+    label = name or str(getattr(fn, "__name__", "callable"))
 
     def f(z):
         return np.asarray(fn(z), dtype=float) * np.ones_like(z)
 
     d = (lambda z: np.asarray(derivative(z), dtype=float) * np.ones_like(z)) if derivative else _fd(f, kinks)
-    return Nonlinearity(name, f, d, kinks)
+    return Nonlinearity(label, f, d, kinks)
 
 
 def _fd(f: ArrayFn, kinks: tuple[float, ...]) -> ArrayFn:

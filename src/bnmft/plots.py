@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .theory import TheoryResult, theory, theory_table
+from .errors import InputError
+from .meanfield import TheoryResult, theory, theory_table
 
 
 def _pyplot():
@@ -269,7 +271,8 @@ def theory_depth_for(config: dict, x: str, value) -> float | None:
             sigma_w=cfg.get("sigma_w", 1.0),
             **params,
         )
-    except ValueError:
+    except InputError as err:  # no theory for this cell (e.g. a constant phi): the heatmap says so, no line
+        warnings.warn(f"no theory depth for {x} = {value!r}: {err}", stacklevel=2)
         return None
     return r.max_trainable_depth
 

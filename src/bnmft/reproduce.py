@@ -29,6 +29,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .errors import InputError
+from .meanfield import gegenbauer_series, propagate, theory
+from .meanfield.closed_forms import homogeneous
+from .meanfield.result import SUMMARY_KEYS
+from .meanfield.symmetry import symmetry_breaking_alpha
 from .nonlinearity import get_nonlinearity
 from .plots import (
     dense_batch_sizes,
@@ -37,10 +42,6 @@ from .plots import (
     plot_symmetry_breaking,
     plot_theory_curves,
 )
-from .theory import gegenbauer_series, propagate, theory
-from .theory.closed_forms import homogeneous
-from .theory.result import SUMMARY_KEYS
-from .theory.symmetry import symmetry_breaking_alpha
 
 PRESETS = ("tiny", "quick", "paper")
 
@@ -68,7 +69,7 @@ def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") ->
     simulations and the reduced Fig 3a training sweep) or ``"paper"`` (the paper's sizes and grids: for a GPU or
     a cluster). Training sweeps are stored in ``<out>/sweeps.db`` and resume where they stopped."""
     if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+        raise InputError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

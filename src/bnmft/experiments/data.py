@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
-class DatasetUnavailable(ValueError):
+class DatasetUnavailable(InputError):
     """The data set's files are not on this machine (the message says how to get them)."""
 
 
@@ -47,15 +49,15 @@ class Dataset:
 def _validate(name: str, x_train, y_train, x_test, y_test, features: int, classes: int) -> Dataset:
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim != 2 or x.shape[1] != features:
-            raise ValueError(f"{name}: {split} inputs must have shape (n, {features}), got {x.shape}")
+            raise InputError(f"{name}: {split} inputs must have shape (n, {features}), got {x.shape}")
         if y.shape != (x.shape[0],):
-            raise ValueError(f"{name}: {split} labels must have shape ({x.shape[0]},), got {y.shape}")
+            raise InputError(f"{name}: {split} labels must have shape ({x.shape[0]},), got {y.shape}")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= classes:
-            raise ValueError(
+            raise InputError(
                 f"{name}: {split} labels must be integers in [0, {classes}), got {y.dtype} in [{y.min()}, {y.max()}]"
             )
         if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-            raise ValueError(f"{name}: {split} inputs must be finite and scaled to [0, 1]")
+            raise InputError(f"{name}: {split} inputs must be finite and scaled to [0, 1]")
     return Dataset(
         name,
         x_train.astype(np.float32),
@@ -90,11 +92,11 @@ def read_idx(path: Path) -> np.ndarray:
         data = fh.read()
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+        raise InputError(f"{path}: not an unsigned-byte IDX file")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: truncated IDX file")
+        raise InputError(f"{path}: truncated IDX file")
     return array.reshape(shape)
 
 
@@ -138,6 +140,7 @@ def load_cifar10(data_dir: str | Path | None = None, *, download: bool = True) -
     when missing and a network is reachable."""
     root = Path(data_dir or os.environ.get("BNMFT_DATA", "data"))
     folder = root / "cifar-10-batches-py"
+    why = "downloading was not asked for"
     if not folder.exists() and download:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -146,11 +149,11 @@ def load_cifar10(data_dir: str | Path | None = None, *, download: bool = True) -
                 fh.write(response.read())
             with tarfile.open(archive) as tar:
                 tar.extractall(root, filter="data")
-        except (OSError, tarfile.TarError):
-            pass
+        except (OSError, tarfile.TarError) as err:  # no network here, or a broken archive: said below
+            why = f"the download failed: {err}"
     if not folder.exists():
         raise DatasetUnavailable(
-            f"dataset 'cifar10' not found in {folder} and could not be downloaded: put the standard "
+            f"dataset 'cifar10' not found in {folder} ({why}): put the standard "
             "cifar-10-batches-py folder (from cifar-10-python.tar.gz) in --data-dir"
         )
 
@@ -177,4 +180,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         return load_fashion_mnist(data_dir)
     if key == "cifar10":
         return load_cifar10(data_dir)
-    raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    raise InputError(f"dataset must be one of {DATASETS}, got {name!r}")

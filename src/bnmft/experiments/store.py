@@ -13,6 +13,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ..errors import InputError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,
@@ -48,7 +50,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"store: {self.path} is not a bnmft results database ({err})") from None
+            raise InputError(f"store: {self.path} is not a bnmft results database ({err})") from None
 
     def close(self) -> None:
         self.db.close()

@@ -36,8 +36,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from ..errors import InputError
+from .config import CONFIG_KEYS, TrainConfig, check_config
 from .store import Store, cell_key
-from .training import CONFIG_KEYS, TrainConfig, check_config
 
 TOP_KEYS = ("name", "description", "x", "seeds", "base", "grid")
 PRESET_DIR = "presets"
@@ -81,13 +82,13 @@ def load_sweeps(source: str | Path) -> list[Sweep]:
     if "sweeps" in raw:
         extra = sorted(set(raw) - {"sweeps"})
         if extra:
-            raise ValueError(f"config: unknown key {extra[0]!r} next to [[sweeps]]")
+            raise InputError(f"config: unknown key {extra[0]!r} next to [[sweeps]]")
         if not isinstance(raw["sweeps"], list) or not raw["sweeps"]:
-            raise ValueError("config: 'sweeps' must be a non-empty array of tables")
+            raise InputError("config: 'sweeps' must be a non-empty array of tables")
         sweeps = [parse_sweep(item) for item in raw["sweeps"]]
         names = [s.name for s in sweeps]
         if len(set(names)) != len(names):
-            raise ValueError("config: sweep names must be unique")
+            raise InputError("config: sweep names must be unique")
         return sweeps
     return [parse_sweep(raw)]
 
@@ -96,7 +97,7 @@ def load_sweep(source: str | Path) -> Sweep:
     """A single sweep (see :func:`load_sweeps`)."""
     sweeps = load_sweeps(source)
     if len(sweeps) != 1:
-        raise ValueError(f"config: {source} holds {len(sweeps)} sweeps; use load_sweeps")
+        raise InputError(f"config: {source} holds {len(sweeps)} sweeps; use load_sweeps")
     return sweeps[0]
 
 
@@ -108,60 +109,60 @@ def _read_toml(source: str | Path) -> dict:
         try:
             text = Path(source).read_text()
         except OSError as err:
-            raise ValueError(
+            raise InputError(
                 f"config: cannot read {source!r} ({err.strerror}); give a TOML file or one of {PRESETS}"
             ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"config: not valid TOML ({err})") from None
+        raise InputError(f"config: not valid TOML ({err})") from None
 
 
 def parse_sweep(raw: dict) -> Sweep:
     for key in raw:
         if key not in TOP_KEYS:
-            raise ValueError(f"config: unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})")
+            raise InputError(f"config: unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})")
     if not isinstance(raw.get("name"), str) or not raw["name"].strip():
-        raise ValueError("config: 'name' is required (a non-empty string)")
+        raise InputError("config: 'name' is required (a non-empty string)")
     base = raw.get("base", {})
     grid = raw.get("grid")
     if not isinstance(base, dict):
-        raise ValueError("config: 'base' must be a table")
+        raise InputError("config: 'base' must be a table")
     if not isinstance(grid, dict) or not grid:
-        raise ValueError("config: 'grid' is required and must have at least one key")
+        raise InputError("config: 'grid' is required and must have at least one key")
     for section, table in (("base", base), ("grid", grid)):
         for key in table:
             if key not in CONFIG_KEYS or key == "seed":
-                raise ValueError(
+                raise InputError(
                     f"config: unknown key {section}.{key!r} (allowed: "
                     f"{', '.join(k for k in CONFIG_KEYS if k != 'seed')})"
                 )
     for key, values in grid.items():
         if not isinstance(values, list):
-            raise ValueError(f"config: grid.{key} must be a list of values")
+            raise InputError(f"config: grid.{key} must be a list of values")
         if not values:
-            raise ValueError(f"config: grid.{key} is empty")
+            raise InputError(f"config: grid.{key} is empty")
         if len(set(map(str, values))) != len(values):
-            raise ValueError(f"config: grid.{key} repeats a value")
+            raise InputError(f"config: grid.{key} repeats a value")
         if key in base:
-            raise ValueError(f"config: {key!r} is both in base and in grid")
+            raise InputError(f"config: {key!r} is both in base and in grid")
     if "depth" not in grid:
-        raise ValueError("config: grid.depth is required (depth is the heatmap's vertical axis)")
+        raise InputError("config: grid.depth is required (depth is the heatmap's vertical axis)")
     others = [k for k in grid if k != "depth"]
     x = raw.get("x", others[0] if others else "depth")
     if x not in grid:
-        raise ValueError(f"config: x = {x!r} must be one of the grid keys {sorted(grid)}")
+        raise InputError(f"config: x = {x!r} must be one of the grid keys {sorted(grid)}")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ValueError("config: seeds must be a non-empty list of integers")
+        raise InputError("config: seeds must be a non-empty list of integers")
     sweep = Sweep(
         raw["name"], x, dict(base), {k: list(v) for k, v in grid.items()}, tuple(seeds), raw.get("description", "")
     )
     for cell in sweep.cells():  # every cell is checked before any work starts
         try:
             check_config(TrainConfig(**cell))
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"config: {err}") from None
+        except (InputError, TypeError) as err:  # TypeError: a key TrainConfig does not take
+            raise InputError(f"config: {err}") from None
     return sweep
 
 
@@ -258,11 +259,11 @@ def _run_dask(todo: list[dict], scheduler: str, record) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError:  # pragma: no cover - a declared dependency
-        raise ValueError("--scheduler needs the 'distributed' package") from None
+        raise InputError("--scheduler needs the 'distributed' package") from None
     try:
         client = Client(scheduler, timeout=20)
     except OSError as err:
-        raise ValueError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
+        raise InputError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
     try:
         futures = {client.submit(run_cell, c, pure=False): c for c in todo}
         for fut in as_completed(futures):

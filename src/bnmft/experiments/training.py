@@ -13,101 +13,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
 from ..nonlinearity import get_nonlinearity
-from ..simulate.network import NetworkSpec, init_weights
+from ..simulate.network import NetworkSpec, batch_norm, init_weights
 from ..simulate.torch_phi import to_torch
-from .data import DATASETS, Dataset, load_dataset
-
-OPTIMIZERS = ("sgd", "rmsprop")
-PAPER_LR_PER_EXAMPLE = 1e-5  # the paper's learning rate is 1e-5 * B
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run (one cell of a sweep). ``lr`` is a number or ``"paper"`` (1e-5 * B) or
-    ``"<factor>*B"`` (e.g. ``"1e-3*B"``)."""
-
-    dataset: str = "mnist"
-    phi: str = "relu"
-    depth: int = 10
-    width: int = 384
-    batch_size: int = 32
-    ghost_size: int | None = None
-    optimizer: str = "sgd"
-    lr: float | str = "paper"
-    epochs: int = 10
-    eps: float = 1e-3
-    gamma: float = 1.0
-    beta: float = 0.0
-    sigma_w: float = 1.0
-    alpha: float | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    seed: int = 0
-    data_dir: str | None = None
-
-    def learning_rate(self) -> float:
-        if isinstance(self.lr, str):
-            text = self.lr.replace(" ", "")
-            if text == "paper":
-                return PAPER_LR_PER_EXAMPLE * self.batch_size
-            if text.endswith("*B"):
-                return float(text[:-2]) * self.batch_size
-            return float(text)
-        return float(self.lr)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def check_config(cfg: TrainConfig) -> TrainConfig:
-    """Reject impossible values, naming the key."""
-
-    def positive(name, minimum=1):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-
-    for name in ("depth", "width", "epochs"):
-        positive(name)
-    positive("batch_size", 2)
-    for name in ("train_subset", "test_subset", "ghost_size"):
-        if getattr(cfg, name) is not None:
-            positive(name, 2 if name == "ghost_size" else 1)
-    if cfg.ghost_size is not None and cfg.batch_size % cfg.ghost_size:
-        raise ValueError(f"ghost_size={cfg.ghost_size} must divide batch_size={cfg.batch_size}")
-    if cfg.dataset.lower().replace("-", "_") not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
-    try:
-        lr = cfg.learning_rate()
-    except ValueError:
-        raise ValueError(f"lr must be a number, 'paper' or '<factor>*B', got {cfg.lr!r}") from None
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be positive and finite, got {cfg.lr!r}")
-    for name in ("eps", "gamma", "beta", "sigma_w"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
-    if cfg.eps < 0:
-        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
-    if cfg.sigma_w <= 0:
-        raise ValueError(f"sigma_w must be > 0, got {cfg.sigma_w}")
-    get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
-    return cfg
-
-
-CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))
+from .config import TrainConfig, check_config
+from .data import Dataset, load_dataset
 
 
 class BatchNorm(torch.nn.Module):
-    """BN over (ghost) batches with learnable gamma/beta and running statistics for evaluation."""
+    """BN over (ghost) batches with learnable gamma/beta and running statistics for evaluation. The normalisation
+    in training is the simulator's :func:`~bnmft.simulate.network.batch_norm` (one implementation)."""
 
     def __init__(self, width: int, eps: float, gamma: float, beta: float, ghost: int | None):
         super().__init__()
@@ -121,12 +40,11 @@ class BatchNorm(torch.nn.Module):
         if self.training:
             b = h.shape[0]
             group = self.ghost if self.ghost and b % self.ghost == 0 else b
-            g = h.reshape(b // group, group, -1)
-            var, mean = torch.var_mean(g, dim=1, unbiased=False, keepdim=True)
             with torch.no_grad():
-                self.running_mean.mul_(0.9).add_(0.1 * mean.mean(dim=(0, 1)))
-                self.running_var.mul_(0.9).add_(0.1 * var.mean(dim=(0, 1)))
-            y = ((g - mean) / torch.sqrt(var + self.eps)).reshape(b, -1)
+                var, mean = torch.var_mean(h.reshape(b // group, group, -1), dim=1, unbiased=False)
+                self.running_mean.mul_(0.9).add_(0.1 * mean.mean(dim=0))
+                self.running_var.mul_(0.9).add_(0.1 * var.mean(dim=0))
+            y = batch_norm(h[None], group, self.eps, detach=False)[0]
         else:
             y = (h - self.running_mean) / torch.sqrt(self.running_var + self.eps)
         return self.weight * y + self.bias

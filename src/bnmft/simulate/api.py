@@ -24,7 +24,6 @@ The tidy table has one row per (batch size, network, layer) with every setting i
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +32,10 @@ import numpy as np
 import torch
 
 from .._io import write_csv
+from ..errors import InputError
+from ..meanfield import theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
-from ..theory import theory
+from ..options import check_bn_options, check_int
 from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
 
@@ -46,20 +47,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Everything that defines a simulation (and goes into every row of its table)."""
+    """Everything that defines a simulation (and goes into every row of its table): the architecture
+    (:class:`~bnmft.simulate.network.NetworkSpec`) and the rest."""
 
     phi: str
-    width: int
-    depth: int
+    network: NetworkSpec
     networks: int
-    eps: float = 0.0
     gamma: float = 1.0
     beta: float = 0.0
-    sigma_w: float = 1.0
-    init: str = "gaussian"
-    placement: str = "before"
-    detach_stats: bool = False
-    ghost_size: int | None = None
     two_batches: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -69,8 +64,16 @@ class SimulationConfig:
     params: dict = field(default_factory=dict)
 
     def window(self) -> tuple[int, int]:
-        start = self.window_start if self.window_start is not None else max(3, self.depth // 3)
-        return start, self.depth - 3
+        depth = self.network.depth
+        start = self.window_start if self.window_start is not None else max(3, depth // 3)
+        return start, depth - 3
+
+    def settings(self) -> dict:
+        """Flat settings for the tidy table: the architecture's fields next to the others."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("network", "params", "chunk", "window_start")}
+        out.update(asdict(self.network))
+        out.update({f"param_{k}": v for k, v in self.params.items()})
+        return out
 
 
 @dataclass
@@ -106,8 +109,7 @@ class SimulationResult:
 
     def rows(self) -> list[dict]:
         """Tidy table: one dict per (batch size, network, layer)."""
-        settings = {k: v for k, v in asdict(self.config).items() if k not in ("params", "chunk", "window_start")}
-        settings.update({f"param_{k}": v for k, v in self.config.params.items()})
+        settings = self.config.settings()
         out = []
         for b, run in self.runs.items():
             k, depth = run.q.shape
@@ -140,50 +142,38 @@ class SimulationResult:
         return paths
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
     """Reject bad settings before any work starts, naming the argument."""
-    _positive_int("width", config.width)
-    _positive_int("depth", config.depth)
-    _positive_int("networks", config.networks)
-    _positive_int("chunk", config.chunk)
+    net = config.network
+    check_int("width", net.width)
+    check_int("depth", net.depth)
+    check_int("networks", config.networks)
+    check_int("chunk", config.chunk)
     if not batch_sizes:
-        raise ValueError("batch_size: give at least one batch size")
+        raise InputError("batch_size: give at least one batch size")
     if len(set(batch_sizes)) != len(batch_sizes):
-        raise ValueError(f"batch_size: each batch size once, got {list(batch_sizes)}")
+        raise InputError(f"batch_size: each batch size once, got {list(batch_sizes)}")
     for b in batch_sizes:
-        _positive_int("batch_size", b, 2)
-        if config.ghost_size is not None and b % config.ghost_size:
-            raise ValueError(f"ghost_size={config.ghost_size} must divide every batch size, got batch_size={b}")
-    if config.ghost_size is not None:
-        _positive_int("ghost_size", config.ghost_size, 2)
-    for name in ("eps", "gamma", "beta", "sigma_w"):
-        value = getattr(config, name)
-        if not (isinstance(value, numbers.Real) and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if config.eps < 0:
-        raise ValueError(f"eps must be >= 0, got {config.eps}")
-    if config.sigma_w <= 0:
-        raise ValueError(f"sigma_w must be > 0, got {config.sigma_w}")
-    if config.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
-    if config.placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {config.placement!r}")
+        check_int("batch_size", b, 2)
+        if net.ghost_size is not None and b % net.ghost_size:
+            raise InputError(f"ghost_size={net.ghost_size} must divide every batch size, got batch_size={b}")
+    if net.ghost_size is not None:
+        check_int("ghost_size", net.ghost_size, 2)
+    check_bn_options(eps=net.eps, sigma_w=net.sigma_w, gamma=config.gamma, beta=config.beta)
+    if net.init not in INITS:
+        raise InputError(f"init must be one of {INITS}, got {net.init!r}")
+    if net.placement not in PLACEMENTS:
+        raise InputError(f"placement must be one of {PLACEMENTS}, got {net.placement!r}")
     if config.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {config.dtype!r}")
+        raise InputError(f"dtype must be one of {tuple(DTYPES)}, got {config.dtype!r}")
     if config.device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {config.device!r}")
+        raise InputError(f"device must be one of {DEVICES}, got {config.device!r}")
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA device is available here; use device='cpu'")
+        raise InputError("device='cuda' but no CUDA device is available here; use device='cpu'")
     start, stop = config.window()
     if stop - start < 2:
-        raise ValueError(
-            f"depth={config.depth} is too shallow to estimate lambda_G: the stationary window "
+        raise InputError(
+            f"depth={net.depth} is too shallow to estimate lambda_G: the stationary window "
             f"[{start}, {stop}) needs at least 2 layers (use depth >= {start + 5})"
         )
 
@@ -242,11 +232,14 @@ def simulate(
     """
     params = {k: options.pop(k) for k in ("alpha", "slope") if options.get(k) is not None}
     options = {k: v for k, v in options.items() if v is not None}
-    unknown = set(options) - set(SimulationConfig.__dataclass_fields__)
+    network_keys = set(NetworkSpec.__dataclass_fields__) - {"width", "depth"}
+    unknown = set(options) - network_keys - (set(SimulationConfig.__dataclass_fields__) - {"network", "params"})
     if unknown:
-        raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        raise InputError(f"unknown option {sorted(unknown)[0]!r}")
     base = get_nonlinearity(phi, **params)
-    config = SimulationConfig(phi=base.name, width=width, depth=depth, networks=networks, params=params, **options)
+    network = NetworkSpec(width, depth, **{k: v for k, v in options.items() if k in network_keys})
+    rest = {k: v for k, v in options.items() if k not in network_keys}
+    config = SimulationConfig(phi=base.name, network=network, networks=networks, params=params, **rest)
     batch_sizes = list(batch_sizes)
     validate(config, batch_sizes)
     effective = base.affine_input(config.gamma, config.beta)
@@ -257,19 +250,10 @@ def simulate(
     start, stop = config.window()
     # all batch sizes run through the same networks (BN never mixes them): the weights, whose generation costs
     # more than the matmuls at small B, are drawn once per layer for all of them
-    segments = segments_for(batch_sizes, config.ghost_size, config.two_batches)
+    segments = segments_for(batch_sizes, network.ghost_size, config.two_batches)
     rows_total = sum(seg.length for seg in segments)
-    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_total * config.width * config.depth)))
-    spec = NetworkSpec(
-        config.width,
-        config.depth,
-        config.eps,
-        config.sigma_w,
-        config.init,
-        config.placement,
-        config.detach_stats,
-        config.ghost_size,
-    )
+    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_total * network.width * network.depth)))
+    spec = network
     gen = torch.Generator(device=device).manual_seed(config.seed)
     parts: list[list[EnsembleRun]] = []
     done = 0
@@ -293,15 +277,15 @@ def _inputs(inputs, k, b, config, gen, device, dtype):
         x = torch.as_tensor(np.asarray(inputs, dtype=float), dtype=dtype, device=device)
         if config.two_batches:
             if x.ndim != 3 or x.shape[0] != 2 or x.shape[1] != b:
-                raise ValueError(f"inputs must have shape (2, {b}, d) for two batches, got {tuple(x.shape)}")
+                raise InputError(f"inputs must have shape (2, {b}, d) for two batches, got {tuple(x.shape)}")
             x = x.reshape(2 * b, -1)
         elif x.ndim != 2 or x.shape[0] != b:
-            raise ValueError(f"inputs must have shape ({b}, d), got {tuple(x.shape)}")
+            raise InputError(f"inputs must have shape ({b}, d), got {tuple(x.shape)}")
         return x.unsqueeze(0).expand(k, -1, -1).contiguous()
-    x = torch.randn(k, b, config.width, generator=gen, device=device, dtype=dtype)
+    x = torch.randn(k, b, config.network.width, generator=gen, device=device, dtype=dtype)
     if config.two_batches:
         other = x.clone()
-        other[:, 0] = torch.randn(k, config.width, generator=gen, device=device, dtype=dtype)
+        other[:, 0] = torch.randn(k, config.network.width, generator=gen, device=device, dtype=dtype)
         x = torch.cat([x, other], dim=1)
     return x
 
@@ -321,14 +305,15 @@ def _summarise(config, base, b, run: EnsembleRun, start, stop) -> BatchSummary:
     c_mean, c_se = _mean_se(run.c[:, start:stop].mean(dim=1).numpy())
     q_mean, q_se = _mean_se(run.q[:, start:stop].mean(dim=1).numpy())
     # the eps = 0 theory of the paper's architecture; with ghost BN the statistics' batch is the ghost size
-    group = config.ghost_size or b
+    net = config.network
+    group = net.ghost_size or b
     t = None
-    if group >= 4 and config.placement == "before" and not config.detach_stats:
-        t = theory(base, group, gamma=config.gamma, beta=config.beta, eps=config.eps, sigma_w=config.sigma_w)
+    if group >= 4 and net.placement == "before" and not net.detach_stats:
+        t = theory(base, group, gamma=config.gamma, beta=config.beta, eps=net.eps, sigma_w=net.sigma_w)
     return BatchSummary(
         batch_size=b,
-        width=config.width,
-        depth=config.depth,
+        width=net.width,
+        depth=net.depth,
         networks=config.networks,
         lambda_G_mean=lam_mean,
         lambda_G_stderr=lam_se,

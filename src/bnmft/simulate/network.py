@@ -48,7 +48,7 @@ class EnsembleRun:
     """Per-layer measurements of K networks on one batch (or two batches), all float64 CPU tensors.
 
     q, c: (K, L) mean diagonal of the post-activation Gram ``x x^T / N`` and mean off-diagonal / diagonal.
-    distance: (K, L) scale-free distance of that Gram to BSB1 (as in :mod:`bnmft.theory.propagate`).
+    distance: (K, L) scale-free distance of that Gram to BSB1 (as in :mod:`bnmft.meanfield.propagation`).
     log_grad_h, log_grad_w: (K, L) log of ``||dLoss/dh^l||^2`` and ``||dLoss/dW^l||^2``.
     cross: (K, L) cross-batch correlation (two batches), else None.
     grams: (K, L, B, B) post-activation Gram matrices if requested, else None.

@@ -1,9 +1,12 @@
-"""The nonlinearity of :mod:`bnmft.nonlinearity` as a differentiable torch function.
+"""The nonlinearities of :mod:`bnmft.nonlinearity` as differentiable torch functions: the torch adapter.
 
-Registered names map to torch's own functions, expressions are compiled from the same whitelisted tree to
-torch operations (autograd differentiates them), and plain numpy callables run through a custom autograd
-function built from phi and phi' (CPU tensors only, slower). ``gamma`` and ``beta`` are applied as
-``phi(gamma * z + beta)`` exactly as in the theory.
+Two name tables, the only torch code for nonlinearities: :data:`TORCH_FUNCTIONS` has every elementary function of
+:data:`bnmft._expression.FUNCTIONS` (the numpy core's :data:`bnmft._elementary.ELEMENTARY` plus max and min) and
+is passed to :meth:`bnmft._expression.Expression.build` to compile expressions; registered names are the
+elementary function of the same name or a :data:`TORCH_REGISTRY` builder for the parametric ones. Plain numpy
+callables run through a custom autograd function built from phi and phi' (CPU tensors only, slower). ``gamma`` and
+``beta`` are applied as ``phi(gamma * z + beta)`` exactly as in the theory. Every entry is tested against the numpy
+value and derivative (tests/simulate/test_torch_phi.py).
 """
 
 from __future__ import annotations
@@ -20,25 +23,59 @@ from ..nonlinearity import SELU_ALPHA, SELU_LAMBDA, Nonlinearity
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _pair(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """max / min with one argument possibly a Python float (a constant folded by Expression.build)."""
+
+    def apply(a, b):
+        if not isinstance(a, torch.Tensor):
+            a = torch.full_like(b, float(a))
+        if not isinstance(b, torch.Tensor):
+            b = torch.full_like(a, float(b))
+        return op(a, b)
+
+    return apply
+
+
+#: the elementary functions, by the names of the expression language
+TORCH_FUNCTIONS: dict[str, Callable] = {
+    "exp": torch.exp,
+    "log": torch.log,
+    "log1p": torch.log1p,
+    "expm1": torch.expm1,
+    "sqrt": torch.sqrt,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "sinh": torch.sinh,
+    "cosh": torch.cosh,
+    "tanh": torch.tanh,
+    "arctan": torch.atan,
+    "arcsinh": torch.asinh,
+    "erf": torch.erf,
+    "sigmoid": torch.sigmoid,
+    "softplus": F.softplus,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "abs": torch.abs,
+    "relu": torch.relu,
+    "max": _pair(torch.maximum),
+    "min": _pair(torch.minimum),
+}
+
+#: registered names that are not elementary functions: name -> builder taking the registry's parameters
+TORCH_REGISTRY: dict[str, Callable[..., TorchFn]] = {
+    "identity": lambda **_: lambda z: z,
+    "leaky_relu": lambda slope=0.01, **_: lambda z: F.leaky_relu(z, negative_slope=slope),
+    "alpha_relu": lambda alpha=1.0, **_: lambda z: torch.relu(z) ** alpha,
+    "elu": lambda alpha=1.0, **_: lambda z: F.elu(z, alpha=alpha),
+    "selu": lambda **_: lambda z: SELU_LAMBDA * F.elu(z, alpha=SELU_ALPHA),
+}
+
+
 def _registry_fn(name: str, params: dict) -> TorchFn:
-    alpha = params.get("alpha", 1.0)
-    slope = params.get("slope", 0.01)
-    table: dict[str, TorchFn] = {
-        "identity": lambda z: z,
-        "relu": torch.relu,
-        "leaky_relu": lambda z: F.leaky_relu(z, negative_slope=slope),
-        "alpha_relu": lambda z: torch.relu(z) ** alpha,
-        "tanh": torch.tanh,
-        "erf": torch.erf,
-        "sigmoid": torch.sigmoid,
-        "gelu": F.gelu,
-        "silu": F.silu,
-        "elu": lambda z: F.elu(z, alpha=alpha),
-        "selu": lambda z: SELU_LAMBDA * F.elu(z, alpha=SELU_ALPHA),
-        "softplus": F.softplus,
-        "sin": torch.sin,
-    }
-    return table[name]
+    if name in TORCH_REGISTRY:
+        return TORCH_REGISTRY[name](**params)
+    return TORCH_FUNCTIONS[name]
 
 
 class _NumpyPhi(torch.autograd.Function):
@@ -62,7 +99,7 @@ def to_torch(phi: Nonlinearity) -> TorchFn:
     if kind == "registry":
         base = _registry_fn(phi.source[1], phi.source[2])
     elif kind == "expression":
-        base = Expression(phi.source[1]).torch_function()
+        base = Expression(phi.source[1]).build(TORCH_FUNCTIONS)
     else:
         return lambda z: _NumpyPhi.apply(z, phi)
     gamma = float(phi.params.get("gamma", 1.0))
@@ -80,4 +117,4 @@ def check_against_numpy(phi: Nonlinearity, points: int = 101) -> float:
     return float(np.max(np.abs(ours - ref) / np.maximum(1.0, np.abs(ref))))
 
 
-__all__ = ["check_against_numpy", "to_torch"]
+__all__ = ["TORCH_FUNCTIONS", "TORCH_REGISTRY", "check_against_numpy", "to_torch"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnmft import get_nonlinearity, theory
-from bnmft.theory.gram_map import gram_map
+from bnmft.meanfield.gram import gram_map
 
 from .references import batch_norm, bn_phi_jacobian, sample_sphere_batch
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bnmft import get_nonlinearity, theory
-from bnmft.theory.closed_forms import relu_kernel
+from bnmft.meanfield.closed_forms import relu_kernel
 
 
 def test_eps_zero_changes_nothing_and_adds_the_keys():
@@ -36,7 +36,7 @@ def test_kappa_c_closed_forms():
     for b in (4, 8, 64):
         assert theory("tanh", b, eps=0.1).kappa_c == pytest.approx(1.0, rel=1e-12)  # phi'(0)^2
         assert theory("gelu", b, eps=0.1).kappa_c == pytest.approx(0.25, rel=1e-12)
-        j1 = relu_kernel(-1.0 / (b - 1))[0]
+        j1 = float(relu_kernel(-1.0 / (b - 1))[0])
         assert theory("relu", b, eps=0.1).kappa_c == pytest.approx((1 - j1) * (b - 1) / (2 * b), rel=1e-12)
 
 
@@ -148,7 +148,7 @@ def test_smooth_phi_against_an_independent_solver():
     from scipy.optimize import brentq
     from scipy.special import roots_genlaguerre
 
-    from bnmft.theory.moments import spherical_moments
+    from bnmft.meanfield.moments import spherical_moments
 
     b, kappa = 6, 0.3
     phi = get_nonlinearity("tanh")

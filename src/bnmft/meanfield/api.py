@@ -3,77 +3,41 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
 
-from ..nonlinearity import Nonlinearity, get_nonlinearity
+from ..errors import InputError
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_batch_size, check_bn_options
 from . import closed_forms, forward
-from . import eps as eps_theory
+from .eps import kappa_critical
+from .eps import solve as solve_eps
 from .moments import spherical_moments
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
 METHODS = ("auto", "closed_form", "quadrature")
-MIN_BATCH = 4
 #: mu* below this fraction of q* means phi is constant on the support (to floating-point precision)
 CONSTANT_TOL = 1e-14
 
 
-def check_batch_size(batch_size) -> float:
-    """Validate B: an integer >= 4 or infinity (``math.inf`` or the string ``"inf"``); returns int or inf."""
-    if isinstance(batch_size, str):
-        text = batch_size.strip().lower()
-        if text in ("inf", "infinity"):
-            return math.inf
-        try:
-            batch_size = int(text)
-        except ValueError:
-            raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} or 'inf', got {batch_size!r}") from None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Real):
-        raise ValueError(f"batch_size must be an integer >= {MIN_BATCH} or inf, got {batch_size!r}")
-    value = float(batch_size)
-    if math.isnan(value):
-        raise ValueError("batch_size must be an integer >= 4 or inf, got nan")
-    if math.isinf(value):
-        if value < 0:
-            raise ValueError("batch_size must be an integer >= 4 or +inf, got -inf")
-        return math.inf
-    if not value.is_integer():
-        raise ValueError(
-            f"batch_size must be an integer (the number of examples BN normalises together), got {batch_size!r}"
-        )
-    if value < MIN_BATCH:
-        why = {
-            2: "with B = 2 batch norm outputs +-1 whatever the input, so every gradient is exactly zero",
-            3: "with B = 3 the mean-field gradient rate is infinite (E[1/||Gh||^2] diverges for a chi^2 with "
-            "2 degrees of freedom)",
-        }.get(int(value), "batch norm needs at least 2 examples, and the theory at least 4")
-        raise ValueError(f"batch_size must be >= {MIN_BATCH}, got {int(value)}: {why}")
-    return int(value)
-
-
 def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | None:
     """Closed-form values when phi (with its gamma, beta) is affine or positive-homogeneous; else None."""
-    gamma = phi.params.get("gamma", 1.0)
-    beta = phi.params.get("beta", 0.0)
-    if phi.family == "identity":
-        return closed_forms.affine(gamma, beta, batch_size)
-    if phi.family in ("relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
-        # max(gamma z, 0)^a = |gamma|^a max(+-z, 0)^a, and the batch law is symmetric under x -> -x.
-        a = phi.params["alpha"]
-        values = closed_forms.homogeneous(a, batch_size)
-        scale = abs(gamma) ** a
-        values.update(
-            q_star=values["q_star"] * scale**2, mu_star=values["mu_star"] * scale**2, mean=values["mean"] * scale
-        )
-        return values
-    return None
+    if phi.affine is not None:
+        return closed_forms.affine(*phi.affine, batch_size)
+    a = phi.homogeneous_degree
+    if a is None:
+        return None
+    # max(gamma z, 0)^a = |gamma|^a max(+-z, 0)^a, and the batch law is symmetric under x -> -x.
+    values = closed_forms.homogeneous(a, batch_size)
+    scale = abs(phi.params.get("gamma", 1.0)) ** a
+    values.update(q_star=values["q_star"] * scale**2, mu_star=values["mu_star"] * scale**2, mean=values["mean"] * scale)
+    return values
 
 
 def theory(
-    phi: str | Nonlinearity | Callable[[np.ndarray], np.ndarray],
+    phi: PhiSpec,
     batch_size: int | float | str,
     *,
     gamma: float = 1.0,
@@ -101,26 +65,26 @@ def theory(
 
     Returns:
         A :class:`TheoryResult`. Quadrature: composite Gauss-Legendre on the sphere angles with kinks on
-        panel boundaries (:mod:`bnmft.theory.quadrature`), relative error below 1e-12 for smooth phi; the
+        panel boundaries (:mod:`bnmft.meanfield.quadrature`), relative error below 1e-12 for smooth phi; the
         estimate is in ``quadrature_error``.
 
     Raises:
-        ValueError: bad batch size, gamma, beta, phi or method; constant phi; phi not finite, or with
+        InputError: bad batch size, gamma, beta, phi or method; constant phi; phi not finite, or with
             moments that diverge; no closed form when ``method="closed_form"``.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     b = check_batch_size(batch_size)
-    eps, sigma_w = _check_eps(eps, sigma_w, b)
-    base = get_nonlinearity(phi, derivative=derivative, kinks=kinks, **params)
-    if gamma == 0 and math.isfinite(float(beta)):
-        raise ValueError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
-    effective = base.affine_input(gamma, beta)
-    gamma, beta = float(gamma), float(beta)
+    eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    if eps > 0 and math.isinf(b):
+        raise InputError("eps > 0 needs a finite batch_size (the eps theory averages over ||G h|| ~ chi_{B-1})")
+    if gamma == 0:
+        raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
+    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
 
     values = _closed_form(effective, b) if method != "quadrature" else None
     if values is None and method == "closed_form":
-        raise ValueError(
+        raise InputError(
             f"method='closed_form': no closed form for phi={base.name!r} with beta={beta:g}; closed forms exist "
             "for identity (any gamma, beta), relu and alpha_relu (beta = 0)"
         )
@@ -134,6 +98,7 @@ def theory(
         method_used, error = "closed_form", 0.0
         q, c, mu, mean, lam = (float(values[k]) for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
     else:
+        assert moments is not None
         method_used, error = "quadrature", moments.error
         q, mu, mean = moments.second, moments.mu, moments.mean
         c = 1.0 - mu / q
@@ -142,21 +107,23 @@ def theory(
         else:
             lam = ((b - 1) * moments.d2 + moments.dd - moments.xd) / ((b - 3) * mu)  # section 4b's K(1)/(mu (B-3))
     if not (math.isfinite(lam) and lam > 0):
-        raise ValueError(f"phi={base.name!r}: lambda_G is not finite ({lam}); phi' must be square-integrable")
+        raise InputError(f"phi={base.name!r}: lambda_G is not finite ({lam}); phi' must be square-integrable")
 
     if forward_closed and effective.family == "identity":
         rates = forward.affine_closed_form(b, beta)
     elif forward_closed:
+        assert values is not None
         rates = forward.relu_closed_form(b, mean, values["xphi"], mu)
     else:
+        assert moments is not None
         rates = forward.from_moments(moments)
         error = max(error, moments.error)
     xi = depth_scale(lam)
     result_params = {k: v for k, v in base.params.items() if k not in ("gamma", "beta")}
     if base.family in ("identity", "relu"):
         result_params.pop("alpha", None)
-    top = None if rates.lambda_L is None else max(rates.lambda_L, rates.lambda_M)
-    kappa_c = None if math.isinf(b) else eps_theory.MomentCurves.kappa_c_only(effective, b)
+    top = None if rates.lambda_L is None or rates.lambda_M is None else max(rates.lambda_L, rates.lambda_M)
+    kappa_c = None if math.isinf(b) else kappa_critical(effective, int(b))
     result = TheoryResult(
         phi=base.name,
         batch_size=b,
@@ -188,26 +155,13 @@ def theory(
     )
     if eps == 0.0:
         return result
-    return _with_eps(result, effective, b, eps, sigma_w, kappa_c)
+    return _with_eps(result, effective, int(b), eps, sigma_w)
 
 
-def _check_eps(eps, sigma_w, batch_size) -> tuple[float, float]:
-    for name, value in (("eps", eps), ("sigma_w", sigma_w)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
-    if sigma_w <= 0:
-        raise ValueError(f"sigma_w must be > 0, got {sigma_w!r}")
-    if eps > 0 and math.isinf(batch_size):
-        raise ValueError("eps > 0 needs a finite batch_size (the eps theory averages over ||G h|| ~ chi_{B-1})")
-    return float(eps), float(sigma_w)
-
-
-def _with_eps(r: TheoryResult, phi, b: int, eps: float, sigma_w: float, kappa_c: float) -> TheoryResult:
+def _with_eps(r: TheoryResult, phi: Nonlinearity, b: int, eps: float, sigma_w: float) -> TheoryResult:
     """theory.md section 4b: replace the fixed point and the rates by their eps > 0 values."""
     kappa = eps / sigma_w**2
-    e = eps_theory.solve(phi, b, kappa)
+    e = solve_eps(phi, b, kappa)
     top = max(e.lambda_G, e.lambda_W)
     xi = depth_scale(top) if top > 1.0 else math.inf
     return replace(
@@ -235,7 +189,7 @@ def _with_eps(r: TheoryResult, phi, b: int, eps: float, sigma_w: float, kappa_c:
 
 def _check_not_constant(name: str, gamma: float, beta: float, q: float, mu: float) -> None:
     if not (q > 0 and mu > CONSTANT_TOL * q):
-        raise ValueError(
+        raise InputError(
             f"phi={name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
             f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
         )

@@ -71,3 +71,32 @@ def bn_phi_jacobian(h: np.ndarray, dphi) -> np.ndarray:
     proj = np.eye(b)[None] - v[:, :, None] * v[:, None, :]
     jac_bn = math.sqrt(b) / r[:, None, None] * proj @ g_mat
     return dphi(math.sqrt(b) * v)[:, :, None] * jac_bn
+
+
+def arccos_series(alpha: float, c: float) -> tuple[float, float]:
+    """The normalised arc-cosine kernel J and J' by its power series (written for the tests; the library uses
+    hypergeometric functions): ``E[u+^a v+^b] = 2^((a+b)/2) / (4 pi) (1 - c^2)^((a+b+1)/2)
+    sum_k (2c)^k / k! Gamma((a+k+1)/2) Gamma((b+k+1)/2)``."""
+    from scipy.special import gammaln
+
+    def series(a: float, c: float, shift: float) -> float:
+        """``sum_k (2c)^k / k! * Gamma((a + k + shift) / 2)^2``, summed until the terms drop below 1e-18."""
+        if c == 0.0:
+            return math.exp(2 * gammaln((a + shift) / 2))
+        total, k = 0.0, 0
+        sign = 1.0 if c > 0 else -1.0
+        log2c = math.log(2 * abs(c))
+        while True:
+            term = math.exp(k * log2c - gammaln(k + 1) + 2 * gammaln((a + k + shift) / 2))
+            total += sign**k * term
+            if k > 8 and term < 1e-18 * abs(total):
+                return total
+            k += 1
+            if k > 5000:  # pragma: no cover - |c| <= 1/3 converges in < 100 terms
+                raise RuntimeError("arc-cosine series did not converge")
+
+    a = float(alpha)
+    norm = 2 * math.sqrt(math.pi) * math.exp(gammaln(a + 0.5))
+    j = (1 - c * c) ** (a + 0.5) * series(a, c, 1.0) / norm
+    dj = a * a * (1 - c * c) ** (a - 0.5) * series(a, c, 0.0) / (2 * norm) if a > 0.5 else math.inf
+    return j, dj

@@ -30,7 +30,7 @@ class ForwardRates:
     cross_batch_rate: float
 
 
-def mean_chi_squared_over_dof(k: int) -> float:
+def mean_chi_squared_over_dof(k: float) -> float:
     """``E[chi_k]^2 / k`` with ``E[chi_k] = sqrt(2) Gamma((k+1)/2) / Gamma(k/2)`` (Pochhammer: exact for large k)."""
     return 2.0 * poch(k / 2, 0.5) ** 2 / k
 
@@ -38,9 +38,9 @@ def mean_chi_squared_over_dof(k: int) -> float:
 def cross_batch_rate(xphi: float, mu: float, batch_size: float) -> float:
     """kappa of the module docstring from ``E[x_1 phi(x_1)]`` and mu*."""
     if math.isinf(batch_size):
-        return xphi * xphi / mu
+        return float(xphi * xphi / mu)
     b = batch_size
-    return mean_chi_squared_over_dof(b - 1) * xphi * xphi * b / (mu * (b - 1))
+    return float(mean_chi_squared_over_dof(b - 1) * xphi * xphi * b / (mu * (b - 1)))
 
 
 def from_moments(m: SphericalMoments) -> ForwardRates:
@@ -49,6 +49,7 @@ def from_moments(m: SphericalMoments) -> ForwardRates:
     if math.isinf(m.batch_size):
         return ForwardRates(None, None, m.mean**2, rate)
     b = m.batch_size
+    assert m.m_pair is not None and m.l_one is not None and m.l_pair is not None  # finite B
     lam_m = (b - 1) / (m.mu * b) * m.m_pair
     t = 2 * (1 - 2 / b) * b / (b - 1) * m.l_one - 4 * m.l_pair
     lam_l = (b - 1) * t / (4 * m.mu * (b - 2))
@@ -62,7 +63,7 @@ def relu_closed_form(batch_size: float, mean: float, xphi: float, mu: float) -> 
     if math.isinf(batch_size):
         return ForwardRates(None, None, mean**2, rate)
     b = batch_size
-    j, dj = relu_kernel(-1.0 / (b - 1))
+    j, dj = (float(v) for v in relu_kernel(-1.0 / (b - 1)))
     lam_m = b * dj / ((b + 1) * (1 - j))
     lam_l = (b - 2) / (b + 1) + b * dj / ((b - 1) * (b + 1) * (1 - j))
     return ForwardRates(lam_l, lam_m, mean**2, rate)

@@ -24,6 +24,8 @@ exponentially on both sides: spectral accuracy), 600 points. The fixed point sol
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,10 @@ from numpy.polynomial import chebyshev
 from scipy.optimize import brentq
 from scipy.special import gammaln
 
-from ..nonlinearity import Nonlinearity
+from ..errors import InputError
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_batch_size
+from . import closed_forms
 from .moments import spherical_moments
 
 CHEB_NODES = 40
@@ -55,14 +60,11 @@ class MomentCurves:
 
     def __init__(self, phi: Nonlinearity, batch_size: int):
         self.b = b = batch_size
-        gamma = phi.params.get("gamma", 1.0)
-        beta = phi.params.get("beta", 0.0)
-        self.alpha = None
-        if phi.family in ("identity", "relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
-            self.alpha = float(phi.params.get("alpha", 1.0))
+        self.alpha = phi.homogeneous_degree
+        self.m_prime0 = m_prime_at_zero(phi, b)
+        if self.alpha is not None:
             m = spherical_moments(phi, b)
             self._one = np.array([m.mu, m.second, m.cross, (b - 1) * m.d2 + m.dd, m.xd])
-            self.m_prime0 = m.mu if self.alpha == 1.0 else (0.0 if self.alpha > 1.0 else math.inf)
             return
         # Chebyshev-Lobatto points: the ends s = 0 (taken as 1e-12: phi(1e-6 x)) and s = 1 (eps -> 0) are nodes
         nodes = np.maximum(0.5 * (1 - np.cos(np.pi * np.arange(CHEB_NODES) / (CHEB_NODES - 1))), 1e-12)
@@ -71,41 +73,8 @@ class MomentCurves:
             rho = math.sqrt(s)
             m = spherical_moments(phi.affine_input(rho, 0.0), b)  # x -> phi(rho x): derivative rho * d
             values.append([m.mu, m.second, m.cross, ((b - 1) * m.d2 + m.dd) / s, m.xd / s])
-        values = np.array(values)
-        self._coef = [chebyshev.chebfit(2 * nodes - 1, values[:, j], CHEB_NODES - 1) for j in range(5)]
-        self.m_prime0 = self._m_prime0(phi)
-
-    @staticmethod
-    def kappa_c_only(phi: Nonlinearity, batch_size: int) -> float:
-        """kappa_c = m'(0) (B-1)/B without building the curves (cheap; used for eps = 0 results too)."""
-        b = batch_size
-        gamma, beta = phi.params.get("gamma", 1.0), phi.params.get("beta", 0.0)
-        if phi.family in ("identity", "relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
-            a = float(phi.params.get("alpha", 1.0))
-            m_prime0 = spherical_moments(phi, b).mu if a == 1.0 else (0.0 if a > 1.0 else math.inf)
-        else:
-            m_prime0 = MomentCurves._m_prime0_of(phi, b)
-        return m_prime0 * (b - 1) / b
-
-    def _m_prime0(self, phi: Nonlinearity) -> float:
-        return MomentCurves._m_prime0_of(phi, self.b)
-
-    @staticmethod
-    def _m_prime0_of(phi: Nonlinearity, b: int) -> float:
-        """m'(0): phi'(0)^2 B/(B-1) where phi is differentiable at 0; for a kink at 0, the m(1) of the
-        piecewise-linear phi'(0+-) z."""
-        if not any(abs(k) < 1e-12 for k in phi.kinks):
-            return float(phi.derivative(np.array(0.0))) ** 2 * b / (b - 1)
-        right = float(phi.derivative(np.array(1e-9)))
-        left = float(phi.derivative(np.array(-1e-9)))
-        from ..nonlinearity import from_callable
-
-        lin = from_callable(
-            lambda z: np.where(z > 0, right * z, left * z),
-            derivative=lambda z: np.where(z > 0, right, left),
-            kinks=(0.0,),
-        )
-        return spherical_moments(lin, b).mu
+        table = np.array(values)
+        self._coef = [chebyshev.chebfit(2 * nodes - 1, table[:, j], CHEB_NODES - 1) for j in range(5)]
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
         """(m, q, p, K1, X) at s: m(s), E[phi^2], E[phi_1 phi_2], (B-1)E[d^2] + E[d_1 d_2], E[(x1 d1-x2 d2)^2]/2."""
@@ -122,6 +91,32 @@ class MomentCurves:
     def K(self, s: np.ndarray) -> np.ndarray:
         _, _, _, k1, xd = self(s)
         return k1 - (2 * s - s * s) * xd
+
+
+def m_prime_at_zero(phi: Nonlinearity, batch_size: int) -> float:
+    """``m'(0) = lim_(s -> 0) m(s) / s``, in closed form (ours; module docstring).
+
+    As s -> 0, ``phi(sqrt(s) x) - phi(0) ~ sqrt(s) (l x_- + r x_+)`` with l, r the one-sided slopes of phi at 0,
+    so m'(0) is the mu* of the piecewise-linear ``l z + (r - l) relu(z)``:
+    ``l r B/(B-1) + (r - l)^2 mu*_relu(B)`` (from ``E[x_1^2] = 1``, ``E[x_1 x_2] = -1/(B-1)`` and
+    ``E[(x_1 - x_2)(relu(x_1) - relu(x_2))] = B/(B-1)``); for smooth phi ``phi'(0)^2 B/(B-1)``. Homogeneous phi of
+    degree alpha != 1 have ``m(s) = s^alpha m(1)``: m'(0) = 0 (alpha > 1) or inf (alpha < 1). Exact to rounding;
+    checked against the quadrature of the piecewise-linear function in the tests.
+    """
+    b = batch_size
+    a = phi.homogeneous_degree
+    if a is not None and a != 1.0:
+        return 0.0 if a > 1.0 else math.inf
+    if not any(abs(k) < 1e-12 for k in phi.kinks):
+        return float(phi.derivative(np.array(0.0))) ** 2 * b / (b - 1)
+    right = float(phi.derivative(np.array(1e-9)))
+    left = float(phi.derivative(np.array(-1e-9)))
+    return left * right * b / (b - 1) + (right - left) ** 2 * closed_forms.homogeneous(1.0, b)["mu_star"]
+
+
+def kappa_critical(phi: Nonlinearity, batch_size: int) -> float:
+    """``kappa_c = m'(0) (B-1)/B``: a fixed point mu* > 0 exists iff kappa < kappa_c (closed form, cheap)."""
+    return float(m_prime_at_zero(phi, batch_size) * (batch_size - 1) / batch_size)
 
 
 def _chi_rule(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +136,7 @@ def solve(phi: Nonlinearity, batch_size: int, kappa: float) -> EpsResult:
     b = int(batch_size)
     curves = MomentCurves(phi, b)
     chi2, w = _chi_rule(b - 1)
-    kappa_c = curves.m_prime0 * (b - 1) / b
+    kappa_c = kappa_critical(phi, b)
 
     def s_of(mu):
         return chi2 / (chi2 + b * kappa / mu)
@@ -163,9 +158,41 @@ def solve(phi: Nonlinearity, batch_size: int, kappa: float) -> EpsResult:
     while math.log(forward(math.exp(lo))) - lo <= 0:  # walk down until F(kappa/mu) > mu
         lo -= 5.0
         if lo < -700:
-            raise ValueError(f"kappa={kappa:g}: no stationary fixed point found although kappa < kappa_c")
+            raise RuntimeError(f"kappa={kappa:g}: no stationary fixed point found although kappa < kappa_c")
     log_mu = brentq(lambda t: math.log(forward(math.exp(t))) - t, lo, hi, xtol=1e-14, rtol=1e-15)
     mu = math.exp(log_mu)
     _, q, p, _, _ = (float(v) for v in w @ curves(s_of(mu)).T)
     lam = rate(mu)
     return EpsResult(kappa, kappa_c, "stationary", mu, q, p / q, lam, lam)
+
+
+def eps_theory(
+    phi: PhiSpec,
+    batch_size: int,
+    *,
+    kappa: float,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> EpsResult:
+    """The eps > 0 theory of ``phi(gamma z + beta)`` at ``kappa = eps / sigma_w^2 > 0`` (module docstring).
+
+    Args:
+        phi: any phi specification (name, expression in z, :class:`~bnmft.Nonlinearity`, callable).
+        batch_size: B, a finite integer >= 4.
+        kappa: eps / sigma_w^2, finite and > 0 (``bnmft.theory(..., eps=0)`` is the eps = 0 theory).
+        gamma, beta, derivative, kinks, **params: as for :func:`bnmft.theory`.
+
+    Returns:
+        :class:`EpsResult` (phase, kappa_c, mu*, q*, c*, lambda_G, lambda_W); ``bnmft.theory(..., eps=...)`` gives
+        the same numbers inside a full :class:`~bnmft.TheoryResult`.
+    """
+    b = check_batch_size(batch_size)
+    if math.isinf(b):
+        raise InputError("batch_size must be finite for eps > 0 (the eps theory averages over ||G h|| ~ chi_{B-1})")
+    if isinstance(kappa, bool) or not isinstance(kappa, numbers.Real) or not (math.isfinite(kappa) and kappa > 0):
+        raise InputError(f"kappa must be a finite number > 0, got {kappa!r}")
+    _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    return solve(effective, int(b), float(kappa))

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..nonlinearity import Nonlinearity, get_nonlinearity
+from ..errors import InputError
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from .api import theory
-from .gram_map import batch_norm_rows, centring, check_gram, gram_map
+from .gram import batch_norm_rows, centring, check_gram, gram_map
 from .result import TheoryResult
 
 
@@ -80,6 +81,7 @@ class Propagation:
                 "max_stderr": float(np.max(self.stderr[layer])),
             }
             if self.cross_correlation is not None:
+                assert self.cross_stderr is not None and self.distance2 is not None
                 row["cross_correlation"] = float(self.cross_correlation[layer])
                 row["cross_stderr"] = float(self.cross_stderr[layer])
                 row["distance2"] = float(self.distance2[layer])
@@ -92,15 +94,15 @@ def gram_of_batch(batch, name: str = "inputs") -> np.ndarray:
     try:
         x = np.asarray(batch, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array of shape (batch_size, features)") from None
+        raise InputError(f"{name} must be a numeric array of shape (batch_size, features)") from None
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
         x = x.reshape(x.shape[0], -1)
     if x.shape[0] < 4:
-        raise ValueError(f"{name} must hold at least 4 examples (rows), got shape {x.shape}")
+        raise InputError(f"{name} must hold at least 4 examples (rows), got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+        raise InputError(f"{name} must be finite (it contains NaN or inf)")
     return x @ x.T / x.shape[1]
 
 
@@ -134,21 +136,21 @@ def _joint_cross(phi: Nonlinearity, joint: np.ndarray, b1: int, samples: int, rn
     vals, vecs = np.linalg.eigh(joint)
     root = vecs * np.sqrt(np.maximum(vals, 0.0))
     reps, per = 8, max(samples // 8, 2)
-    blocks = []
+    parts = []
     for _ in range(reps):
         h = rng.standard_normal((per, len(joint))) @ root.T
         f1, f2 = phi(batch_norm_rows(h[:, :b1])), phi(batch_norm_rows(h[:, b1:]))
-        blocks.append(f1.T @ f2 / per)
-    blocks = np.array(blocks)
+        parts.append(f1.T @ f2 / per)
+    blocks = np.array(parts)
     return blocks.mean(axis=0), blocks.std(axis=0, ddof=1) / math.sqrt(reps), blocks
 
 
 def propagate(
-    phi: str | Nonlinearity | Callable,
-    inputs,
+    phi: PhiSpec,
+    inputs: np.ndarray,
     depth: int,
     *,
-    inputs2=None,
+    inputs2: np.ndarray | None = None,
     gram: bool = False,
     gamma: float = 1.0,
     beta: float = 0.0,
@@ -156,12 +158,14 @@ def propagate(
     samples: int = 100_000,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
     **params: float,
 ) -> Propagation:
     """Propagate a batch's Gram matrix (and optionally a second batch) through ``depth`` BN layers.
 
     Args:
-        phi, gamma, beta, params: the nonlinearity, as in :func:`bnmft.theory`.
+        phi, gamma, beta, derivative, kinks, params: the nonlinearity, as in :func:`bnmft.theory`.
         inputs: a data batch (B, d) (rows are examples), or a B x B Gram matrix if ``gram=True``.
         depth: number of layers, >= 1.
         inputs2: a second batch (same kind as ``inputs``, same number of features) for the cross-batch
@@ -174,12 +178,11 @@ def propagate(
         A :class:`Propagation`.
 
     Raises:
-        ValueError: non-symmetric or non-PSD Gram, wrong shapes, depth < 1, fewer than 4 examples.
+        InputError: non-symmetric or non-PSD Gram, wrong shapes, depth < 1, fewer than 4 examples.
     """
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    base = get_nonlinearity(phi, **params)
-    effective = base.affine_input(gamma, beta)
+        raise InputError(f"depth must be an integer >= 1, got {depth!r}")
+    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     rng = np.random.default_rng(seed)
     if inputs2 is None:
         start = check_gram(inputs, "gram") if gram else gram_of_batch(inputs)
@@ -187,12 +190,12 @@ def propagate(
         joint = None
     else:
         if gram:
-            raise ValueError("inputs2 needs data batches (gram=False): the cross block is not given by two Grams")
+            raise InputError("inputs2 needs data batches (gram=False): the cross block is not given by two Grams")
         x1, x2 = (np.asarray(a, dtype=float) for a in (inputs, inputs2))
         x1 = x1.reshape(x1.shape[0], -1) if x1.ndim > 1 else x1[:, None]
         x2 = x2.reshape(x2.shape[0], -1) if x2.ndim > 1 else x2[:, None]
         if x1.shape[1] != x2.shape[1]:
-            raise ValueError(f"inputs and inputs2 must have the same number of features, got {x1.shape} and {x2.shape}")
+            raise InputError(f"inputs and inputs2 must have the same number of features, got {x1.shape} and {x2.shape}")
         start = gram_of_batch(x1)
         gram_of_batch(x2, "inputs2")
         b1 = len(start)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ..nonlinearity import Nonlinearity
 from .quadrature import (
     ACCEPT_TOL,
@@ -38,7 +39,9 @@ from .quadrature import (
     GaussRule,
     SphereRule,
     Support,
+    joint_ratio,
     scan_grid,
+    tensor_rule_applies,
 )
 
 _KINK_PROBE = (1e-5, 1e-8)
@@ -82,7 +85,7 @@ def _evaluate(phi: Nonlinearity, x: np.ndarray, what: str) -> tuple[np.ndarray, 
             if overflow and "B = inf" in what
             else "; phi must be finite, with finite moments"
         )
-        raise ValueError(f"phi={phi.name!r} (or its derivative) {detail} (not finite) at z = {z:.6g}, {what}{advice}")
+        raise InputError(f"phi={phi.name!r} (or its derivative) {detail} (not finite) at z = {z:.6g}, {what}{advice}")
     return f, d
 
 
@@ -107,7 +110,7 @@ def find_support(phi: Nonlinearity, batch_size: float, *, check_derivative: bool
     keep = np.nonzero(log_g > log_g.max() + math.log(TAIL))[0]
     first, last = keep[0], keep[-1]
     if math.isinf(batch_size) and (first == 0 or last == len(x) - 1):
-        raise ValueError(
+        raise InputError(
             f"phi={phi.name!r}: its Gaussian moments E[phi(z)^2] or E[phi'(z)^2] diverge (the integrand does "
             "not decay by |z| = 40), so the large-batch limit B = inf is not defined; use a finite batch_size"
         )
@@ -126,7 +129,7 @@ def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...], check_derivative: 
         scale = max(1.0, float(np.max(np.abs(f))))
         jump_near, jump_far = abs(f[3] - f[2]), abs(f[1] - f[0])
         if jump_near > 1e-6 * scale and jump_near > 0.5 * jump_far:  # a jump does not shrink as z -> k
-            raise ValueError(
+            raise InputError(
                 f"phi={phi.name!r} jumps at z = {k:.6g} ({f[2]:.6g} -> {f[3]:.6g}); the mean field theory "
                 "needs a continuous phi"
             )
@@ -134,7 +137,7 @@ def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...], check_derivative: 
             if abs(near) > 1e-300 and abs(far) > 1e-300:
                 power = math.log(near * near / (far * far)) / math.log(small / tiny)
                 if power >= 1 - 1e-6:
-                    raise ValueError(
+                    raise InputError(
                         f"phi={phi.name!r}: phi'(z)^2 is not integrable at z = {k:.6g} (it grows like "
                         f"|z - {k:.6g}|^-{power:.3g}), so the gradient rate lambda_G is infinite"
                     )
@@ -152,12 +155,24 @@ def _relative_change(a: np.ndarray, b: np.ndarray, with_derivative: bool) -> flo
     return float(np.max(change if with_derivative else change[:2]))
 
 
+def panel_counts(width: float) -> list[int]:
+    """The panel counts tried, coarsest first: three quarters of a panel per unit of x (enough for many analytic
+    phi; the two-coordinate rule costs the square), then one per unit, doubled up to MAX_PANELS."""
+    base = max(4, math.ceil(width))
+    counts = sorted({max(4, math.ceil(width * 0.75))} - {base})
+    while base <= MAX_PANELS // 2:
+        counts.append(base)
+        base *= 2
+    return counts
+
+
 def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
     """Moments of phi under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
 
     Quadrature: see :mod:`.quadrature` (composite Gauss-Legendre in the sphere angles, kinks on panel
-    boundaries, panel count doubled until the one-coordinate moments agree to 1e-13, at most MAX_PANELS).
-    ``error`` is that last relative change, an estimate of the relative error of the coarser rule used.
+    boundaries). The rule used has the fewest panels of :func:`panel_counts` whose one-coordinate moments agree
+    with the rule of twice as many panels to 1e-13 (at most MAX_PANELS); ``error`` is that relative change, an
+    estimate of the relative error of the rule used.
     With ``with_derivative=False`` the moments of phi' (d2, dd, xd) are still returned but not used to judge
     convergence (for callers that take the backward quantities from a closed form).
 
@@ -165,27 +180,29 @@ def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: 
         ValueError: see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7) with MAX_PANELS panels.
     """
     support = find_support(phi, batch_size, check_derivative=with_derivative)
-    panels = max(4, math.ceil(support.xhi - support.xlo))
     make = (
         (lambda p: GaussRule(support, p))
         if math.isinf(batch_size)
         else (lambda p: SphereRule(int(batch_size), support, p))
     )
-    rule = make(panels)
-    x, w = rule.one()
-    f, d = _evaluate(phi, x, "at a quadrature node")
-    current = _one_moments(x, w, f, d)
-    while True:
-        finer = make(2 * panels)
-        xf, wf = finer.one()
-        ff, df = _evaluate(phi, xf, "at a quadrature node")
-        refined = _one_moments(xf, wf, ff, df)
+    cache: dict[int, tuple] = {}
+
+    def moments_with(p: int) -> tuple:
+        if p not in cache:
+            r = make(p)
+            xp, wp = r.one()
+            fp, dp = _evaluate(phi, xp, "at a quadrature node")
+            cache[p] = (r, xp, wp, fp, dp, _one_moments(xp, wp, fp, dp))
+        return cache[p]
+
+    for panels in panel_counts(support.xhi - support.xlo):
+        rule, x, w, f, d, current = moments_with(panels)
+        refined = moments_with(2 * panels)[-1]
         error = _relative_change(current, refined, with_derivative)
-        if error <= REL_TOL or 2 * panels > MAX_PANELS:
+        if error <= REL_TOL:
             break
-        panels, rule, x, w, f, d, current = 2 * panels, finer, xf, wf, ff, df, refined
     if error > ACCEPT_TOL:
-        raise ValueError(
+        raise InputError(
             f"phi={phi.name!r}: the quadrature did not converge (relative change {error:.2g} with "
             f"{MAX_PANELS} panels, B = {batch_size}); phi varies too fast or is not piecewise analytic"
         )
@@ -211,29 +228,73 @@ def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: 
         )
 
     b = int(batch_size)
-    m = b - 2
-    x1, x2, w12 = rule.two()
-    f2, d2_ = _evaluate(phi, x2, "at a quadrature node")
-    f1, d1 = f[:, None], d[:, None]
-    diff = f1 - f2
-    xd_diff = x1 * d1 - x2 * d2_
-    # forward eigenvalues (theory.md section 3), with phi centred (G J G ignores constants): less cancellation
-    c1, c2 = centred[:, None], f2 - mean
-    s_, p_ = x1 + x2, x1 * x1 + x2 * x2
-    g = x1 * x2 + s_ * s_ / m + (s_ * s_ - b + p_) / (m * (m - 1))
+    if tensor_rule_applies(b, support):
+        pairs = _tensor_pairs(b, x, w, f, d, mean)
+    else:
+        pairs = _angle_pairs(rule, phi, x, w, f, d, mean)
     return SphericalMoments(
         batch_size=batch_size,
         mean=float(mean),
         second=float(second),
-        cross=float(np.sum(w12 * f1 * f2)),
-        mu=0.5 * float(np.sum(w12 * diff * diff)),
         d2=float(d2),
-        dd=float(np.sum(w12 * d1 * d2_)),
-        xd=0.5 * float(np.sum(w12 * xd_diff * xd_diff)),
         xphi=xphi,
-        m_pair=float(np.sum(w12 * c1 * c2 * g)),
         l_one=float(w @ (centred * centred * (x * x - 1))),
-        l_pair=float(np.sum(w12 * c1 * c2 * (x1 * x1 - 1))),
         panels=panels,
         error=error,
+        **pairs,
     )
+
+
+def _g_coefficients(x1: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """g of theory.md section 3 (lambda_M) as a polynomial in x_2: ``g = A(x_1) + Bc(x_1) x_2 + C x_2^2``."""
+    m = b - 2
+    k = m * (m - 1)
+    return x1 * x1 / m + (2 * x1 * x1 - b) / k, x1 * (1 + 2 / m + 2 / k), 1 / m + 2 / k
+
+
+def _angle_pairs(rule: SphereRule, phi: Nonlinearity, x, w, f, d, mean: float) -> dict[str, float]:
+    """Two-coordinate moments on the angle rule (any B): x_2's nodes depend on x_1 (:meth:`SphereRule.two`)."""
+    x1, x2, w12 = rule.two((x, w))
+    f2, d2 = _evaluate(phi, x2, "at a quadrature node")
+    x1, c1 = x1[:, 0], f - mean
+    # differences stay two-dimensional (no cancellation when phi_1 ~ phi_2, theory.md section 4b's mu*)
+    diff = f[:, None] - f2
+    xd_diff = (x1 * d)[:, None] - x2 * d2
+    # the rest is a row factor times an x_2 integral: contract each row once
+    wc2 = w12 * (f2 - mean)
+    s_c2, s_c2x, s_c2xx = wc2.sum(axis=1), np.einsum("ij,ij->i", wc2, x2), np.einsum("ij,ij,ij->i", wc2, x2, x2)
+    g_a, g_b, g_c = _g_coefficients(x1, rule.batch_size)
+    return {
+        "cross": float(f @ np.einsum("ij,ij->i", w12, f2)),
+        "mu": 0.5 * float(np.einsum("ij,ij,ij->", w12, diff, diff)),
+        "dd": float(d @ np.einsum("ij,ij->i", w12, d2)),
+        "xd": 0.5 * float(np.einsum("ij,ij,ij->", w12, xd_diff, xd_diff)),
+        "m_pair": float(c1 @ (g_a * s_c2 + g_b * s_c2x + g_c * s_c2xx)),
+        "l_pair": float((c1 * (x1 * x1 - 1)) @ s_c2),
+    }
+
+
+def _tensor_pairs(b: int, x, w, f, d, mean: float) -> dict[str, float]:
+    """Two-coordinate moments on the tensor grid (large B, :func:`.quadrature.joint_ratio`): phi is evaluated once
+    per node and every moment is one matrix product. mu* and the xd term are written as ``E[e_1^2] - E[e_1 e_2]``
+    with e centred, whose second term is O(1/B) of the first (no cancellation)."""
+    ratio = joint_ratio(b, x)
+    c = f - mean
+    cx = c * x
+    columns = np.stack([np.ones_like(x), f, d, c, cx, cx * x, x * d], axis=1)
+    products = w[:, None] * (ratio @ (w[:, None] * columns))  # (W @ v) for each column v, unnormalised
+    total = float(products[:, 0].sum())
+    products /= total
+    marginal = products[:, 0]
+    w_f, w_d, w_c, w_cx, w_cxx, w_e = products[:, 1:].T
+    e = x * d - marginal @ (x * d)
+    w_e = w_e - (marginal @ (x * d)) * marginal  # W @ e for the centred e
+    g_a, g_b, g_c = _g_coefficients(x, b)
+    return {
+        "cross": float(f @ w_f),
+        "mu": float(marginal @ (c * c) - c @ w_c),
+        "dd": float(d @ w_d),
+        "xd": float(marginal @ (e * e) - e @ w_e),
+        "m_pair": float(c @ (g_a * w_c + g_b * w_cx + g_c * w_cxx)),
+        "l_pair": float((c * (x * x - 1)) @ w_c),
+    }

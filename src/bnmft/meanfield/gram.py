@@ -24,13 +24,16 @@ Three methods (theory.md section 2), chosen by :func:`gram_map` (``method="auto"
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import gammaln, hyp2f1
+from scipy.special import gammaln
 
-from ..nonlinearity import Nonlinearity
+from ..errors import InputError
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from .closed_forms import kernel as arc_cosine
 
 METHODS = ("auto", "laplace", "sphere", "monte_carlo")
 SPHERE_MAX_BATCH = 5
@@ -51,20 +54,20 @@ def check_gram(gram, name: str = "gram", min_size: int = 4) -> np.ndarray:
     try:
         g = np.asarray(gram, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric square matrix") from None
+        raise InputError(f"{name} must be a numeric square matrix") from None
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
-        raise ValueError(f"{name} must be a square B x B matrix, got shape {g.shape}")
+        raise InputError(f"{name} must be a square B x B matrix, got shape {g.shape}")
     if g.shape[0] < min_size:
-        raise ValueError(f"{name} must be at least {min_size} x {min_size} (batch size >= {min_size}), got {g.shape}")
+        raise InputError(f"{name} must be at least {min_size} x {min_size} (batch size >= {min_size}), got {g.shape}")
     if not np.all(np.isfinite(g)):
-        raise ValueError(f"{name} must be finite (it contains NaN or inf)")
+        raise InputError(f"{name} must be finite (it contains NaN or inf)")
     scale = max(float(np.max(np.abs(g))), 1e-300)
     if np.max(np.abs(g - g.T)) > 1e-10 * scale:
-        raise ValueError(f"{name} must be symmetric (max |G - G^T| = {np.max(np.abs(g - g.T)):.3g})")
+        raise InputError(f"{name} must be symmetric (max |G - G^T| = {np.max(np.abs(g - g.T)):.3g})")
     g = (g + g.T) / 2
     low = float(np.linalg.eigvalsh(g)[0])
     if low < -1e-10 * scale:
-        raise ValueError(f"{name} must be positive semi-definite (smallest eigenvalue {low:.3g})")
+        raise InputError(f"{name} must be positive semi-definite (smallest eigenvalue {low:.3g})")
     return g
 
 
@@ -79,7 +82,7 @@ def _centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vals, vecs = np.linalg.eigh(g @ sigma @ g)
     keep = vals > RANK_TOL * max(float(np.max(np.abs(sigma))), 1e-300)
     if not np.any(keep):
-        raise ValueError(
+        raise InputError(
             "gram: the batch has no spread after centring (G Sigma G = 0: all examples coincide up to a common "
             "shift), so batch norm is undefined"
         )
@@ -87,37 +90,6 @@ def _centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- Laplace method (positive-homogeneous phi) --------------------------------------------------------------
-def homogeneous_degree(phi: Nonlinearity) -> float | None:
-    """alpha if ``phi(gamma z + beta)`` is positive-homogeneous of degree alpha (identity, relu, alpha_relu with
-    beta = 0), else None."""
-    beta = phi.params.get("beta", 0.0)
-    if phi.family == "identity" and beta == 0.0:
-        return 1.0
-    if phi.family in ("relu", "alpha_relu") and beta == 0.0:
-        return float(phi.params.get("alpha", 1.0))
-    return None
-
-
-def arccos_kernel_matrix(alpha: float, corr: np.ndarray) -> np.ndarray:
-    """Normalised arc-cosine kernel J_alpha at an array of correlations in [-1, 1] (J(1) = 1)."""
-    c = np.clip(corr, -1.0, 1.0)
-    if alpha == 1.0:
-        return (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
-    a = alpha
-    h = (a + 1) / 2
-    c2 = c * c
-    with np.errstate(all="ignore"):
-        val = (
-            (1 - c2) ** (a + 0.5)
-            * (
-                math.exp(2 * gammaln(h)) * hyp2f1(h, h, 0.5, c2)
-                + 2 * c * math.exp(2 * gammaln(a / 2 + 1)) * hyp2f1(h + 0.5, h + 0.5, 1.5, c2)
-            )
-            / (2 * math.sqrt(math.pi) * math.exp(gammaln(a + 0.5)))
-        )
-    return np.where(c >= 1.0, 1.0, np.where(c <= -1.0, 0.0, val))
-
-
 def gaussian_kernel(phi: Nonlinearity, alpha: float, cov: np.ndarray) -> np.ndarray:
     """``E[phi(u) phi(u)^T]``, u ~ N(0, cov), for homogeneous phi (batched over leading axes of cov)."""
     gamma = phi.params.get("gamma", 1.0)
@@ -130,13 +102,8 @@ def gaussian_kernel(phi: Nonlinearity, alpha: float, cov: np.ndarray) -> np.ndar
         corr = np.where(outer > 0, cov / outer, 0.0)
     # E[relu(z)^(2a)] = 2^a Gamma(a + 1/2) / (2 sqrt(pi)); max(gamma z, 0)^a has the same law up to |gamma|^a
     second = math.exp(alpha * math.log(2) + gammaln(alpha + 0.5)) / (2 * math.sqrt(math.pi))
-    kernel = relu_kernel_matrix(corr) if alpha == 1.0 else arccos_kernel_matrix(alpha, corr)
+    kernel = arc_cosine(alpha, corr)[0]
     return abs(gamma) ** (2 * alpha) * second * outer**alpha * kernel
-
-
-def relu_kernel_matrix(corr: np.ndarray) -> np.ndarray:
-    c = np.clip(corr, -1.0, 1.0)
-    return (np.sqrt(1 - c * c) + (np.pi - np.arccos(c)) * c) / np.pi
 
 
 @lru_cache(maxsize=4)
@@ -212,7 +179,7 @@ def _sphere(phi: Nonlinearity, sigma: np.ndarray) -> np.ndarray:
     n = b - 1
     vals = np.linalg.eigvalsh(omega)
     if vals[0] <= 1e-9 * vals[-1]:
-        raise ValueError("method='sphere' needs a Gram matrix whose centred part has full rank B-1")
+        raise InputError("method='sphere' needs a Gram matrix whose centred part has full rank B-1")
     u, w = sphere_rule(n)
     inv = np.linalg.inv(omega)
     quad = np.einsum("mi,ij,mj->m", u, inv, u)
@@ -247,30 +214,52 @@ def _monte_carlo(phi: Nonlinearity, sigma: np.ndarray, samples: int, rng) -> tup
     return mean, np.sqrt(var / samples)
 
 
-def gram_map(phi: Nonlinearity, sigma, *, method: str = "auto", samples: int = 100_000, rng=None) -> GramMapValue:
-    """V(Sigma) for a PSD B x B Sigma (B >= 4). ``method``: see the module docstring; ``"auto"`` picks laplace
-    for homogeneous phi, sphere for B <= 5, else monte_carlo (``samples`` draws from ``rng``)."""
+def gram_map(
+    phi: PhiSpec,
+    sigma: np.ndarray,
+    *,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    method: str = "auto",
+    samples: int = 100_000,
+    rng: np.random.Generator | None = None,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> GramMapValue:
+    """V(Sigma) for a PSD B x B Sigma (B >= 4) and the nonlinearity ``phi(gamma z + beta)``.
+
+    Args:
+        phi, gamma, beta, derivative, kinks, **params: the nonlinearity, as in :func:`bnmft.theory`.
+        sigma: the input Gram (covariance) matrix of the pre-activations, B x B, symmetric PSD.
+        method: see the module docstring; ``"auto"`` picks laplace for homogeneous phi, sphere for B <= 5, else
+            monte_carlo (``samples`` draws from ``rng``, default ``np.random.default_rng(0)``).
+
+    Returns:
+        :class:`GramMapValue`: V(Sigma) (B x B) with entrywise standard errors (zeros for exact methods).
+    """
+    _, phi = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     sigma = check_gram(sigma)
     b = len(sigma)
-    alpha = homogeneous_degree(phi)
+    alpha = phi.homogeneous_degree
     if method == "auto":
         method = "laplace" if alpha is not None else "sphere" if b <= SPHERE_MAX_BATCH else "monte_carlo"
     if method == "laplace":
         if alpha is None:
-            raise ValueError(
+            raise InputError(
                 f"method='laplace' needs a positive-homogeneous phi (identity, relu, alpha_relu with beta = 0), "
                 f"got {phi.name!r}"
             )
         return GramMapValue(_laplace(phi, alpha, sigma), np.zeros((b, b)), "laplace")
     if method == "sphere":
         if b > SPHERE_MAX_BATCH:
-            raise ValueError(f"method='sphere' is available for B <= {SPHERE_MAX_BATCH}, got B = {b}")
+            raise InputError(f"method='sphere' is available for B <= {SPHERE_MAX_BATCH}, got B = {b}")
         _centred_spectrum(sigma)
         return GramMapValue(_sphere(phi, sigma), np.zeros((b, b)), "sphere")
     if samples < 2:
-        raise ValueError(f"samples must be >= 2, got {samples}")
+        raise InputError(f"samples must be >= 2, got {samples}")
     _centred_spectrum(sigma)
     rng = np.random.default_rng(0) if rng is None else rng
     mean, se = _monte_carlo(phi, sigma, int(samples), rng)

@@ -39,8 +39,8 @@ def test_accepted_batch_size_spellings():
     [
         ("0*z + 1", {}, "constant"),
         ("tanh", {"gamma": 0.0}, "gamma must be nonzero"),
-        ("tanh", {"gamma": float("nan")}, "gamma must be finite"),
-        ("tanh", {"beta": float("inf")}, "beta must be finite"),
+        ("tanh", {"gamma": float("nan")}, "gamma must be a finite number"),
+        ("tanh", {"beta": float("inf")}, "beta must be a finite number"),
         ("log(z)", {}, "not finite"),
         ("sqrt(abs(z))", {}, "not integrable"),
         ("abs(z)/z", {}, "jumps"),

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
+from ..errors import InputError
+
 
 def _offdiag(lam: float, n: int) -> np.ndarray:
     """Jacobi-matrix off-diagonal ``b_k``, k = 1..n-1, of the orthonormal Gegenbauer polynomials in t."""
@@ -35,7 +37,7 @@ def gauss_gegenbauer(batch_size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """n-point Gauss rule for the law of t = x_1 / sqrt(B-1): nodes (n,), probability weights (n,)."""
     lam = (batch_size - 3) / 2
     if lam == 0.0:  # B = 3 is excluded by the theory; the recurrence below needs lam > 0
-        raise ValueError("batch_size must be >= 4")
+        raise InputError("batch_size must be >= 4")
     nodes = eigh_tridiagonal(np.zeros(n), _offdiag(lam, n), eigvals_only=True)
     # Christoffel weights 1 / sum_k p_k(t)^2: relatively accurate even where they are tiny (tails).
     p = orthonormal_polys(batch_size, nodes, n - 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnmft import propagate, theory
-from bnmft.theory.symmetry import symmetry_breaking_alpha
+from bnmft.meanfield.symmetry import symmetry_breaking_alpha
 
 
 def test_threshold_is_where_the_top_eigenvalue_crosses_one():

@@ -1,0 +1,82 @@
+"""The configuration of one training run (one cell of a sweep) and its validation: no torch here, so sweeps can be
+declared, checked and read back (heatmaps) in an environment without it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import InputError
+from ..nonlinearity import get_nonlinearity
+from ..options import check_bn_options, check_int
+from .data import DATASETS
+
+OPTIMIZERS = ("sgd", "rmsprop")
+PAPER_LR_PER_EXAMPLE = 1e-5  # the paper's learning rate is 1e-5 * B
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (one cell of a sweep). ``lr`` is a number or ``"paper"`` (1e-5 * B) or
+    ``"<factor>*B"`` (e.g. ``"1e-3*B"``)."""
+
+    dataset: str = "mnist"
+    phi: str = "relu"
+    depth: int = 10
+    width: int = 384
+    batch_size: int = 32
+    ghost_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float | str = "paper"
+    epochs: int = 10
+    eps: float = 1e-3
+    gamma: float = 1.0
+    beta: float = 0.0
+    sigma_w: float = 1.0
+    alpha: float | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+    def learning_rate(self) -> float:
+        if isinstance(self.lr, str):
+            text = self.lr.replace(" ", "")
+            if text == "paper":
+                return PAPER_LR_PER_EXAMPLE * self.batch_size
+            if text.endswith("*B"):
+                return float(text[:-2]) * self.batch_size
+            return float(text)
+        return float(self.lr)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible values, naming the key."""
+
+    for name in ("depth", "width", "epochs"):
+        check_int(name, getattr(cfg, name))
+    check_int("batch_size", cfg.batch_size, 2)
+    for name in ("train_subset", "test_subset", "ghost_size"):
+        if getattr(cfg, name) is not None:
+            check_int(name, getattr(cfg, name), 2 if name == "ghost_size" else 1)
+    if cfg.ghost_size is not None and cfg.batch_size % cfg.ghost_size:
+        raise InputError(f"ghost_size={cfg.ghost_size} must divide batch_size={cfg.batch_size}")
+    if cfg.dataset.lower().replace("-", "_") not in DATASETS:
+        raise InputError(f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    try:
+        lr = cfg.learning_rate()
+    except ValueError:
+        raise InputError(f"lr must be a number, 'paper' or '<factor>*B', got {cfg.lr!r}") from None
+    if not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"lr must be positive and finite, got {cfg.lr!r}")
+    check_bn_options(eps=cfg.eps, sigma_w=cfg.sigma_w, gamma=cfg.gamma, beta=cfg.beta)
+    get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
+    return cfg
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(TrainConfig))

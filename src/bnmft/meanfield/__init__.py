@@ -1,0 +1,44 @@
+"""The mean-field theory engine: numpy and scipy only, float64 throughout (theory.md sections 1-4b).
+
+The public functions are re-exported here and by :mod:`bnmft`; the modules (none shares a name with a
+function) are
+
+* :mod:`.quadrature` - rules for the one- and two-coordinate batch law (angles, panels, kinks);
+* :mod:`.moments` - the spherical moments of phi every quantity reduces to;
+* :mod:`.closed_forms` - affine, relu and alpha_relu, and the arc-cosine kernel;
+* :mod:`.gegenbauer` - the paper's Gegenbauer series (an independent check);
+* :mod:`.forward` - forward eigenvalues and two-batch rates;
+* :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
+* :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
+* :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
+"""
+
+from ..options import check_batch_size
+from .api import theory, theory_table
+from .eps import EpsResult, eps_theory
+from .gegenbauer import GegenbauerSeries, gegenbauer_series
+from .gram import GramMapValue, gram_map
+from .moments import SphericalMoments, spherical_moments
+from .propagation import Propagation, propagate
+from .result import TheoryResult
+from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
+
+__all__ = [
+    "EpsResult",
+    "GegenbauerSeries",
+    "GramMapValue",
+    "Propagation",
+    "SphericalMoments",
+    "SymmetryBreaking",
+    "TheoryResult",
+    "check_batch_size",
+    "eps_theory",
+    "gegenbauer_series",
+    "gram_map",
+    "propagate",
+    "spherical_moments",
+    "symmetry_breaking",
+    "symmetry_breaking_alpha",
+    "theory",
+    "theory_table",
+]
