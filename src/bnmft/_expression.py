@@ -143,7 +143,11 @@ class Expression:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise ExpressionError(f"phi: constant {node.value!r} is not allowed (only real numbers)")
-            return _Compiled(_constant_fn(float(node.value)), True)
+            try:
+                value = float(node.value)
+            except OverflowError:
+                raise ExpressionError(f"phi: the constant {str(node.value)[:20]}... is too large for a float") from None
+            return _Compiled(_constant_fn(value), True)
         if isinstance(node, ast.Name):
             if node.id == "z":
                 self._uses_z = True

@@ -1,6 +1,9 @@
-"""Command-line interface: ``bnmft theory``, ``bnmft propagate``, ``bnmft reproduce``, ``bnmft nonlinearities``.
+"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``sweep``, ``heatmap``,
+``nonlinearities`` and ``reproduce`` (the main job).
 
-Every bad argument ends with a one-line message naming it and exit status 2, never a traceback.
+Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
+one-line message naming the argument and exit status 2. Nothing else is caught: any other exception is a bug
+and shows its traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .errors import InputError
@@ -453,8 +457,16 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with bad arguments reported as one line (``bnmft CMD: error: ...``, exit status 2), like every other
+    bad input, pointing at ``--help`` for the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bnmft", description="Mean field theory of batch normalization.")
+    parser = OneLineParser(prog="bnmft", description="Mean field theory of batch normalization.")
     parser.add_argument("--version", action="version", version=f"bnmft {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

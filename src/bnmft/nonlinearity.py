@@ -268,7 +268,7 @@ def get_nonlinearity(
         _no_params(key, params, entry.params)
         built = entry.build(**params)
         return replace(built, source=("registry", key, dict(built.params)))
-    if key.isidentifier() and key != "z":
+    if spec.strip().replace("-", "_").isidentifier() and not spec.strip().startswith("-") and key != "z":
         raise InputError(
             f"phi: unknown nonlinearity {spec!r}; known names: {', '.join(sorted(_REGISTRY))}, "
             "or an expression in z such as 'tanh(2*z) + 0.1*z'"

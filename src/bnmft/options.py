@@ -14,6 +14,9 @@ from .errors import InputError
 
 #: the smallest batch size of the mean-field theory (B = 3 has an infinite gradient rate, B = 2 zero gradients)
 MIN_BATCH = 4
+#: the largest finite batch size: beyond it double precision cannot resolve the O(1/B) terms (lambda_L = 1 - O(1/B),
+#: c* = O(1/B)); B = inf is the limit
+MAX_BATCH = 10**9
 
 
 def check_real(name: str, value: Any, *, minimum: float | None = None, positive: bool = False) -> float:
@@ -80,6 +83,12 @@ def check_batch_size(batch_size: Any) -> float:
             raise InputError(f"batch_size must be an integer >= {MIN_BATCH} or 'inf', got {batch_size!r}") from None
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Real):
         raise InputError(f"batch_size must be an integer >= {MIN_BATCH} or inf, got {batch_size!r}")
+    too_big = InputError(
+        f"batch_size must be <= {MAX_BATCH:.0e} or 'inf', got {str(batch_size)[:30]}: beyond it double precision "
+        "cannot resolve the O(1/B) terms of the theory; use 'inf' for the large-batch limit"
+    )
+    if isinstance(batch_size, numbers.Integral) and int(batch_size) > MAX_BATCH:
+        raise too_big  # before float(): a huge int does not fit a float
     value = float(batch_size)
     if math.isnan(value):
         raise InputError("batch_size must be an integer >= 4 or inf, got nan")
@@ -98,11 +107,14 @@ def check_batch_size(batch_size: Any) -> float:
             "2 degrees of freedom)",
         }.get(int(value), "batch norm needs at least 2 examples, and the theory at least 4")
         raise InputError(f"batch_size must be >= {MIN_BATCH}, got {int(value)}: {why}")
+    if value > MAX_BATCH:
+        raise too_big
     return int(value)
 
 
 __all__ = [
     "BN_OPTIONS",
+    "MAX_BATCH",
     "MIN_BATCH",
     "check_batch_size",
     "check_bn_option",

@@ -1,5 +1,5 @@
-"""``bnmft reproduce``: the main job. For now: the theory tables and figures (later issues add the
-simulations and the paper's training experiments).
+"""``bnmft reproduce``: the main job - the theory tables and figures, the paper's simulation figures, Fig 4 and
+the preset's training sweep, and a report of the engine's checks (the command fails if one fails).
 
 Writes into the output directory:
 
@@ -11,6 +11,7 @@ Writes into the output directory:
   network: distance to the fixed point and cross-batch correlation against depth, with the theory's rates;
 * ``fig1a_lambda_G.png``, ``fig1b_gradients.png``, ``fig1c_symmetry_breaking.png``, ``fig1d_gram_examples.png``,
   ``fig2_two_batches.png`` and their CSV tables - the paper's simulation figures (:mod:`bnmft.figures`);
+* ``eps_phase_tanh.png``, ``eps_phase_relu.png`` - the eps > 0 phase diagrams (theory.md section 4b);
 * ``fig4_first_steps.png`` - Fig 4, the first SGD steps; ``sweeps.db`` and ``heatmap_<sweep>.png`` - the preset's
   training sweep (quick: Fig 3a reduced) with the theory's depth line;
 * ``report.md`` - the tables, and the checks of the engine against independent references (closed forms

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from .eps import solve as solve_eps
 from .moments import spherical_moments
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
+#: lambda_G below 1 by at most this is rounding (the quadrature's accuracy); it is reported as 1
+LAMBDA_ROUNDING = 1e-12
 METHODS = ("auto", "closed_form", "quadrature")
 #: mu* below this fraction of q* means phi is constant on the support (to floating-point precision)
 CONSTANT_TOL = 1e-14
@@ -36,6 +40,24 @@ def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | Non
     return values
 
 
+def _overflow_is_bad_input(fn: Callable[..., TheoryResult]) -> Callable[..., TheoryResult]:
+    """Settings whose numbers leave double precision (gamma = 1e308, alpha = 1000) are bad input: say so."""
+
+    @functools.wraps(fn)
+    def checked(phi: PhiSpec, batch_size: int | float | str, **kwargs: Any) -> TheoryResult:
+        try:
+            return fn(phi, batch_size, **kwargs)
+        except (OverflowError, ZeroDivisionError) as err:
+            settings = "".join(f", {k}={v!r}" for k, v in kwargs.items() if isinstance(v, int | float))
+            raise InputError(
+                f"phi={getattr(phi, 'name', phi)!r}, batch_size={batch_size!r}{settings}: the theory's numbers "
+                f"overflow double precision ({err}); use smaller settings"
+            ) from None
+
+    return checked
+
+
+@_overflow_is_bad_input
 def theory(
     phi: PhiSpec,
     batch_size: int | float | str,
@@ -64,9 +86,10 @@ def theory(
         **params: parameters of a registered phi: ``alpha`` (alpha_relu, elu), ``slope`` (leaky_relu).
 
     Returns:
-        A :class:`TheoryResult`. Quadrature: composite Gauss-Legendre on the sphere angles with kinks on
-        panel boundaries (:mod:`bnmft.meanfield.quadrature`), relative error below 1e-12 for smooth phi; the
-        estimate is in ``quadrature_error``.
+        A :class:`TheoryResult`. Closed forms where they exist (exact to rounding); otherwise composite
+        Gauss-Legendre on the sphere angles with kinks on panel boundaries (:mod:`bnmft.meanfield.quadrature`,
+        whose docstring states the measured accuracy); the estimate is in ``quadrature_error``. Nothing of the
+        eps > 0 theory is computed at eps = 0 except the closed form ``kappa_c``.
 
     Raises:
         InputError: bad batch size, gamma, beta, phi or method; constant phi; phi not finite, or with
@@ -107,7 +130,23 @@ def theory(
         else:
             lam = ((b - 1) * moments.d2 + moments.dd - moments.xd) / ((b - 3) * mu)  # section 4b's K(1)/(mu (B-3))
     if not (math.isfinite(lam) and lam > 0):
-        raise InputError(f"phi={base.name!r}: lambda_G is not finite ({lam}); phi' must be square-integrable")
+        raise InputError(
+            f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g}: lambda_G = {lam:.3g} is not a finite positive "
+            "number: phi' must be square-integrable, and not vanish on the support (a step function at this gamma)"
+        )
+    if not all(math.isfinite(v) for v in (q, c, mu, mean)):
+        raise InputError(
+            f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g}: the fixed point overflows double precision "
+            f"(q* = {q:.3g}); use a smaller gamma or beta"
+        )
+    if 1.0 - LAMBDA_ROUNDING <= lam < 1.0:  # lambda_G >= 1 for every phi (E[phi'^2] >= Var phi): rounding
+        lam = 1.0
+    elif lam < 1.0:
+        raise InputError(
+            f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g}: lambda_G = 1 - {1 - lam:.2g} cannot be resolved "
+            "from 1 in double precision (phi is affine on the support to within rounding); lambda_G = 1 and the "
+            "trainable depth is unlimited up to that precision"
+        )
 
     if forward_closed and effective.family == "identity":
         rates = forward.affine_closed_form(b, beta)
@@ -160,7 +199,9 @@ def theory(
 
 def _with_eps(r: TheoryResult, phi: Nonlinearity, b: int, eps: float, sigma_w: float) -> TheoryResult:
     """theory.md section 4b: replace the fixed point and the rates by their eps > 0 values."""
-    kappa = eps / sigma_w**2
+    kappa = eps / sigma_w / sigma_w
+    if not math.isfinite(kappa):
+        raise InputError(f"kappa = eps / sigma_w^2 = {eps:g} / {sigma_w:g}^2 overflows; use a larger sigma_w")
     e = solve_eps(phi, b, kappa)
     top = max(e.lambda_G, e.lambda_W)
     xi = depth_scale(top) if top > 1.0 else math.inf

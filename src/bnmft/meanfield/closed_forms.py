@@ -58,9 +58,7 @@ def arccos_kernel(alpha: float, c: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     if a <= 0.5:
         return j, np.full_like(j, math.inf)
     top = a * a * _positive_moment(2 * a - 2) / norm  # J'(1)
-    dj = np.where(
-        corr >= 1.0, top, np.where(corr <= -1.0, 0.0, a * a * _positive_moment_kernel(a - 1, inner) / norm)
-    )
+    dj = np.where(corr >= 1.0, top, np.where(corr <= -1.0, 0.0, a * a * _positive_moment_kernel(a - 1, inner) / norm))
     return j, dj
 
 

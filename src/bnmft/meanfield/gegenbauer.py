@@ -18,13 +18,13 @@ geometrically. For kinked phi the series converges slowly (algebraically): use i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
 from ..errors import InputError
+from ..nonlinearity import PhiSpec, get_nonlinearity
 
 
 def _offdiag(lam: float, n: int) -> np.ndarray:
@@ -82,20 +82,19 @@ class GegenbauerSeries:
     lambda_G: float
 
 
-def gegenbauer_series(
-    phi: Callable[[np.ndarray], np.ndarray], batch_size: int, *, degree: int = 160, nodes: int = 240
-) -> GegenbauerSeries:
+def gegenbauer_series(phi: PhiSpec, batch_size: int, *, degree: int = 160, nodes: int = 240) -> GegenbauerSeries:
     """lambda_G and the fixed point of ``phi`` by the Gegenbauer series, truncated at ``degree``.
 
     Args:
-        phi: vectorised nonlinearity.
+        phi: any phi specification (name, expression, Nonlinearity, vectorised callable).
         batch_size: B >= 4 (finite).
         degree: highest k kept.
         nodes: size of the Gauss rule used for the coefficients (must exceed ``degree``).
     """
+    fn = get_nonlinearity(phi)
     b = int(batch_size)
     t, w = gauss_gegenbauer(b, nodes)
-    values = np.asarray(phi(math.sqrt(b - 1) * t), dtype=float)
+    values = np.asarray(fn(math.sqrt(b - 1) * t), dtype=float)
     coeff = orthonormal_polys(b, t, degree) @ (w * values)
     k = np.arange(degree + 1, dtype=float)
     a2 = coeff**2

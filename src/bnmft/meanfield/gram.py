@@ -38,6 +38,8 @@ from .closed_forms import kernel as arc_cosine
 METHODS = ("auto", "laplace", "sphere", "monte_carlo")
 SPHERE_MAX_BATCH = 5
 RANK_TOL = 1e-12
+#: samples x batch size per Monte Carlo chunk (~16 MB of float64)
+MC_CHUNK_ELEMENTS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -202,12 +204,13 @@ def _monte_carlo(phi: Nonlinearity, sigma: np.ndarray, samples: int, rng) -> tup
     vals, vecs = np.linalg.eigh(sigma)
     root = vecs * np.sqrt(np.maximum(vals, 0.0))
     total, total_sq, done = np.zeros((b, b)), np.zeros((b, b)), 0
+    chunk = max(1, min(20000, MC_CHUNK_ELEMENTS // b))  # memory O(chunk B), never O(chunk B^2)
     while done < samples:
-        n = min(20000, samples - done)
+        n = min(chunk, samples - done)
         f = phi(batch_norm_rows(rng.standard_normal((n, b)) @ root.T))
-        prods = f[:, :, None] * f[:, None, :]
-        total += prods.sum(axis=0)
-        total_sq += (prods * prods).sum(axis=0)
+        total += f.T @ f  # sum over samples of f f^T
+        f2 = f * f
+        total_sq += f2.T @ f2  # sum of (f_i f_j)^2
         done += n
     mean = total / samples
     var = np.maximum(total_sq / samples - mean * mean, 0.0)

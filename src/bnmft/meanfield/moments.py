@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..nonlinearity import Nonlinearity
+from ..nonlinearity import Nonlinearity, PhiSpec, get_nonlinearity
 from .quadrature import (
     ACCEPT_TOL,
     MAX_PANELS,
@@ -166,7 +166,7 @@ def panel_counts(width: float) -> list[int]:
     return counts
 
 
-def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
+def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
     """Moments of phi under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
 
     Quadrature: see :mod:`.quadrature` (composite Gauss-Legendre in the sphere angles, kinks on panel
@@ -179,6 +179,7 @@ def spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: 
     Raises:
         ValueError: see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7) with MAX_PANELS panels.
     """
+    phi = get_nonlinearity(phi)  # any phi specification (a Nonlinearity passes through)
     support = find_support(phi, batch_size, check_derivative=with_derivative)
     make = (
         (lambda p: GaussRule(support, p))

@@ -52,7 +52,7 @@ def depth_scale(rate: float) -> float:
 
 @dataclass(frozen=True)
 class TheoryResult:
-    """Mean-field predictions for one nonlinearity and batch size (eps = 0).
+    """Mean-field predictions for one nonlinearity and batch size (and BN's eps, sigma_w).
 
     Attributes:
         phi: name of the nonlinearity (without gamma and beta).
