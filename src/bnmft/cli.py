@@ -9,6 +9,7 @@ and shows its traceback (exit status 1).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -21,7 +22,7 @@ from .errors import InputError
 from .meanfield import TheoryResult, theory
 from .meanfield.result import SUMMARY_KEYS
 from .nonlinearity import available
-from .options import check_batch_size, check_bn_option
+from .options import check_batch_size, check_bn_option, check_output_path
 
 
 def finite_float(text: str) -> float:
@@ -203,14 +204,15 @@ def cmd_propagate(args) -> int:
         import numpy as np
 
         extra = {} if result.cross_grams is None else {"cross_grams": result.cross_grams, "grams2": result.grams2}
-        np.savez(
-            args.save,
-            grams=result.grams,
-            stderr=result.stderr,
-            distance=result.distance,
-            fixed_point=result.fixed_point,
-            **extra,
-        )
+        with open(args.save, "wb") as fh:  # a file object: numpy adds no suffix, the path printed is the path written
+            np.savez(
+                fh,
+                grams=result.grams,
+                stderr=result.stderr,
+                distance=result.distance,
+                fixed_point=result.fixed_point,
+                **extra,
+            )
     if args.plot:
         from .plots import plot_propagation
 
@@ -399,8 +401,9 @@ def cmd_sweep(args) -> int:
         print(json.dumps(summaries, indent=2))
     else:
         for s in summaries:
+            others = f", {s['by_others']} by another sweep" if s["by_others"] else ""
             print(
-                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now "
+                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others} "
                 f"-> {args.store}"
             )
     return 0
@@ -591,13 +594,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the output arguments of each command: (attribute, flag, is a directory, suffix added to a bare file name)
+OUTPUTS = {
+    "theory": [("plot", "--plot", False, ".png")],
+    "propagate": [("plot", "--plot", False, ".png"), ("save", "--save", False, ".npz")],
+    "symmetry": [("plot", "--plot", False, ".png")],
+    "simulate": [("out", "--out", True, "")],
+    "sweep": [("store", "--store", False, "")],
+    "heatmap": [("out", "--out", False, ".png")],
+    "reproduce": [("out", "--out", True, "")],
+}
+#: OSErrors about the user's files and disk (not bugs of bnmft): reported like bad input
+USER_FILE_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.ENAMETOOLONG,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        for attr, flag, directory, suffix in OUTPUTS.get(args.command, []):
+            if getattr(args, attr, None):  # every output checked before any work starts
+                setattr(
+                    args, attr, str(check_output_path(getattr(args, attr), flag, directory=directory, suffix=suffix))
+                )
         return args.func(args)
     except InputError as err:
         print(f"bnmft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in USER_FILE_ERRNOS:
+            raise
+        given = [f"{flag} {getattr(args, attr)}" for attr, flag, _, _ in OUTPUTS.get(args.command, [])]
+        given = [g for g, (attr, *_) in zip(given, OUTPUTS.get(args.command, []), strict=True) if getattr(args, attr)]
+        where = err.filename or (given[0] if len(given) == 1 else " or ".join(given) or "a file")
+        print(f"bnmft {args.command}: error: cannot read or write {where}: {err.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bnmft: interrupted", file=sys.stderr)

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 
@@ -71,6 +75,82 @@ def check_bn_options(
     )
 
 
+def check_real_array(value: Any, name: str) -> np.ndarray:
+    """A real numeric array as float64 (complex values are refused, not silently cut to their real part)."""
+
+    if np.iscomplexobj(value):
+        raise InputError(f"{name} must be real, got complex values")
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be a real numeric array") from None
+    return array
+
+
+#: the largest seed (numpy and torch take seeds below 2^63)
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2^63)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) <= MAX_SEED:
+        raise InputError(f"{name} must be an integer in [0, 2^63), got {str(value)[:40]}")
+    return int(value)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (psutil where installed, else the physical memory)."""
+    try:
+        import psutil
+    except ImportError:  # psutil comes with dask's distributed; without it, the physical memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(needed: float, what: str, name: str) -> None:
+    """Refuse, before allocating, work that needs more than the memory available now."""
+    free = available_memory()
+    if needed > free:
+        raise InputError(
+            f"{name}: {what} needs about {needed / 2**30:.3g} GiB of memory, but {free / 2**30:.3g} GiB are "
+            "available; use smaller sizes"
+        )
+
+
+def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = False, suffix: str = "") -> Path:
+    """An output path that can be written, checked before any work starts.
+
+    Args:
+        path: a file (or, with ``directory``, a directory, created if missing).
+        name: the argument, for the message (e.g. ``"--plot"``).
+        suffix: added to a file name without one (what matplotlib would do silently), so the path reported is
+            the path written.
+
+    Returns:
+        The path to write. Missing parent directories are fine (they are created); a parent that is a file, an
+        existing directory given for a file (or a file for a directory), or an unwritable place is an InputError.
+    """
+    target = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{name}: give a path, got an empty string")
+    if directory:
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{name}: {str(path)!r} is a file, not a directory")
+    else:
+        if target.is_dir():
+            raise InputError(f"{name}: {str(path)!r} is a directory; give a file name")
+        if suffix and not target.suffix and not target.exists():
+            target = target.with_suffix(suffix)
+    existing = target if target.exists() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() and existing != target:
+        raise InputError(f"{name}: cannot write {str(target)!r}: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"{name}: cannot write {str(target)!r}: {str(existing)!r} is not writable")
+    return target
+
+
 def check_batch_size(batch_size: Any) -> float:
     """Validate B: an integer >= 4 or infinity (``math.inf`` or the string ``"inf"``); returns int or inf."""
     if isinstance(batch_size, str):
@@ -115,10 +195,16 @@ def check_batch_size(batch_size: Any) -> float:
 __all__ = [
     "BN_OPTIONS",
     "MAX_BATCH",
+    "MAX_SEED",
     "MIN_BATCH",
+    "available_memory",
     "check_batch_size",
     "check_bn_option",
     "check_bn_options",
     "check_int",
+    "check_memory",
+    "check_output_path",
     "check_real",
+    "check_real_array",
+    "check_seed",
 ]

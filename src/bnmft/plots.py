@@ -25,8 +25,10 @@ def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if not path.suffix and not path.exists():
+        path = path.with_suffix(".png")  # what matplotlib would write; return the path really written
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, format=path.suffix.lstrip(".") or "png")  # an explicit format: no suffix added
     plt.close(fig)
     return path
 

@@ -129,9 +129,9 @@ def test_dask_local_cluster(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         store = Store(tmp_path / "d.db")
         summary = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
-        assert summary == {"cells": 4, "skipped": 0, "ran": 4}
+        assert summary == {"cells": 4, "skipped": 0, "ran": 4, "by_others": 0}
         again = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
-        assert again == {"cells": 4, "skipped": 4, "ran": 0}
+        assert again == {"cells": 4, "skipped": 4, "ran": 0, "by_others": 0}
         assert all(0 <= r["result"]["test_accuracy"] <= 1 for r in store.results("t"))
         store.close()
 

@@ -3,12 +3,18 @@
 Writes are single transactions made by the coordinating process only (workers return results), in WAL
 mode: a crash or ``kill -9`` loses at most the cells that were running, never a finished one, and a cell is
 never stored twice (primary key).
+
+Several sweeps may share a store: a coordinator *claims* a cell (table ``claims``: owner and lease expiry) before
+training it, renews its leases while it works and drops the claim when the result is stored. A cell claimed by a
+live coordinator is not trained by another; the claim of a crashed one expires and its successor takes over.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -30,7 +36,34 @@ CREATE TABLE IF NOT EXISTS sweeps (
     spec TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
+#: the columns each table must have (a file with other tables of these names is another program's database)
+COLUMNS = {
+    "cells": ["key", "sweep", "config", "result", "test_accuracy", "diverged", "finished"],
+    "sweeps": ["name", "spec", "created"],
+    "claims": ["key", "owner", "expires"],
+}
+
+
+def _alive(owner: str) -> bool:
+    """Whether a claim's owner (``host:pid:tag``) may still be running: a process of this host that is gone is
+    not (its claims are taken over at once, without waiting for the lease); elsewhere, trust the lease."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def cell_key(config: dict) -> str:
@@ -46,28 +79,53 @@ class Store:
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            for table, columns in COLUMNS.items():
+                found = [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
+                if found != columns:
+                    raise InputError(
+                        f"store: {self.path} has a table {table!r} with columns {found}, not bnmft's {columns}: "
+                        "it is another program's database (or another version's); use a new --store file"
+                    )
         except sqlite3.DatabaseError as err:
             raise InputError(f"store: {self.path} is not a bnmft results database ({err})") from None
 
     def close(self) -> None:
         self.db.close()
 
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        """One statement in its own immediate transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self.db.execute(sql, args)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return cur
+
     def register_sweep(self, name: str, spec: dict) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+        self._write("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
+
+    def _json(self, text: str, what: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"store: {self.path} holds corrupt JSON in {what} ({err})") from None
 
     def sweeps(self) -> dict[str, dict]:
-        return {n: json.loads(s) for n, s in self.db.execute("SELECT name, spec FROM sweeps")}
+        return {n: self._json(s, f"sweep {n!r}") for n, s in self.db.execute("SELECT name, spec FROM sweeps")}
 
     def done_keys(self) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM cells")}
 
-    def add(self, sweep: str, key: str, config: dict, result: dict) -> bool:
-        """Store a finished cell; returns False if it was already there (nothing is duplicated)."""
-        with self.db:
+    def add(self, sweep: str, key: str, config: dict, result: dict, owner: str | None = None) -> bool:
+        """Store a finished cell (and drop ``owner``'s claim on it); returns False if it was already there (nothing
+        is duplicated)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -80,12 +138,54 @@ class Store:
                     time.time(),
                 ),
             )
+            if owner is not None:
+                self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
         return cur.rowcount == 1
 
+    def claim(self, key: str, owner: str, lease: float) -> str:
+        """Try to claim a cell for ``lease`` seconds: ``"claimed"``, ``"done"`` (already stored) or ``"taken"`` (a
+        live claim of another owner). An expired claim is taken over."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time: the check and the claim are atomic
+        try:
+            if self.db.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
+                state = "done"
+            else:
+                row = self.db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row is not None and row[0] != owner and row[1] > now and _alive(row[0]):
+                    state = "taken"
+                else:
+                    self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease))
+                    state = "claimed"
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return state
+
+    def renew(self, owner: str, lease: float) -> None:
+        """Extend every claim of ``owner`` by ``lease`` seconds from now."""
+        self._write("UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + lease, owner))
+
+    def release(self, owner: str) -> None:
+        """Drop every claim of ``owner`` (a coordinator that stops, cleanly or on an error)."""
+        self._write("DELETE FROM claims WHERE owner = ?", (owner,))
+
     def results(self, sweep: str | None = None) -> list[dict]:
+        """The finished cells (of one sweep), each ``{key, sweep, config, result, finished}``; a corrupt row or a row
+        without the keys a heatmap reads (config: depth; result: test_accuracy) is an InputError naming it."""
         query = "SELECT key, sweep, config, result, finished FROM cells"
         rows = self.db.execute(query + (" WHERE sweep = ?" if sweep else ""), (sweep,) if sweep else ())
-        return [
-            {"key": k, "sweep": s, "config": json.loads(c), "result": json.loads(r), "finished": f}
-            for k, s, c, r, f in rows
-        ]
+        out = []
+        for k, s, c, r, f in rows:
+            config, result = self._json(c, f"cell {k[:12]}"), self._json(r, f"cell {k[:12]}")
+            if not isinstance(config, dict) or "depth" not in config:
+                raise InputError(f"store: {self.path}: cell {k[:12]} has no configuration with a depth")
+            if not isinstance(result, dict) or not isinstance(result.get("test_accuracy"), int | float):
+                raise InputError(f"store: {self.path}: cell {k[:12]} has no numeric test_accuracy")
+            out.append({"key": k, "sweep": s, "config": config, "result": result, "finished": f})
+        return out

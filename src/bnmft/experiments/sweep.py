@@ -24,7 +24,13 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import os
+import signal
+import socket
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -176,10 +182,55 @@ def run_cell(config: dict) -> dict:
     return train(TrainConfig(**config))
 
 
+def _die_with_parent() -> None:
+    """Make this worker exit when its coordinator dies, even by ``kill -9`` (which runs no clean-up): the kernel's
+    parent-death signal on Linux, and everywhere a thread that notices the parent is gone."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError) as err:  # not Linux: the watcher thread below does it alone
+        print(f"bnmft worker: no parent-death signal ({err}); watching the parent instead", file=sys.stderr)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    _die_with_parent()
+
+
+#: seconds a claim on a cell lasts; the coordinator renews its claims every LEASE_SECONDS / 4
+LEASE_SECONDS = 120.0
+
+
+class _Heartbeat:
+    """Renews ``owner``'s claims in ``path`` from a thread (its own SQLite connection) until closed."""
+
+    def __init__(self, path: Path, owner: str, lease: float):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(path, owner, lease), daemon=True)
+        self.thread.start()
+
+    def _run(self, path: Path, owner: str, lease: float) -> None:
+        store = Store(path)
+        try:
+            while not self.stop.wait(lease / 4):
+                store.renew(owner, lease)
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def run_sweep(
@@ -190,16 +241,28 @@ def run_sweep(
     scheduler: str | None = None,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
+    lease: float = LEASE_SECONDS,
 ) -> dict:
     """Run the cells of ``sweep`` that ``store`` does not have yet; returns counts.
+
+    Each cell is claimed in the store before it is trained (:meth:`Store.claim`), so several sweeps on one store -
+    on one machine or many - never train the same cell twice: a cell claimed by another live sweep is left to it
+    (this one waits for its result), and the claim of a crashed sweep expires after ``lease`` seconds.
 
     Args:
         workers: local processes (default: the number of CPU cores); ignored with ``scheduler``.
         scheduler: a Dask distributed scheduler address (``tcp://host:port``): cells run on its workers.
         progress: show a progress bar (cells done, time left) on stderr.
+        lease: seconds a claim lasts without renewal (renewed every lease / 4 while this sweep runs).
+
+    Returns:
+        ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
+        meanwhile by other sweeps)}``.
     """
     from tqdm import tqdm
 
+    if isinstance(lease, bool) or not (isinstance(lease, int | float) and lease > 0):
+        raise InputError(f"lease must be a positive number of seconds, got {lease!r}")
     store.register_sweep(sweep.name, sweep.to_dict())
     cells = sweep.cells()
     done = store.done_keys()
@@ -213,67 +276,138 @@ def run_sweep(
         file=sys.stderr,
         smoothing=0.1,
     )
-    added = 0
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    counts = {"ran": 0, "by_others": 0}
 
-    def record(config, result):
-        nonlocal added
-        added += store.add(sweep.name, cell_key(config), config, result)
+    def record(config: dict, result: dict) -> None:
+        counts["ran"] += store.add(sweep.name, cell_key(config), config, result, owner=owner)
         bar.update(1)
         if on_result is not None:
             on_result(result)
 
+    heartbeat = _Heartbeat(store.path, owner, lease)
     try:
-        if not todo:
-            pass
-        elif scheduler:
-            _run_dask(todo, scheduler, record)
-        else:
-            _run_local(todo, workers, record)
+        if todo:
+            runner = _DaskRunner(scheduler) if scheduler else _LocalRunner(workers, len(todo))
+            try:
+                _schedule(todo, store, owner, lease, runner, record, bar, counts)
+            finally:
+                runner.close()
     finally:
+        heartbeat.close()
+        store.release(owner)
         bar.close()
-    return {"cells": len(cells), "skipped": len(cells) - len(todo), "ran": added}
+    skipped = len(cells) - len(todo)
+    return {"cells": len(cells), "skipped": skipped, "ran": counts["ran"], "by_others": counts["by_others"]}
 
 
-def _run_local(todo: list[dict], workers: int | None, record) -> None:
-    count = max(1, min(workers or multiprocessing.cpu_count(), len(todo)))
-    if count == 1:
-        _init_worker()
-        for config in todo:
-            record(config, run_cell(config))
-        return
-    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-    with ProcessPoolExecutor(max_workers=count, mp_context=ctx, initializer=_init_worker) as pool:
-        pending = {pool.submit(run_cell, c): c for c in todo}
+def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar, counts) -> None:
+    """Claim and submit cells while the runner has room; collect results; wait for the cells other sweeps hold."""
+    waiting = list(todo)  # not yet claimed by this sweep
+    while waiting or runner.busy():
+        still = []
+        for config in waiting:
+            if not runner.has_room():
+                still.append(config)
+                continue
+            state = store.claim(cell_key(config), owner, lease)
+            if state == "claimed":
+                runner.submit(config)
+            elif state == "done":  # another sweep finished it
+                counts["by_others"] += 1
+                bar.update(1)
+            else:
+                still.append(config)  # a live claim of another sweep: look again later
+        waiting = still
+        if runner.busy():
+            for config, result in runner.collect(timeout=min(lease / 4, 5.0)):
+                record(config, result)
+        elif waiting:
+            time.sleep(min(lease / 4, 2.0))  # only cells another sweep holds: wait for them (or for their lease)
+
+
+class _LocalRunner:
+    """Cells on a local process pool (spawned workers, one torch thread each), or in this process for one worker."""
+
+    def __init__(self, workers: int | None, cells: int):
+        self.count = max(1, min(workers or multiprocessing.cpu_count(), cells))
+        self.queue: list[dict] = []
+        self.pending: dict = {}
+        self.pool: ProcessPoolExecutor | None = None
+        if self.count > 1:
+            ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+            self.pool = ProcessPoolExecutor(max_workers=self.count, mp_context=ctx, initializer=_init_worker)
+        else:
+            import torch
+
+            torch.set_num_threads(1)
+
+    def has_room(self) -> bool:
+        return len(self.pending) + len(self.queue) < self.count
+
+    def busy(self) -> bool:
+        return bool(self.pending or self.queue)
+
+    def submit(self, config: dict) -> None:
+        if self.pool is None:
+            self.queue.append(config)
+        else:
+            self.pending[self.pool.submit(run_cell, config)] = config
+
+    def collect(self, timeout: float) -> list[tuple[dict, dict]]:
+        if self.pool is None:
+            config = self.queue.pop(0)
+            return [(config, run_cell(config))]
+        finished, _ = wait(self.pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        return [(self.pending.pop(fut), fut.result()) for fut in finished]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskRunner:
+    """Cells on a Dask distributed cluster (up to twice its worker threads claimed at a time)."""
+
+    def __init__(self, scheduler: str):
         try:
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    record(pending.pop(fut), fut.result())
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+            from distributed import Client
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise InputError("--scheduler needs the 'distributed' package") from None
+        try:
+            self.client = Client(scheduler, timeout=20)
+        except (OSError, ValueError, TypeError) as err:  # unreachable, or not an address distributed can parse
+            raise InputError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
+        self.limit = 2 * max(1, sum(self.client.nthreads().values()))
+        self.pending: dict = {}
 
+    def has_room(self) -> bool:
+        return len(self.pending) < self.limit
 
-def _run_dask(todo: list[dict], scheduler: str, record) -> None:
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise InputError("--scheduler needs the 'distributed' package") from None
-    try:
-        client = Client(scheduler, timeout=20)
-    except OSError as err:
-        raise InputError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
-    try:
-        futures = {client.submit(run_cell, c, pure=False): c for c in todo}
-        for fut in as_completed(futures):
-            record(futures[fut], fut.result())
-    finally:
-        client.close()
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def submit(self, config: dict) -> None:
+        self.pending[self.client.submit(run_cell, config, pure=False)] = config
+
+    def collect(self, timeout: float) -> list[tuple[dict, dict]]:
+        from distributed import wait as dask_wait
+
+        try:
+            finished, _ = dask_wait(list(self.pending), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # distributed's way of saying "none finished yet": the caller renews and asks again
+            return []
+        return [(self.pending.pop(fut), fut.result()) for fut in finished]
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def grid_table(results: list[dict], x: str) -> tuple[list, list, list[list[float]]]:
     """(x values, depths, accuracy[depth][x]) averaged over seeds; NaN-free: missing cells are None."""
+    missing = [r["key"][:12] for r in results if x not in r["config"]]
+    if missing:
+        raise InputError(f"store: cell {missing[0]} has no {x!r} in its configuration (the sweep's x axis)")
     xs = sorted({r["config"][x] for r in results}, key=_sort_key)
     depths = sorted({r["config"]["depth"] for r in results})
     cells: dict[tuple, list[float]] = {}

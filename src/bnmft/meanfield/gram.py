@@ -33,6 +33,7 @@ from scipy.special import gammaln
 
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_real_array
 from .closed_forms import kernel as arc_cosine
 
 METHODS = ("auto", "laplace", "sphere", "monte_carlo")
@@ -53,10 +54,7 @@ class GramMapValue:
 
 def check_gram(gram, name: str = "gram", min_size: int = 4) -> np.ndarray:
     """Validate a Gram (covariance) matrix: square, finite, symmetric and positive semi-definite."""
-    try:
-        g = np.asarray(gram, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a numeric square matrix") from None
+    g = check_real_array(gram, name)
     if g.ndim != 2 or g.shape[0] != g.shape[1]:
         raise InputError(f"{name} must be a square B x B matrix, got shape {g.shape}")
     if g.shape[0] < min_size:
@@ -261,8 +259,8 @@ def gram_map(
             raise InputError(f"method='sphere' is available for B <= {SPHERE_MAX_BATCH}, got B = {b}")
         _centred_spectrum(sigma)
         return GramMapValue(_sphere(phi, sigma), np.zeros((b, b)), "sphere")
-    if samples < 2:
-        raise InputError(f"samples must be >= 2, got {samples}")
+    if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 2:
+        raise InputError(f"samples must be an integer >= 2, got {samples!r}")
     _centred_spectrum(sigma)
     rng = np.random.default_rng(0) if rng is None else rng
     mean, se = _monte_carlo(phi, sigma, int(samples), rng)

@@ -28,9 +28,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_real_array, check_seed
 from .api import theory
 from .gram import batch_norm_rows, centring, check_gram, gram_map
 from .result import TheoryResult
+
+#: limits of one propagation (each layer is one Gram map; Monte Carlo costs samples x B^2 per layer)
+MAX_DEPTH = 10_000
+MAX_SAMPLES = 10**8
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,9 @@ class Propagation:
 
 def gram_of_batch(batch, name: str = "inputs") -> np.ndarray:
     """``X X^T / d`` for a data batch X of shape (B, d), B >= 4 (rows are examples)."""
-    try:
-        x = np.asarray(batch, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a numeric array of shape (batch_size, features)") from None
+    x = check_real_array(batch, name)
+    if x.ndim == 0 or x.size == 0:
+        raise InputError(f"{name} must be an array of shape (batch_size, features), got shape {x.shape}")
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -167,11 +171,12 @@ def propagate(
     Args:
         phi, gamma, beta, derivative, kinks, params: the nonlinearity, as in :func:`bnmft.theory`.
         inputs: a data batch (B, d) (rows are examples), or a B x B Gram matrix if ``gram=True``.
-        depth: number of layers, >= 1.
+        depth: number of layers, 1 ... MAX_DEPTH (10000).
         inputs2: a second batch (same kind as ``inputs``, same number of features) for the cross-batch
             correlation.
         method: Gram-map method (``"auto"``, ``"laplace"``, ``"sphere"``, ``"monte_carlo"``).
-        samples, seed: Monte Carlo size per layer and seed (same seed, same numbers).
+        samples, seed: Monte Carlo size per layer (2 ... MAX_SAMPLES = 1e8) and seed (an integer in [0, 2^63);
+            same seed, same numbers).
         progress: called with the layer index after each layer.
 
     Returns:
@@ -180,8 +185,11 @@ def propagate(
     Raises:
         InputError: non-symmetric or non-PSD Gram, wrong shapes, depth < 1, fewer than 4 examples.
     """
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
-        raise InputError(f"depth must be an integer >= 1, got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 1 <= depth <= MAX_DEPTH:
+        raise InputError(f"depth must be an integer in [1, {MAX_DEPTH}], got {str(depth)[:30]}")
+    check_seed(seed)
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 2 <= samples <= MAX_SAMPLES:
+        raise InputError(f"samples must be an integer in [2, {MAX_SAMPLES:.0e}], got {str(samples)[:30]}")
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     rng = np.random.default_rng(seed)
     if inputs2 is None:

@@ -35,7 +35,7 @@ from .._io import write_csv
 from ..errors import InputError
 from ..meanfield import theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
-from ..options import check_bn_options, check_int
+from ..options import check_bn_options, check_int, check_memory, check_seed
 from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
 
@@ -43,6 +43,9 @@ DEVICES = ("cpu", "cuda")
 #: cap on networks x rows x width x depth per chunk (activations kept for backprop: ~16 bytes each in float32)
 MAX_ELEMENTS = 150_000_000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: dtype -> (smallest sigma_w, largest sigma_w, largest eps) whose squared activations stay representable (and far
+#: above the 1e-30 that stands for eps = 0 in the fused kernel)
+SCALE_LIMITS = {"float32": (1e-10, 1e15, 1e30), "float64": (1e-100, 1e100, 1e250)}
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,22 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
     if net.ghost_size is not None:
         check_int("ghost_size", net.ghost_size, 2)
     check_bn_options(eps=net.eps, sigma_w=net.sigma_w, gamma=config.gamma, beta=config.beta)
+    if config.gamma == 0:
+        raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant and passes nothing")
+    check_seed(config.seed)
+    if config.dtype in DTYPES:
+        low, high, eps_max = SCALE_LIMITS[config.dtype]
+        if not low <= net.sigma_w <= high or net.eps > eps_max:
+            raise InputError(
+                f"sigma_w must be in [{low:g}, {high:g}] and eps <= {eps_max:g} with dtype={config.dtype} (the "
+                f"pre-activations' variance ~ sigma_w^2 and var + eps must be representable), got sigma_w = "
+                f"{net.sigma_w:g}, eps = {net.eps:g}; only kappa = eps / sigma_w^2 matters to the theory"
+            )
+        bytes_per = 4 if config.dtype == "float32" else 8
+        rows = sum(2 * b if config.two_batches else b for b in batch_sizes)
+        # one network at a time at least: its largest weight matrix, and the activations kept for backprop
+        one = bytes_per * (net.width * max(net.width, rows) + 4 * rows * net.width * net.depth)
+        check_memory(one, f"one network (width {net.width}, depth {net.depth}, {rows} rows)", "width")
     if net.init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {net.init!r}")
     if net.placement not in PLACEMENTS:
@@ -268,7 +287,14 @@ def simulate(
     for i, b in enumerate(batch_sizes):
         run = _concat([part[i] for part in parts])
         runs[b] = run
-        summaries.append(_summarise(config, base, b, run, start, stop))
+        summary = _summarise(config, base, b, run, start, stop)
+        measured = (summary.lambda_G_mean, summary.c_star_mean, summary.q_star_mean)
+        if not all(math.isfinite(v) for v in measured):
+            raise InputError(
+                f"the simulation at batch_size={b} produced non-finite values (lambda_G = {measured[0]}): the "
+                f"activations overflowed in {config.dtype}; use dtype='float64' or settings closer to 1"
+            )
+        summaries.append(summary)
     return SimulationResult(config, summaries, runs)
 
 
