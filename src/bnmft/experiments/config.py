@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
 from ..nonlinearity import get_nonlinearity
-from ..options import check_bn_options, check_int
+from ..options import check_bn_options, check_int, check_memory, check_real, check_seed
 from .data import DATASETS
 
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -54,8 +54,17 @@ class TrainConfig:
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
-    """Reject impossible values, naming the key."""
-
+    """Reject impossible values (and values of the wrong type), naming the key."""
+    for name in ("dataset", "phi", "optimizer"):
+        if not isinstance(getattr(cfg, name), str):
+            raise InputError(f"{name} must be a string, got {getattr(cfg, name)!r}")
+    if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
+        raise InputError(f"data_dir must be a path (a string), got {cfg.data_dir!r}")
+    if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, str | int | float):
+        raise InputError(f"lr must be a number, 'paper' or '<factor>*B', got {cfg.lr!r}")
+    if cfg.alpha is not None:
+        check_real("alpha", cfg.alpha)
+    check_seed(cfg.seed)
     for name in ("depth", "width", "epochs"):
         check_int(name, getattr(cfg, name))
     check_int("batch_size", cfg.batch_size, 2)
@@ -70,11 +79,14 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
     try:
         lr = cfg.learning_rate()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InputError(f"lr must be a number, 'paper' or '<factor>*B', got {cfg.lr!r}") from None
     if not (math.isfinite(lr) and lr > 0):
         raise InputError(f"lr must be positive and finite, got {cfg.lr!r}")
     check_bn_options(eps=cfg.eps, sigma_w=cfg.sigma_w, gamma=cfg.gamma, beta=cfg.beta)
+    # the largest allocation: the weights, their gradients and optimiser state, and a batch's activations
+    params = cfg.depth * cfg.width * cfg.width
+    check_memory(4.0 * (4 * params + 8 * cfg.batch_size * cfg.width * cfg.depth), "one training run", "width")
     get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
     return cfg
 

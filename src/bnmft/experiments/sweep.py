@@ -118,6 +118,8 @@ def _read_toml(source: str | Path) -> dict:
             raise InputError(
                 f"config: cannot read {source!r} ({err.strerror}); give a TOML file or one of {PRESETS}"
             ) from None
+        except UnicodeDecodeError:
+            raise InputError(f"config: {source!r} is not a text file (a sweep is TOML text)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -280,7 +282,8 @@ def run_sweep(
     counts = {"ran": 0, "by_others": 0}
 
     def record(config: dict, result: dict) -> None:
-        counts["ran"] += store.add(sweep.name, cell_key(config), config, result, owner=owner)
+        counts["ran"] += 1  # trained here; the store keeps the first result of a cell, so nothing is duplicated
+        store.add(sweep.name, cell_key(config), config, result, owner=owner)
         bar.update(1)
         if on_result is not None:
             on_result(result)
