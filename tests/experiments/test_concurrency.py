@@ -71,7 +71,7 @@ def test_a_killed_coordinator_leaves_no_process_and_its_cells_are_taken_over(tmp
     proc.wait()
     before = rows(db)
     assert 2 <= len(before) < 24, "the kill must land mid-sweep"
-    gone, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"orphans left behind: {[p.pid for p in alive]}"
     # the dead coordinator's claims are taken over at once (its pid is gone), the rest resumes
     assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0

@@ -269,6 +269,9 @@ def run_sweep(
     cells = sweep.cells()
     done = store.done_keys()
     todo = [c for c in cells if cell_key(c) not in done]
+    if not todo:
+        return {"cells": len(cells), "skipped": len(cells), "ran": 0, "by_others": 0}
+    runner = _DaskRunner(scheduler) if scheduler else _LocalRunner(workers, len(todo))  # connect before any output
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -290,13 +293,9 @@ def run_sweep(
 
     heartbeat = _Heartbeat(store.path, owner, lease)
     try:
-        if todo:
-            runner = _DaskRunner(scheduler) if scheduler else _LocalRunner(workers, len(todo))
-            try:
-                _schedule(todo, store, owner, lease, runner, record, bar, counts)
-            finally:
-                runner.close()
+        _schedule(todo, store, owner, lease, runner, record, bar, counts)
     finally:
+        runner.close()
         heartbeat.close()
         store.release(owner)
         bar.close()

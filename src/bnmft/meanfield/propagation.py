@@ -199,13 +199,13 @@ def propagate(
     else:
         if gram:
             raise InputError("inputs2 needs data batches (gram=False): the cross block is not given by two Grams")
-        x1, x2 = (np.asarray(a, dtype=float) for a in (inputs, inputs2))
+        start = gram_of_batch(inputs)  # validates both batches first
+        gram_of_batch(inputs2, "inputs2")
+        x1, x2 = check_real_array(inputs, "inputs"), check_real_array(inputs2, "inputs2")
         x1 = x1.reshape(x1.shape[0], -1) if x1.ndim > 1 else x1[:, None]
         x2 = x2.reshape(x2.shape[0], -1) if x2.ndim > 1 else x2[:, None]
         if x1.shape[1] != x2.shape[1]:
             raise InputError(f"inputs and inputs2 must have the same number of features, got {x1.shape} and {x2.shape}")
-        start = gram_of_batch(x1)
-        gram_of_batch(x2, "inputs2")
         b1 = len(start)
         both = np.concatenate([x1, x2])
         joint = both @ both.T / both.shape[1]

@@ -1,0 +1,213 @@
+"""Hostile input on every subcommand: each bad value ends with exit status 2 and one line on stderr naming the
+argument - never a traceback, never another exception, never a wrong answer with status 0.
+
+A table of value classes per argument (non-numbers, NaN/inf, negative, zero, huge, huge integers, unwritable or
+wrong-kind paths, corrupt files of each kind the commands read), crossed with the subcommands' arguments.
+"""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from bnmft.cli import main
+from bnmft.experiments.store import Store
+
+HUGE_INT = "9" * 40
+NOT_NUMBERS = ["abc", "", "1,5", "0x", "nan", "inf", "-inf", "1e400"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    np.save(d / "batch.npy", np.random.default_rng(0).standard_normal((8, 12)))
+    np.save(d / "other.npy", np.random.default_rng(1).standard_normal((8, 5)))
+    np.save(d / "empty.npy", np.zeros((0,)))
+    np.save(d / "zerod.npy", np.array(1.0))
+    np.save(d / "complex.npy", np.ones((8, 4)) + 1j)
+    np.save(d / "rows3.npy", np.ones((3, 4)))
+    np.save(d / "nanbatch.npy", np.full((8, 4), np.nan))
+    np.save(d / "objects.npy", np.array([{"a": 1}] * 8, dtype=object), allow_pickle=True)
+    (d / "text.npy").write_text("not an array")
+    (d / "text.db").write_text("not a database")
+    (d / "binary.toml").write_bytes(bytes(range(256)))
+    (d / "invalid.toml").write_text("name = [unclosed\n")
+    (d / "afile").write_text("x")
+    (d / "adir").mkdir()
+    other = sqlite3.connect(d / "other.db")
+    other.execute("CREATE TABLE cells (id INTEGER, stuff TEXT)")
+    other.commit()
+    other.close()
+    for name, config, result in (
+        ("corrupt.db", "{not json", '{"test_accuracy": 0.5}'),
+        ("nokeys.db", '{"batch_size": 8}', '{"test_accuracy": 0.5}'),
+        ("noacc.db", '{"depth": 2, "batch_size": 8}', '{"diverged": false}'),
+    ):
+        store = Store(d / name)
+        store.register_sweep("s", {"name": "s", "x": "batch_size", "base": {}, "grid": {}, "seeds": [0]})
+        store.db.execute("INSERT INTO cells VALUES ('k1', 's', ?, ?, 0.5, 0, 0.0)", (config, result))
+        store.close()
+    store = Store(d / "corruptspec.db")
+    store.db.execute("INSERT INTO sweeps VALUES ('s', '{bad', 0.0)")
+    store.close()
+    return d
+
+
+def _cases():
+    theory = ["theory", "--phi", "relu", "-B", "8"]
+    prop = ["propagate", "--phi", "relu", "--input", "{d}/batch.npy", "--depth", "1"]
+    sym = ["symmetry", "-B", "8"]
+    sim = ["simulate", "--phi", "relu", "-B", "8", "-N", "8", "-L", "10", "-K", "2"]
+    sweep = ["sweep", "tiny", "--store", "{d}/new.db", "--workers", "1"]
+    heat = ["heatmap", "--store", "{d}/nokeys.db", "--out", "{d}/h.png"]
+    cases = []
+
+    def add(base, option, values, replace=True):
+        for v in values:
+            argv = list(base)
+            if option in argv and replace:
+                argv[argv.index(option) + 1] = v
+            elif option is not None:
+                argv += [option, v]
+            else:
+                argv = [*argv, v]
+            cases.append(argv)
+
+    # theory
+    add(theory, "-B", [*(v for v in NOT_NUMBERS if v != "inf"), "3", "2", "0", "-5", "4.5", HUGE_INT, "1000000001"])
+    add(theory, "--gamma", [*NOT_NUMBERS, "0", "1e308", "1e200"])
+    add(theory, "--beta", NOT_NUMBERS)
+    add(theory, "--eps", [*NOT_NUMBERS, "-1", "-1e-300"])
+    add(theory, "--sigma-w", [*NOT_NUMBERS, "0", "-1"])
+    add(theory, "--method", ["magic", "closed-form"])
+    add(
+        theory,
+        "--phi",
+        [
+            "",
+            "tanhh",
+            "__import__('os')",
+            "z**",
+            "log(z)",
+            "abs(z)/z",
+            "sqrt(abs(z))",
+            "1" * 400 + "*z",
+            "z" + "+z" * 600,
+            "0*z+1",
+        ],
+    )
+    add(["theory", "--phi", "exp(z**2)", "-B"], None, ["inf"])
+    add(["theory", "--phi", "alpha_relu", "-B", "8"], "--alpha", [*NOT_NUMBERS, "-1", "0", "0.5", "1000"])
+    add(["theory", "--phi", "tanh", "-B", "8"], "--alpha", ["2"])  # a parameter tanh does not take
+    add(["theory", "--phi", "leaky_relu", "-B", "8"], "--slope", NOT_NUMBERS)
+    add(["theory", "--phi", "relu", "-B", "8", "--eps", "1"], "--sigma-w", ["1e-200"])
+    add(theory, "--plot", ["{d}/adir", "{d}/afile/x.png", "/dev/full", "/proc/no/such/dir/p.png"])
+    # propagate
+    add(
+        prop,
+        "--input",
+        [
+            "{d}/missing.npy",
+            "{d}/text.npy",
+            "{d}/empty.npy",
+            "{d}/zerod.npy",
+            "{d}/complex.npy",
+            "{d}/rows3.npy",
+            "{d}/nanbatch.npy",
+            "{d}/objects.npy",
+            "{d}/adir",
+        ],
+    )
+    add(prop, "--input2", ["{d}/other.npy", "{d}/missing.npy", "{d}/complex.npy"])
+    add(prop, "--depth", ["0", "-1", "abc", "1.5", "1000000000", HUGE_INT])
+    add(prop, "--samples", ["0", "1", "abc", "1000000000000", HUGE_INT])
+    add(prop, "--seed", ["-1", "abc", HUGE_INT])
+    add(prop, "--method", ["magic"])
+    add(["propagate", "--phi", "tanh", "--input", "{d}/batch.npy", "--depth", "1"], "--method", ["laplace", "sphere"])
+    add(prop, "--save", ["{d}/adir", "/dev/full", "{d}/afile/g.npz"])
+    add(prop, "--plot", ["{d}/adir", "/dev/full"])
+    add(prop, "--gram", [], replace=False)
+    cases.append([*prop, "--gram"])  # a 8 x 12 batch is not a Gram matrix
+    # symmetry
+    add(sym, "-B", ["3", "inf", "abc", HUGE_INT])
+    add(sym, "--alpha-max", [*NOT_NUMBERS, "1", "0", "100"])
+    add(sym, "--parameter", ["alpha"])  # without --phi
+    add([*sym, "--phi", "alpha_relu", "--parameter", "alpha", "--bracket"], None, ["3"])
+    cases.append([*sym, "--phi", "alpha_relu", "--parameter", "alpha", "--bracket", "3", "1"])
+    cases.append([*sym, "--phi", "alpha_relu", "--parameter", "alpha", "--bracket", "nan", "2"])
+    cases.append([*sym, "--phi", "alpha_relu", "--parameter", "alpha", "--bracket", "2", "3"])  # unstable at 2
+    cases.append([*sym, "--phi", "tanh", "--parameter", "nosuch", "--bracket", "1", "2"])
+    add(sym, "--plot", ["{d}/adir"])
+    # simulate
+    add(sim, "-B", ["1", "0", "abc", HUGE_INT])
+    add(sim, "-N", ["0", "-1", "abc", "10000000", HUGE_INT])
+    add(sim, "-L", ["0", "3", "abc"])
+    add(sim, "-K", ["0", "abc"])
+    add(sim, "--eps", [*NOT_NUMBERS, "-1", "1e308"])
+    add(sim, "--sigma-w", [*NOT_NUMBERS, "0", "1e300", "1e-200"])
+    add(sim, "--gamma", ["0", "nan", "abc"])
+    add(sim, "--ghost-size", ["3", "1", "0"])
+    add(sim, "--seed", ["-1", "abc", HUGE_INT])
+    add(sim, "--device", ["tpu", "cuda:7"])
+    add(sim, "--dtype", ["float16"])
+    add(sim, "--chunk", ["0", "abc"])
+    add(sim, "--init", ["uniform"])
+    add(sim, "--placement", ["middle"])
+    add(sim, "--phi", ["nosuch", "0*z+1"])
+    add(sim, "--out", ["{d}/afile"])
+    # sweep
+    add(["sweep"], None, ["{d}/missing.toml", "{d}/binary.toml", "{d}/invalid.toml", "{d}/adir", "nosuchpreset"])
+    add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])
+    add(sweep, "--workers", ["0", "-1", "abc"])
+    add(sweep, "--scheduler", ["nonsense://x", "tcp://::::"])
+    # heatmap
+    add(
+        heat,
+        "--store",
+        [
+            "{d}/missing.db",
+            "{d}/text.db",
+            "{d}/other.db",
+            "{d}/corrupt.db",
+            "{d}/nokeys.db",
+            "{d}/noacc.db",
+            "{d}/corruptspec.db",
+            "{d}/adir",
+        ],
+    )
+    add(["heatmap", "--store", "{d}/noacc.db", "--out"], None, ["{d}/adir", "{d}/afile/x.png"])
+    add(["heatmap", "--store", "{d}/noacc.db", "--out", "{d}/h.png"], "--sweep", ["nosuch"])
+    # reproduce, nonlinearities, the command itself
+    add(["reproduce"], "--out", ["{d}/afile"])
+    add(["reproduce"], "--preset", ["huge"])
+    cases += [["nonlinearities", "--jsn"], ["nosuchcommand"], []]
+    return cases
+
+
+CASES = _cases()
+
+
+def test_the_table_is_large():
+    assert len(CASES) > 200
+
+
+@pytest.mark.parametrize("argv", CASES, ids=lambda a: " ".join(a)[:80])
+def test_bad_input_exits_2_with_one_line(argv, files, capsys):
+    argv = [a.format(d=files) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse refuses by exiting
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit {code} for {argv}\nstdout: {out[-500:]}\nstderr: {err[-2000:]}"
+    assert err.count("\n") == 1 and err.startswith("bnmft"), f"not one line for {argv}:\n{err}"
+    assert "Traceback" not in err
+
+
+def test_json_output_of_bad_input_is_not_printed(files, capsys):
+    assert main(["theory", "--phi", "relu", "-B", "8", "--gamma", "1e308", "--json"]) == 2
+    out, _ = capsys.readouterr()
+    assert out == ""
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
