@@ -139,7 +139,9 @@ def theory(
             f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g}: the fixed point overflows double precision "
             f"(q* = {q:.3g}); use a smaller gamma or beta"
         )
-    if 1.0 - LAMBDA_ROUNDING <= lam < 1.0:  # lambda_G >= 1 for every phi (E[phi'^2] >= Var phi): rounding
+    if 1.0 - LAMBDA_ROUNDING <= lam < 1.0 or (math.isinf(b) and abs(lam - 1.0) <= LAMBDA_ROUNDING):
+        # lambda_G >= 1 for every phi (E[phi'^2] >= Var phi, equality for affine phi at B = inf): what the
+        # quadrature cannot tell from 1 is reported as 1 (no explosion), never as a rate below 1
         lam = 1.0
     elif lam < 1.0:
         raise InputError(
