@@ -87,7 +87,7 @@ def check_real_array(value: Any, name: str) -> np.ndarray:
     return array
 
 
-#: the largest seed (numpy and torch take seeds below 2^63)
+#: the largest seed (the random generators take seeds below 2^63)
 MAX_SEED = 2**63 - 1
 
 

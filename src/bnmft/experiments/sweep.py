@@ -176,12 +176,20 @@ def parse_sweep(raw: dict) -> Sweep:
 
 def run_cell(config: dict) -> dict:
     """Train one cell (runs in a worker process: one torch thread)."""
+    return run_cells([config])[0]
+
+
+def run_cells(configs: list[dict]) -> list[dict]:
+    """Train cells that share their shapes (:func:`bnmft.experiments.batched.group_cells`) together as one batched
+    model; a single cell trains alone. Runs in a worker process (one torch thread)."""
     import torch
 
+    from .batched import train_batched
     from .training import train
 
     torch.set_num_threads(1)
-    return train(TrainConfig(**config))
+    cfgs = [TrainConfig(**c) for c in configs]
+    return [train(cfgs[0])] if len(cfgs) == 1 else train_batched(cfgs)
 
 
 def _die_with_parent() -> None:
@@ -304,22 +312,31 @@ def run_sweep(
 
 
 def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar, counts) -> None:
-    """Claim and submit cells while the runner has room; collect results; wait for the cells other sweeps hold."""
-    waiting = list(todo)  # not yet claimed by this sweep
+    """Claim and submit groups of cells (one batched model each) while the runner has room; collect results; wait
+    for the cells other sweeps hold."""
+    from .batched import group_cells
+
+    waiting = group_cells(todo)  # not yet claimed by this sweep
     while waiting or runner.busy():
         still = []
-        for config in waiting:
+        for group in waiting:
             if not runner.has_room():
-                still.append(config)
+                still.append(group)
                 continue
-            state = store.claim(cell_key(config), owner, lease)
-            if state == "claimed":
-                runner.submit(config)
-            elif state == "done":  # another sweep finished it
-                counts["by_others"] += 1
-                bar.update(1)
-            else:
-                still.append(config)  # a live claim of another sweep: look again later
+            claimed, taken = [], []
+            for config in group:
+                state = store.claim(cell_key(config), owner, lease)
+                if state == "claimed":
+                    claimed.append(config)
+                elif state == "done":  # another sweep finished it
+                    counts["by_others"] += 1
+                    bar.update(1)
+                else:
+                    taken.append(config)  # a live claim of another sweep: look again later
+            if claimed:
+                runner.submit(claimed)
+            if taken:
+                still.append(taken)
         waiting = still
         if runner.busy():
             for config, result in runner.collect(timeout=min(lease / 4, 5.0)):
@@ -333,7 +350,7 @@ class _LocalRunner:
 
     def __init__(self, workers: int | None, cells: int):
         self.count = max(1, min(workers or multiprocessing.cpu_count(), cells))
-        self.queue: list[dict] = []
+        self.queue: list[list[dict]] = []
         self.pending: dict = {}
         self.pool: ProcessPoolExecutor | None = None
         if self.count > 1:
@@ -350,18 +367,18 @@ class _LocalRunner:
     def busy(self) -> bool:
         return bool(self.pending or self.queue)
 
-    def submit(self, config: dict) -> None:
+    def submit(self, configs: list[dict]) -> None:
         if self.pool is None:
-            self.queue.append(config)
+            self.queue.append(configs)
         else:
-            self.pending[self.pool.submit(run_cell, config)] = config
+            self.pending[self.pool.submit(run_cells, configs)] = configs
 
     def collect(self, timeout: float) -> list[tuple[dict, dict]]:
         if self.pool is None:
-            config = self.queue.pop(0)
-            return [(config, run_cell(config))]
+            configs = self.queue.pop(0)
+            return list(zip(configs, run_cells(configs), strict=True))
         finished, _ = wait(self.pending, timeout=timeout, return_when=FIRST_COMPLETED)
-        return [(self.pending.pop(fut), fut.result()) for fut in finished]
+        return [pair for fut in finished for pair in zip(self.pending.pop(fut), fut.result(), strict=True)]
 
     def close(self) -> None:
         if self.pool is not None:
@@ -389,8 +406,8 @@ class _DaskRunner:
     def busy(self) -> bool:
         return bool(self.pending)
 
-    def submit(self, config: dict) -> None:
-        self.pending[self.client.submit(run_cell, config, pure=False)] = config
+    def submit(self, configs: list[dict]) -> None:
+        self.pending[self.client.submit(run_cells, configs, pure=False)] = configs
 
     def collect(self, timeout: float) -> list[tuple[dict, dict]]:
         from distributed import wait as dask_wait
@@ -399,7 +416,7 @@ class _DaskRunner:
             finished, _ = dask_wait(list(self.pending), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:  # distributed's way of saying "none finished yet": the caller renews and asks again
             return []
-        return [(self.pending.pop(fut), fut.result()) for fut in finished]
+        return [pair for fut in finished for pair in zip(self.pending.pop(fut), fut.result(), strict=True)]
 
     def close(self) -> None:
         self.client.close()

@@ -94,7 +94,7 @@ def _evaluate(model: BNMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000)
     return loss / len(x), correct / len(x)
 
 
-def _subset(x, y, n, rng):
+def subset(x, y, n, rng):
     if n is None or n >= len(x):
         return x, y
     idx = rng.choice(len(x), size=n, replace=False)
@@ -118,8 +118,8 @@ def train(cfg: TrainConfig, data: Dataset | None = None) -> dict:
     start = time.perf_counter()
     data = data or cached_dataset(cfg.dataset, cfg.data_dir)
     rng = np.random.default_rng(cfg.seed)
-    xtr, ytr = _subset(data.x_train, data.y_train, cfg.train_subset, rng)
-    xte, yte = _subset(data.x_test, data.y_test, cfg.test_subset, rng)
+    xtr, ytr = subset(data.x_train, data.y_train, cfg.train_subset, rng)
+    xte, yte = subset(data.x_test, data.y_test, cfg.test_subset, rng)
     xtr, ytr, xte, yte = (torch.as_tensor(a) for a in (xtr, ytr, xte, yte))
     gen = torch.Generator().manual_seed(cfg.seed)
     model = BNMLP(cfg, data.features, data.classes, gen)

@@ -186,7 +186,7 @@ def propagate(
         InputError: non-symmetric or non-PSD Gram, wrong shapes, depth < 1, fewer than 4 examples.
     """
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or not 1 <= depth <= MAX_DEPTH:
-        raise InputError(f"depth must be an integer in [1, {MAX_DEPTH}], got {str(depth)[:30]}")
+        raise InputError(f"depth must be an integer >= 1 (and <= {MAX_DEPTH}), got {str(depth)[:30]}")
     check_seed(seed)
     if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 2 <= samples <= MAX_SAMPLES:
         raise InputError(f"samples must be an integer in [2, {MAX_SAMPLES:.0e}], got {str(samples)[:30]}")

@@ -74,9 +74,16 @@ def init_weights(k: int, fan_out: int, fan_in: int, spec: NetworkSpec, gen, devi
     return q[:, :fan_out, :fan_in] * (spec.sigma_w * math.sqrt(max(fan_out, fan_in) / fan_in))
 
 
-def batch_norm(h: torch.Tensor, group: int, eps: float, detach: bool) -> torch.Tensor:
-    """BN over groups of ``group`` consecutive examples: h (K, B, N), B divisible by group."""
+def batch_norm(h: torch.Tensor, group: int, eps: float | torch.Tensor, detach: bool) -> torch.Tensor:
+    """BN over groups of ``group`` consecutive examples: h (K, B, N), B divisible by group; ``eps`` a number, or a
+    tensor of shape (K,) (one eps per network: the batched training of an eps grid)."""
     k, b, n = h.shape
+    if isinstance(eps, torch.Tensor):
+        g = h.reshape(k, b // group, group, n)
+        var, mean = torch.var_mean(g, dim=2, unbiased=False, keepdim=True)
+        if detach:
+            mean, var = mean.detach(), var.detach()
+        return ((g - mean) * torch.rsqrt(var + eps.to(h.dtype).reshape(k, 1, 1, 1))).reshape(k, b, n)
     if not detach:
         # torch's fused batch norm (one pass forward and backward): examples first, every (network, group,
         # neuron) a channel

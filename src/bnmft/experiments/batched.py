@@ -1,0 +1,261 @@
+"""Batched training: cells that share their shapes train together as one stacked model.
+
+Cells of a sweep that agree on :data:`BATCH_KEYS` (data set, phi, depth, width, batch size, optimiser, epochs, data
+sizes) - e.g. the seeds, or the gammas, betas, eps, sigma_w, learning rates or ghost sizes of one depth - become
+one model whose weights are stacked along a leading axis of size K: every layer is one batched matrix product
+(``torch.bmm``), batch norm one (fused where the eps agree) call, the loss the sum of the K models' losses (their
+gradients never mix) and the optimiser an element-wise update with one learning rate per model.
+
+Each model draws its data subset, initial weights and data order from its own seed exactly as
+:func:`bnmft.experiments.training.train` does, so a batched cell gives the one-at-a-time numbers to float
+tolerance (tests/experiments/test_batched.py); only the order of floating-point sums in the matrix products
+differs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..nonlinearity import get_nonlinearity
+from ..simulate.network import NetworkSpec, batch_norm, init_weights
+from ..simulate.torch_phi import to_torch
+from .config import TrainConfig, check_config
+from .data import Dataset
+from .training import cached_dataset, subset
+
+#: the fields that cells trained together must share
+BATCH_KEYS = (
+    "dataset",
+    "data_dir",
+    "phi",
+    "alpha",
+    "depth",
+    "width",
+    "batch_size",
+    "optimizer",
+    "epochs",
+    "train_subset",
+    "test_subset",
+)
+#: at most this many cells in one batched model (memory grows linearly with it)
+MAX_MODELS = 16
+RMSPROP_ALPHA, RMSPROP_EPS = 0.99, 1e-8  # torch.optim.RMSprop's defaults, which train() uses
+
+
+def batch_key(config: dict) -> tuple:
+    """The fields a cell must share with the others of its batch."""
+    return tuple(config.get(k) for k in BATCH_KEYS)
+
+
+def group_cells(configs: Sequence[dict], max_models: int = MAX_MODELS) -> list[list[dict]]:
+    """Cells grouped by :func:`batch_key` (first-seen order), each group cut into pieces of at most
+    ``max_models``."""
+    groups: dict[tuple, list[dict]] = {}
+    for config in configs:
+        groups.setdefault(batch_key(config), []).append(config)
+    return [g[i : i + max_models] for g in groups.values() for i in range(0, len(g), max_models)]
+
+
+class _Stack:
+    """The K models' parameters and BN running statistics, stacked (float32, CPU)."""
+
+    def __init__(self, cfgs: Sequence[TrainConfig], features: int, classes: int, gens: list[torch.Generator]):
+        first = cfgs[0]
+        k, n, depth = len(cfgs), first.width, first.depth
+        per_model = []
+        for cfg, gen in zip(cfgs, gens, strict=True):  # the draws of BNMLP.__init__, in its order
+            spec = NetworkSpec(width=n, depth=depth, sigma_w=cfg.sigma_w)
+            layers = [
+                init_weights(1, n, features if i == 0 else n, spec, gen, "cpu", torch.float32)[0] for i in range(depth)
+            ]
+            readout = torch.empty(classes, n).normal_(0.0, 1.0 / math.sqrt(n), generator=gen)
+            per_model.append((layers, readout))
+        self.weights = [torch.stack([m[0][i] for m in per_model]).requires_grad_() for i in range(depth)]
+        self.gammas = [
+            torch.tensor([[c.gamma] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(depth)
+        ]
+        self.betas = [
+            torch.tensor([[c.beta] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(depth)
+        ]
+        self.readout = torch.stack([m[1] for m in per_model]).requires_grad_()
+        self.bias = torch.zeros(k, classes).requires_grad_()
+        self.running_mean = [torch.zeros(k, n) for _ in range(depth)]
+        self.running_var = [torch.ones(k, n) for _ in range(depth)]
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [*self.weights, *self.gammas, *self.betas, self.readout, self.bias]
+
+
+def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> list[dict]:
+    """Train cells that share :data:`BATCH_KEYS` as one stacked model; one result per cell, as
+    :func:`~bnmft.experiments.training.train` returns it (plus ``"batched": K``; ``seconds`` is the batch's wall
+    time divided by K)."""
+    cfgs = [check_config(c) for c in cfgs]
+    if not cfgs:
+        return []
+    if len({batch_key(asdict(c)) for c in cfgs}) > 1:
+        raise InputError(f"cells trained together must share {', '.join(BATCH_KEYS)}")
+    start = time.perf_counter()
+    first, k = cfgs[0], len(cfgs)
+    data = data or cached_dataset(first.dataset, first.data_dir)
+    xs_tr, ys_tr, xs_te, ys_te = [], [], [], []
+    for cfg in cfgs:  # the subsets of train(), from each cell's seed
+        rng = np.random.default_rng(cfg.seed)
+        a, b = subset(data.x_train, data.y_train, cfg.train_subset, rng)
+        c, d = subset(data.x_test, data.y_test, cfg.test_subset, rng)
+        xs_tr.append(a), ys_tr.append(b), xs_te.append(c), ys_te.append(d)
+    xtr, ytr = torch.as_tensor(np.stack(xs_tr)), torch.as_tensor(np.stack(ys_tr))
+    xte, yte = torch.as_tensor(np.stack(xs_te)), torch.as_tensor(np.stack(ys_te))
+    gens = [torch.Generator().manual_seed(cfg.seed) for cfg in cfgs]
+    model = _Stack(cfgs, data.features, data.classes, gens)
+    phi = to_torch(get_nonlinearity(first.phi, **({"alpha": first.alpha} if first.alpha is not None else {})))
+    eps_values = [float(c.eps) for c in cfgs]
+    eps: float | torch.Tensor = eps_values[0] if len(set(eps_values)) == 1 else torch.tensor(eps_values)
+    eps_column = torch.tensor(eps_values, dtype=torch.float32)[:, None, None]
+    groups: dict[int, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        g = cfg.ghost_size if cfg.ghost_size and first.batch_size % cfg.ghost_size == 0 else first.batch_size
+        groups.setdefault(g, []).append(i)
+    lrs = torch.tensor([c.learning_rate() for c in cfgs], dtype=torch.float32)
+    rows = torch.arange(k)[:, None]
+
+    def normalise(h: torch.Tensor, layer: int) -> torch.Tensor:
+        """BN in training mode per model (its ghost groups), updating the running statistics."""
+        if len(groups) == 1:
+            ((g, _),) = groups.items()
+            y = batch_norm(h, g, eps, detach=False)
+            parts = [(slice(None), g)]
+        else:
+            y = torch.empty_like(h)
+            parts = [(torch.tensor(idx), g) for g, idx in groups.items()]
+            for idx, g in parts:
+                y[idx] = batch_norm(h[idx], g, eps if isinstance(eps, float) else eps[idx], detach=False)
+        with torch.no_grad():
+            for idx, g in parts:
+                sub = h[idx]
+                var, mean = torch.var_mean(sub.reshape(sub.shape[0], -1, g, sub.shape[2]), dim=2, unbiased=False)
+                model.running_mean[layer][idx] = 0.9 * model.running_mean[layer][idx] + 0.1 * mean.mean(dim=1)
+                model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var.mean(dim=1)
+        return y
+
+    def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
+        for layer, w in enumerate(model.weights):
+            h = torch.bmm(x, w.transpose(1, 2))
+            if training:
+                y = normalise(h, layer)
+            else:
+                y = (h - model.running_mean[layer][:, None, :]) / torch.sqrt(
+                    model.running_var[layer][:, None, :] + eps_column
+                )
+            x = phi(model.gammas[layer][:, None, :] * y + model.betas[layer][:, None, :])
+        return torch.bmm(x, model.readout.transpose(1, 2)) + model.bias[:, None, :]
+
+    params = model.parameters()
+    square_avg = [torch.zeros_like(p) for p in params]
+    diverged = [False] * k
+    history: list[list[dict]] = [[] for _ in range(k)]
+    steps = [0] * k
+    b, n_train, classes = first.batch_size, xtr.shape[1], data.classes
+    for epoch in range(first.epochs):
+        orders = torch.stack([torch.randperm(n_train, generator=gen) for gen in gens])
+        total, correct = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.int64)
+        count = [0] * k
+        for i in range(0, n_train - b + 1, b):
+            active = [j for j in range(k) if not diverged[j]]
+            if not active:
+                break
+            idx = orders[:, i : i + b]
+            logits = forward(xtr[rows, idx], training=True)
+            labels = ytr[rows, idx]
+            losses = F.cross_entropy(logits.reshape(-1, classes), labels.reshape(-1), reduction="none")
+            losses = losses.reshape(k, b).mean(dim=1)
+            finite = torch.isfinite(losses)
+            for j in active:
+                if not bool(finite[j]):
+                    diverged[j] = True  # as train(): the run ends here, recorded as diverged
+            active = [j for j in active if not diverged[j]]
+            for p in params:
+                p.grad = None
+            if active:
+                losses[active].sum().backward()
+            mask = torch.zeros(k, dtype=torch.float32)
+            mask[active] = 1.0
+            _step(params, square_avg, lrs * mask, first.optimizer)
+            with torch.no_grad():
+                hits = (logits.argmax(dim=2) == labels).sum(dim=1)
+            for j in active:
+                total[j] += float(losses[j].detach()) * b
+                correct[j] += int(hits[j])
+                count[j] += b
+                steps[j] += 1
+        with torch.no_grad():
+            for j in range(k):
+                if not diverged[j] and not all(bool(torch.isfinite(p[j]).all()) for p in params):
+                    diverged[j] = True
+            test_loss, test_correct = _evaluate(forward, xte, yte, classes)
+        for j in range(k):
+            if diverged[j]:
+                continue
+            finite_loss = math.isfinite(test_loss[j])
+            history[j].append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": float(total[j]) / max(count[j], 1),
+                    "train_accuracy": int(correct[j]) / max(count[j], 1),
+                    "test_loss": test_loss[j],
+                    "test_accuracy": test_correct[j] if finite_loss else 1.0 / classes,
+                }
+            )
+    seconds = (time.perf_counter() - start) / k
+    chance = 1.0 / classes
+    return [
+        {
+            "config": cfg.to_dict(),
+            "history": history[j],
+            "diverged": diverged[j],
+            "test_accuracy": history[j][-1]["test_accuracy"] if history[j] and not diverged[j] else chance,
+            "steps": steps[j],
+            "seconds": seconds,
+            "learning_rate": cfg.learning_rate(),
+            "batched": k,
+        }
+        for j, cfg in enumerate(cfgs)
+    ]
+
+
+def _step(params: list[torch.Tensor], square_avg: list[torch.Tensor], lrs: torch.Tensor, optimizer: str) -> None:
+    """One SGD or RMSprop step (torch's update rules and defaults) with one learning rate per model."""
+    with torch.no_grad():
+        for p, avg in zip(params, square_avg, strict=True):
+            if p.grad is None:
+                continue
+            lr = lrs.reshape(-1, *([1] * (p.dim() - 1)))
+            if optimizer == "sgd":
+                p.sub_(lr * p.grad)
+            else:
+                avg.mul_(RMSPROP_ALPHA).addcmul_(p.grad, p.grad, value=1 - RMSPROP_ALPHA)
+                p.sub_(lr * p.grad / (avg.sqrt() + RMSPROP_EPS))
+
+
+def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk: int = 2000):
+    """Test loss and accuracy per model (BN running statistics), in chunks of examples."""
+    k, n = yte.shape
+    loss, correct = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.int64)
+    for i in range(0, n, chunk):
+        out = forward(xte[:, i : i + chunk], training=False)
+        y = yte[:, i : i + chunk]
+        ce = F.cross_entropy(out.reshape(-1, classes), y.reshape(-1), reduction="none").reshape(k, -1)
+        loss += ce.sum(dim=1).double()
+        correct += (out.argmax(dim=2) == y).sum(dim=1)
+    return [float(v) / n for v in loss], [int(c) / n for c in correct]
+
+
+__all__ = ["BATCH_KEYS", "MAX_MODELS", "batch_key", "group_cells", "train_batched"]
