@@ -239,10 +239,10 @@ def _step(params: list[torch.Tensor], square_avg: list[torch.Tensor], lrs: torch
                 continue
             lr = lrs.reshape(-1, *([1] * (p.dim() - 1)))
             if optimizer == "sgd":
-                p.sub_(lr * p.grad)
+                p.addcmul_(lr, p.grad, value=-1.0)  # p -= lr * grad in one pass
             else:
                 avg.mul_(RMSPROP_ALPHA).addcmul_(p.grad, p.grad, value=1 - RMSPROP_ALPHA)
-                p.sub_(lr * p.grad / (avg.sqrt() + RMSPROP_EPS))
+                p.addcdiv_(lr * p.grad, avg.sqrt().add_(RMSPROP_EPS), value=-1.0)
 
 
 def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk: int = 2000):
