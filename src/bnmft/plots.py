@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InputError
 from .meanfield import TheoryResult, theory, theory_table
 
 
@@ -254,35 +252,11 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
     return save_figure(fig, path)
 
 
-def theory_depth_for(config: dict, x: str, value) -> float | None:
-    """The theory's maximum trainable depth for a training cell (``x`` set to ``value``): 16 / ln of the larger of
-    lambda_G and lambda_W at the cell's eps and sigma_w (theory.md sections 4 and 4b; at eps -> 0 this is the
-    paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4."""
-    cfg = dict(config, **{x: value})
-    b = cfg.get("ghost_size") or cfg["batch_size"]
-    if b < 4:
-        return None
-    params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
-    try:
-        r = theory(
-            cfg["phi"],
-            b,
-            gamma=cfg.get("gamma", 1.0),
-            beta=cfg.get("beta", 0.0),
-            eps=cfg.get("eps", 0.0),
-            sigma_w=cfg.get("sigma_w", 1.0),
-            **params,
-        )
-    except InputError as err:  # no theory for this cell (e.g. a constant phi): the heatmap says so, no line
-        warnings.warn(f"no theory depth for {x} = {value!r}: {err}", stacklevel=2)
-        return None
-    return r.max_trainable_depth
-
-
 def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | None = None) -> Path:
     """Test accuracy over (x, depth) with the theory's maximum trainable depth 16 / ln lambda_G (white)."""
     import numpy as np
 
+    from .experiments.agreement import theory_depth_for
     from .experiments.sweep import grid_table
 
     plt = _pyplot()

@@ -341,8 +341,8 @@ def _eps_report() -> list[str]:
 
 
 def _training_report(sims: dict) -> list[str]:
+    from .experiments.agreement import median_ratio, theory_depth_for, trainable_depths
     from .experiments.sweep import grid_table
-    from .plots import theory_depth_for
 
     lines = [
         "## Trainability (paper Figs 3 and 4)",
@@ -368,6 +368,25 @@ def _training_report(sims: dict) -> list[str]:
             lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in row) + " |")
         lines.append("| 16/ln lambda_G | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
         lines += ["", f"![{name}]({made['path']})", ""]
+        rows = trainable_depths(made["results"], sweep.x)
+        med = median_ratio(rows)
+        lines += [
+            f"Measured against predicted maximum trainable depth (`{name}`): per column the deepest depth whose test "
+            "accuracy is above halfway between chance (0.1) and the shallowest network's accuracy.",
+            "",
+            f"| {sweep.x} | threshold | measured depth | theory depth | ratio |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            cells = [
+                str(r["x"]),
+                "-" if r["threshold"] is None else f"{r['threshold']:.2f}",
+                "-" if r["measured_depth"] is None else str(r["measured_depth"]),
+                "-" if r["theory_depth"] is None else f"{r['theory_depth']:.1f}",
+                "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Median ratio measured / theory: {'-' if med is None else f'{med:.2f}'}.", ""]
     return lines
 
 

@@ -167,7 +167,7 @@ def test_cli_errors(argv, message, tmp_path, capsys):
 
 def test_heatmap_theory_line_uses_the_eps_theory():
     from bnmft import theory
-    from bnmft.plots import theory_depth_for
+    from bnmft.experiments.agreement import theory_depth_for
 
     cfg = TrainConfig(phi="tanh", batch_size=16, eps=1e-3).to_dict()
     assert theory_depth_for(cfg, "eps", 1e-3) == pytest.approx(theory("tanh", 16, eps=1e-3).max_trainable_depth)

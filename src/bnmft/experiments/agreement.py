@@ -1,0 +1,90 @@
+"""A measured agreement, not only a picture: per heatmap column, the deepest network that still trains against the
+theory's maximum trainable depth (theory.md sections 4 and 6).
+
+Torch-free (reads stored results). The measured maximum trainable depth of a column is the deepest depth whose test
+accuracy is above a threshold halfway between chance and the shallowest network's accuracy in that column (the
+paper's heatmaps show a sharp edge: where it sits hardly depends on the exact level); a column whose shallowest
+network is less than MIN_GAIN above chance has no measured depth. The theory's depth is
+``16 / ln max(lambda_G, lambda_W)`` at the column's settings (batch size or ghost size, gamma, beta, eps, sigma_w).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+
+from ..errors import InputError
+from ..meanfield import theory
+from .sweep import grid_table
+
+#: the fraction of the way from chance to the shallowest accuracy that counts as "trains"
+THRESHOLD_FRACTION = 0.5
+#: a column whose shallowest network is not this much above chance does not train at all (no measured depth)
+MIN_GAIN = 0.1
+
+
+def theory_depth_for(config: dict, x: str, value) -> float | None:
+    """The theory's maximum trainable depth for a training cell (``x`` set to ``value``): 16 / ln of the larger of
+    lambda_G and lambda_W at the cell's eps and sigma_w (theory.md sections 4 and 4b; at eps -> 0 this is the
+    paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4."""
+    cfg = dict(config, **{x: value})
+    b = cfg.get("ghost_size") or cfg["batch_size"]
+    if b < 4:
+        return None
+    params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
+    try:
+        r = theory(
+            cfg["phi"],
+            b,
+            gamma=cfg.get("gamma", 1.0),
+            beta=cfg.get("beta", 0.0),
+            eps=cfg.get("eps", 0.0),
+            sigma_w=cfg.get("sigma_w", 1.0),
+            **params,
+        )
+    except InputError as err:  # no theory for this cell (e.g. a constant phi): the heatmap says so, no line
+        warnings.warn(f"no theory depth for {x} = {value!r}: {err}", stacklevel=2)
+        return None
+    return r.max_trainable_depth
+
+
+def trainable_depths(results: list[dict], x: str, *, chance: float = 0.1) -> list[dict]:
+    """One row per column of a sweep's heatmap.
+
+    Args:
+        results: stored cells (``Store.results``).
+        x: the heatmap's horizontal axis.
+        chance: the accuracy of guessing (0.1 for the ten-class data sets).
+
+    Returns:
+        Rows ``{x, threshold, measured_depth, theory_depth, ratio}``: ``measured_depth`` is None when even the
+        shallowest network does not clear the threshold, ``ratio = measured / theory`` where both are finite.
+    """
+    xs, depths, table = grid_table(results, x)
+    base = results[0]["config"]
+    rows = []
+    for j, value in enumerate(xs):
+        column = [(d, row[j]) for d, row in zip(depths, table, strict=True) if row[j] is not None]
+        shallow = column[0][1] if column else None
+        threshold = None if shallow is None else chance + THRESHOLD_FRACTION * (shallow - chance)
+        learns = shallow is not None and shallow >= chance + MIN_GAIN
+        trained = [d for d, acc in column if learns and threshold is not None and acc > threshold]
+        measured = max(trained) if trained else None
+        predicted = theory_depth_for(base, x, value)
+        ratio = None
+        if measured is not None and predicted is not None and math.isfinite(predicted) and predicted > 0:
+            ratio = measured / predicted
+        rows.append(
+            {"x": value, "threshold": threshold, "measured_depth": measured, "theory_depth": predicted, "ratio": ratio}
+        )
+    return rows
+
+
+def median_ratio(rows: list[dict]) -> float | None:
+    """The median of the finite measured/theory ratios of a table (None if there is none)."""
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    return statistics.median(ratios) if ratios else None
+
+
+__all__ = ["MIN_GAIN", "THRESHOLD_FRACTION", "median_ratio", "theory_depth_for", "trainable_depths"]
