@@ -161,6 +161,7 @@ def _cases():
     add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])
     add(sweep, "--workers", ["0", "-1", "abc"])
     add(sweep, "--scheduler", ["nonsense://x", "tcp://::::"])
+    add(sweep, "--device", ["tpu", "cuda", "cuda:9"])
     # heatmap
     add(
         heat,
@@ -181,6 +182,8 @@ def _cases():
     # reproduce, nonlinearities, the command itself
     add(["reproduce"], "--out", ["{d}/afile"])
     add(["reproduce"], "--preset", ["huge"])
+    add(["reproduce", "--out", "{d}/r"], "--device", ["tpu", "cuda"])
+    add(["reproduce", "--out", "{d}/r"], "--workers", ["0", "abc"])
     cases += [["nonlinearities", "--jsn"], ["nosuchcommand"], []]
     return cases
 

@@ -392,7 +392,14 @@ def cmd_sweep(args) -> int:
             summaries.append(
                 {
                     "sweep": sweep.name,
-                    **run_sweep(sweep, store, workers=args.workers, scheduler=args.scheduler, progress=not args.json),
+                    **run_sweep(
+                        sweep,
+                        store,
+                        workers=args.workers,
+                        scheduler=args.scheduler,
+                        progress=not args.json,
+                        device=args.device,
+                    ),
                 }
             )
     finally:
@@ -454,7 +461,14 @@ def cmd_nonlinearities(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
-    reproduce(args.out, quiet=args.json, preset=args.preset)
+    reproduce(
+        args.out,
+        quiet=args.json,
+        preset=args.preset,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        device=args.device,
+    )
     if args.json:
         print(json.dumps({"out": str(args.out)}))
     return 0
@@ -568,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, metavar="FILE", help="SQLite results file (created if needed)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: cells of one shape train batched on the GPU")
     p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
     p.set_defaults(func=cmd_sweep)
 
@@ -587,8 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("tiny", "quick", "paper"),
         default="quick",
-        help="sizes: tiny (smoke test), quick (about 6 minutes on 2 cores), paper (GPU or cluster)",
+        help="sizes: tiny (smoke test), quick (every figure, reduced: about 15 minutes on 2 cores), paper (the "
+        "paper's grids: hundreds of core-hours, for a GPU or a cluster)",
     )
+    p.add_argument("--workers", type=positive_int, help="local worker processes for the training sweeps")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the training sweeps on a Dask cluster")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the sweeps' batched models train on the GPU")
     p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
     p.set_defaults(func=cmd_reproduce)
     return parser

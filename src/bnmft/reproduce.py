@@ -80,14 +80,27 @@ PAPER_CLAIMS = {
 }
 
 
-def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") -> Path:
+def reproduce(
+    out: str | Path,
+    *,
+    quiet: bool = False,
+    preset: str = "quick",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    device: str = "cpu",
+) -> Path:
     """Run the main job into ``out`` (created if needed); returns the directory.
 
-    ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (about 6 minutes on 2 CPU cores: reduced
-    simulations and the reduced Fig 3a training sweep) or ``"paper"`` (the paper's sizes and grids: for a GPU or
-    a cluster). Training sweeps are stored in ``<out>/sweeps.db`` and resume where they stopped."""
+    ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (every figure of the paper, reduced to fit 2 CPU
+    cores in about 15 minutes) or ``"paper"`` (the paper's sizes and grids: for a GPU, ``device="cuda"``, or a Dask
+    cluster, ``scheduler=ADDRESS``). Training sweeps are stored in ``<out>/sweeps.db`` and finished simulations in
+    ``<out>/.cache``: an interrupted main job resumes where it stopped."""
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    if device != "cpu":  # before any work
+        from .experiments.batched import check_device
+
+        check_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -119,7 +132,7 @@ def reproduce(out: str | Path, *, quiet: bool = False, preset: str = "quick") ->
     stages["simulations (Figs 1, 2, 4)"] = time.perf_counter() - mark
     checks += _simulation_checks(sims)
     mark = time.perf_counter()
-    sims["training"] = _training(out, preset, quiet)
+    sims["training"] = _training(out, preset, quiet, workers=workers, scheduler=scheduler, device=device)
     stages["training sweeps (Figs 3, 5)"] = time.perf_counter() - mark
     text = _write_report(rows, checks, out, time.perf_counter() - start, symmetry, sims)
     write_html_report(text, out, _metadata(preset, stages, sims, time.perf_counter() - start))
@@ -233,7 +246,15 @@ def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
     return results
 
 
-def _training(out: Path, preset: str, quiet: bool) -> dict:
+def _training(
+    out: Path,
+    preset: str,
+    quiet: bool,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    device: str = "cpu",
+) -> dict:
     """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
     from .experiments.store import Store
     from .experiments.sweep import load_sweeps, run_sweep
@@ -247,7 +268,7 @@ def _training(out: Path, preset: str, quiet: bool) -> dict:
             if sweep is None:
                 continue
             started = time.perf_counter()
-            run_sweep(sweep, store, progress=not quiet)
+            run_sweep(sweep, store, progress=not quiet, workers=workers, scheduler=scheduler, device=device)
             results = store.results(sweep.name)
             path = plot_heatmap(
                 results, sweep.x, out / f"heatmap_{sweep.name}.png", title=sweep.description or sweep.name

@@ -93,14 +93,30 @@ class _Stack:
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *self.gammas, *self.betas, self.readout, self.bias]
 
+    def to(self, device: torch.device) -> _Stack:
+        """Move everything to ``device`` (drawn on the CPU first: the same numbers on every device)."""
 
-def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> list[dict]:
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.detach().to(device).requires_grad_(x.requires_grad)
+
+        self.weights, self.gammas, self.betas = (
+            [move(x) for x in xs] for xs in (self.weights, self.gammas, self.betas)
+        )
+        self.readout, self.bias = move(self.readout), move(self.bias)
+        self.running_mean = [x.to(device) for x in self.running_mean]
+        self.running_var = [x.to(device) for x in self.running_var]
+        return self
+
+
+def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, device: str = "cpu") -> list[dict]:
     """Train cells that share :data:`BATCH_KEYS` as one stacked model; one result per cell, as
     :func:`~bnmft.experiments.training.train` returns it (plus ``"batched": K``; ``seconds`` is the batch's wall
-    time divided by K)."""
+    time divided by K). ``device``: ``"cpu"`` or ``"cuda"`` (initial weights and data order are drawn on the CPU,
+    so a cell's numbers do not depend on the device beyond float rounding)."""
     cfgs = [check_config(c) for c in cfgs]
     if not cfgs:
         return []
+    dev = check_device(device)
     if len({batch_key(asdict(c)) for c in cfgs}) > 1:
         raise InputError(f"cells trained together must share {', '.join(BATCH_KEYS)}")
     start = time.perf_counter()
@@ -112,20 +128,20 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> l
         a, b = subset(data.x_train, data.y_train, cfg.train_subset, rng)
         c, d = subset(data.x_test, data.y_test, cfg.test_subset, rng)
         xs_tr.append(a), ys_tr.append(b), xs_te.append(c), ys_te.append(d)
-    xtr, ytr = torch.as_tensor(np.stack(xs_tr)), torch.as_tensor(np.stack(ys_tr))
-    xte, yte = torch.as_tensor(np.stack(xs_te)), torch.as_tensor(np.stack(ys_te))
+    xtr, ytr = torch.as_tensor(np.stack(xs_tr)).to(dev), torch.as_tensor(np.stack(ys_tr)).to(dev)
+    xte, yte = torch.as_tensor(np.stack(xs_te)).to(dev), torch.as_tensor(np.stack(ys_te)).to(dev)
     gens = [torch.Generator().manual_seed(cfg.seed) for cfg in cfgs]
-    model = _Stack(cfgs, data.features, data.classes, gens)
+    model = _Stack(cfgs, data.features, data.classes, gens).to(dev)
     phi = to_torch(get_nonlinearity(first.phi, **({"alpha": first.alpha} if first.alpha is not None else {})))
     eps_values = [float(c.eps) for c in cfgs]
-    eps: float | torch.Tensor = eps_values[0] if len(set(eps_values)) == 1 else torch.tensor(eps_values)
-    eps_column = torch.tensor(eps_values, dtype=torch.float32)[:, None, None]
+    eps: float | torch.Tensor = eps_values[0] if len(set(eps_values)) == 1 else torch.tensor(eps_values, device=dev)
+    eps_column = torch.tensor(eps_values, dtype=torch.float32, device=dev)[:, None, None]
     groups: dict[int, list[int]] = {}
     for i, cfg in enumerate(cfgs):
         g = cfg.ghost_size if cfg.ghost_size and first.batch_size % cfg.ghost_size == 0 else first.batch_size
         groups.setdefault(g, []).append(i)
-    lrs = torch.tensor([c.learning_rate() for c in cfgs], dtype=torch.float32)
-    rows = torch.arange(k)[:, None]
+    lrs = torch.tensor([c.learning_rate() for c in cfgs], dtype=torch.float32, device=dev)
+    rows = torch.arange(k, device=dev)[:, None]
 
     def normalise(h: torch.Tensor, layer: int) -> torch.Tensor:
         """BN in training mode per model (its ghost groups), updating the running statistics."""
@@ -135,7 +151,7 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> l
             parts = [(slice(None), g)]
         else:
             y = torch.empty_like(h)
-            parts = [(torch.tensor(idx), g) for g, idx in groups.items()]
+            parts = [(torch.tensor(idx, device=dev), g) for g, idx in groups.items()]
             for idx, g in parts:
                 y[idx] = batch_norm(h[idx], g, eps if isinstance(eps, float) else eps[idx], detach=False)
         with torch.no_grad():
@@ -165,7 +181,7 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> l
     steps = [0] * k
     b, n_train, classes = first.batch_size, xtr.shape[1], data.classes
     for epoch in range(first.epochs):
-        orders = torch.stack([torch.randperm(n_train, generator=gen) for gen in gens])
+        orders = torch.stack([torch.randperm(n_train, generator=gen) for gen in gens]).to(dev)
         total, correct = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.int64)
         count = [0] * k
         for i in range(0, n_train - b + 1, b):
@@ -186,7 +202,7 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> l
                 p.grad = None
             if active:
                 losses[active].sum().backward()
-            mask = torch.zeros(k, dtype=torch.float32)
+            mask = torch.zeros(k, dtype=torch.float32, device=dev)
             mask[active] = 1.0
             _step(params, square_avg, lrs * mask, first.optimizer)
             with torch.no_grad():
@@ -231,6 +247,18 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None) -> l
     ]
 
 
+def check_device(device: str) -> torch.device:
+    """``"cpu"``, or ``"cuda"`` (``"cuda:N"``) where a CUDA device is available."""
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device={device!r} but no CUDA device is available here; use 'cpu'")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise InputError(f"device: {err}") from None
+
+
 def _step(params: list[torch.Tensor], square_avg: list[torch.Tensor], lrs: torch.Tensor, optimizer: str) -> None:
     """One SGD or RMSprop step (torch's update rules and defaults) with one learning rate per model."""
     with torch.no_grad():
@@ -248,7 +276,8 @@ def _step(params: list[torch.Tensor], square_avg: list[torch.Tensor], lrs: torch
 def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk: int = 2000):
     """Test loss and accuracy per model (BN running statistics), in chunks of examples."""
     k, n = yte.shape
-    loss, correct = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.int64)
+    loss = torch.zeros(k, dtype=torch.float64, device=yte.device)
+    correct = torch.zeros(k, dtype=torch.int64, device=yte.device)
     for i in range(0, n, chunk):
         out = forward(xte[:, i : i + chunk], training=False)
         y = yte[:, i : i + chunk]
@@ -258,4 +287,4 @@ def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk
     return [float(v) / n for v in loss], [int(c) / n for c in correct]
 
 
-__all__ = ["BATCH_KEYS", "MAX_MODELS", "batch_key", "group_cells", "train_batched"]
+__all__ = ["BATCH_KEYS", "MAX_MODELS", "batch_key", "check_device", "group_cells", "train_batched"]

@@ -179,9 +179,9 @@ def run_cell(config: dict) -> dict:
     return run_cells([config])[0]
 
 
-def run_cells(configs: list[dict]) -> list[dict]:
+def run_cells(configs: list[dict], device: str = "cpu") -> list[dict]:
     """Train cells that share their shapes (:func:`bnmft.experiments.batched.group_cells`) together as one batched
-    model; a single cell trains alone. Runs in a worker process (one torch thread)."""
+    model; a single cell on the CPU trains alone. Runs in a worker process (one torch thread)."""
     import torch
 
     from .batched import train_batched
@@ -189,7 +189,9 @@ def run_cells(configs: list[dict]) -> list[dict]:
 
     torch.set_num_threads(1)
     cfgs = [TrainConfig(**c) for c in configs]
-    return [train(cfgs[0])] if len(cfgs) == 1 else train_batched(cfgs)
+    if len(cfgs) == 1 and device == "cpu":
+        return [train(cfgs[0])]
+    return train_batched(cfgs, device=device)
 
 
 def _die_with_parent() -> None:
@@ -252,6 +254,7 @@ def run_sweep(
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     lease: float = LEASE_SECONDS,
+    device: str = "cpu",
 ) -> dict:
     """Run the cells of ``sweep`` that ``store`` does not have yet; returns counts.
 
@@ -264,6 +267,7 @@ def run_sweep(
         scheduler: a Dask distributed scheduler address (``tcp://host:port``): cells run on its workers.
         progress: show a progress bar (cells done, time left) on stderr.
         lease: seconds a claim lasts without renewal (renewed every lease / 4 while this sweep runs).
+        device: ``"cpu"`` or ``"cuda"``: where the (batched) models train.
 
     Returns:
         ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
@@ -279,7 +283,11 @@ def run_sweep(
     todo = [c for c in cells if cell_key(c) not in done]
     if not todo:
         return {"cells": len(cells), "skipped": len(cells), "ran": 0, "by_others": 0}
-    runner = _DaskRunner(scheduler) if scheduler else _LocalRunner(workers, len(todo))  # connect before any output
+    if device != "cpu":
+        from .batched import check_device
+
+        check_device(device)
+    runner = _DaskRunner(scheduler, device) if scheduler else _LocalRunner(workers, len(todo), device)  # before output
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -348,8 +356,11 @@ def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar,
 class _LocalRunner:
     """Cells on a local process pool (spawned workers, one torch thread each), or in this process for one worker."""
 
-    def __init__(self, workers: int | None, cells: int):
+    def __init__(self, workers: int | None, cells: int, device: str = "cpu"):
+        self.device = device
         self.count = max(1, min(workers or multiprocessing.cpu_count(), cells))
+        if device != "cpu":
+            self.count = 1  # one process drives the GPU; its batched models fill it
         self.queue: list[list[dict]] = []
         self.pending: dict = {}
         self.pool: ProcessPoolExecutor | None = None
@@ -371,12 +382,12 @@ class _LocalRunner:
         if self.pool is None:
             self.queue.append(configs)
         else:
-            self.pending[self.pool.submit(run_cells, configs)] = configs
+            self.pending[self.pool.submit(run_cells, configs, self.device)] = configs
 
     def collect(self, timeout: float) -> list[tuple[dict, dict]]:
         if self.pool is None:
             configs = self.queue.pop(0)
-            return list(zip(configs, run_cells(configs), strict=True))
+            return list(zip(configs, run_cells(configs, self.device), strict=True))
         finished, _ = wait(self.pending, timeout=timeout, return_when=FIRST_COMPLETED)
         return [pair for fut in finished for pair in zip(self.pending.pop(fut), fut.result(), strict=True)]
 
@@ -388,7 +399,8 @@ class _LocalRunner:
 class _DaskRunner:
     """Cells on a Dask distributed cluster (up to twice its worker threads claimed at a time)."""
 
-    def __init__(self, scheduler: str):
+    def __init__(self, scheduler: str, device: str = "cpu"):
+        self.device = device
         try:
             from distributed import Client
         except ImportError:  # pragma: no cover - a declared dependency
@@ -407,7 +419,7 @@ class _DaskRunner:
         return bool(self.pending)
 
     def submit(self, configs: list[dict]) -> None:
-        self.pending[self.client.submit(run_cells, configs, pure=False)] = configs
+        self.pending[self.client.submit(run_cells, configs, self.device, pure=False)] = configs
 
     def collect(self, timeout: float) -> list[tuple[dict, dict]]:
         from distributed import wait as dask_wait
