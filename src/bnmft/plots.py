@@ -278,7 +278,9 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
         ax.legend(loc="upper right", fontsize=8)
     import textwrap
 
-    ax.set_title("\n".join(textwrap.wrap(title or f"{base['phi']} on {base['dataset']}", 60)), fontsize=9)
+    # wrap to the figure's width (about 9.5 characters per inch at this size), so narrow heatmaps keep their title
+    width_chars = max(24, int(9.5 * fig.get_figwidth()))
+    ax.set_title("\n".join(textwrap.wrap(title or f"{base['phi']} on {base['dataset']}", width_chars)), fontsize=9)
     return save_figure(fig, path)
 
 

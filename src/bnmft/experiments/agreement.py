@@ -58,8 +58,12 @@ def trainable_depths(results: list[dict], x: str, *, chance: float = 0.1) -> lis
         chance: the accuracy of guessing (0.1 for the ten-class data sets).
 
     Returns:
-        Rows ``{x, threshold, measured_depth, theory_depth, ratio}``: ``measured_depth`` is None when even the
-        shallowest network does not clear the threshold, ``ratio = measured / theory`` where both are finite.
+        Rows ``{x, threshold, measured_depth, crossing_depth, theory_depth, ratio, crossing_ratio, censored}``:
+        ``measured_depth`` is the deepest grid depth above the threshold (None when even the shallowest network
+        does not clear it); ``crossing_depth`` interpolates, linearly in log depth, where the accuracy falls through
+        the threshold between that depth and the next one (less biased by a coarse grid); ``censored`` is True when
+        the deepest network of the grid still trains (the edge lies beyond the grid: the depths are lower bounds);
+        ``ratio`` and ``crossing_ratio`` are measured / theory where both are finite.
     """
     xs, depths, table = grid_table(results, x)
     base = results[0]["config"]
@@ -69,21 +73,35 @@ def trainable_depths(results: list[dict], x: str, *, chance: float = 0.1) -> lis
         shallow = column[0][1] if column else None
         threshold = None if shallow is None else chance + THRESHOLD_FRACTION * (shallow - chance)
         learns = shallow is not None and shallow >= chance + MIN_GAIN
-        trained = [d for d, acc in column if learns and threshold is not None and acc > threshold]
-        measured = max(trained) if trained else None
+        trained = [i for i, (_, acc) in enumerate(column) if learns and threshold is not None and acc > threshold]
+        measured = column[trained[-1]][0] if trained else None
+        censored = bool(trained) and trained[-1] == len(column) - 1
+        crossing = None
+        if trained and not censored:
+            (d0, a0), (d1, a1) = column[trained[-1]], column[trained[-1] + 1]
+            f = (a0 - threshold) / (a0 - a1) if a0 != a1 else 0.0
+            crossing = math.exp(math.log(d0) + f * (math.log(d1) - math.log(d0)))
         predicted = theory_depth_for(base, x, value)
-        ratio = None
-        if measured is not None and predicted is not None and math.isfinite(predicted) and predicted > 0:
-            ratio = measured / predicted
+        finite = predicted is not None and math.isfinite(predicted) and predicted > 0
         rows.append(
-            {"x": value, "threshold": threshold, "measured_depth": measured, "theory_depth": predicted, "ratio": ratio}
+            {
+                "x": value,
+                "threshold": threshold,
+                "measured_depth": measured,
+                "crossing_depth": crossing,
+                "theory_depth": predicted,
+                "ratio": measured / predicted if measured is not None and finite else None,
+                "crossing_ratio": crossing / predicted if crossing is not None and finite else None,
+                "censored": censored,
+            }
         )
     return rows
 
 
-def median_ratio(rows: list[dict]) -> float | None:
-    """The median of the finite measured/theory ratios of a table (None if there is none)."""
-    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+def median_ratio(rows: list[dict], key: str = "crossing_ratio") -> float | None:
+    """The median of a table's finite ratios (``"crossing_ratio"`` or ``"ratio"``), leaving out censored columns
+    (whose edge lies beyond the grid); None if there is none."""
+    ratios = [r[key] for r in rows if r[key] is not None and not r["censored"]]
     return statistics.median(ratios) if ratios else None
 
 
