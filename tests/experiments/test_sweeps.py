@@ -72,8 +72,9 @@ def test_presets_parse():
         "fig5c",
         "fig5d",
     ]
-    quick = load_sweeps("quick")[0]
-    assert quick.x == "batch_size" and len(quick.cells()) >= 30
+    quick = load_sweeps("quick")  # every figure of the paper, reduced
+    assert [s.name for s in quick] == [s.name for s in load_sweeps("paper")]
+    assert quick[0].x == "batch_size" and sum(len(s.cells()) for s in quick) >= 200
 
 
 def test_cell_keys_hash_the_full_configuration():
