@@ -158,3 +158,23 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="no CUDA device"):
         simulate("relu", [8], width=8, depth=12, networks=2, device="cuda")
+
+
+@pytest.mark.parametrize("eps", [1e-3, "per-network"])
+@pytest.mark.parametrize("group", [4, 8])
+def test_batch_norm_examples_last_is_the_same_map(eps, group):
+    """The (K, N, B) layout (with BN's affine fused in) against the (K, B, N) one, values and gradients."""
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 8, 5, dtype=torch.float64, generator=gen) * 2 + 0.5
+    gamma = torch.rand(3, 5, dtype=torch.float64, generator=gen) + 0.5
+    beta = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    e = torch.tensor([1e-3, 0.1, 1.0], dtype=torch.float64) if eps == "per-network" else eps
+    h1 = h.clone().requires_grad_(True)
+    h2 = h.transpose(1, 2).contiguous().requires_grad_(True)
+    y1 = batch_norm(h1, group, e, False) * gamma[:, None, :] + beta[:, None, :]
+    y2 = batch_norm(h2, group, e, False, examples_last=True, weight=gamma, bias=beta)
+    np.testing.assert_allclose(y2.transpose(1, 2).detach().numpy(), y1.detach().numpy(), rtol=1e-10, atol=1e-12)
+    r = torch.randn(y1.shape, dtype=torch.float64, generator=gen)
+    (g1,) = torch.autograd.grad((y1 * r).sum(), h1)
+    (g2,) = torch.autograd.grad((y2 * r.transpose(1, 2)).sum(), h2)
+    np.testing.assert_allclose(g2.transpose(1, 2).numpy(), g1.numpy(), rtol=1e-8, atol=1e-10)

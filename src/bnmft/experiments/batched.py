@@ -144,35 +144,41 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
     rows = torch.arange(k, device=dev)[:, None]
 
     def normalise(h: torch.Tensor, layer: int) -> torch.Tensor:
-        """BN in training mode per model (its ghost groups), updating the running statistics."""
+        """BN and its affine map in training mode per model (its ghost groups), updating the running statistics.
+        h is (K, N, B): examples last, so BN is one fused call without transposed copies."""
+        gamma, beta = model.gammas[layer], model.betas[layer]
         if len(groups) == 1:
             ((g, _),) = groups.items()
-            y = batch_norm(h, g, eps, detach=False)
+            y = batch_norm(h, g, eps, detach=False, examples_last=True, weight=gamma, bias=beta)
             parts = [(slice(None), g)]
         else:
             y = torch.empty_like(h)
             parts = [(torch.tensor(idx, device=dev), g) for g, idx in groups.items()]
             for idx, g in parts:
-                y[idx] = batch_norm(h[idx], g, eps if isinstance(eps, float) else eps[idx], detach=False)
+                e = eps if isinstance(eps, float) else eps[idx]
+                y[idx] = batch_norm(h[idx], g, e, detach=False, examples_last=True, weight=gamma[idx], bias=beta[idx])
         with torch.no_grad():
             for idx, g in parts:
                 sub = h[idx]
-                var, mean = torch.var_mean(sub.reshape(sub.shape[0], -1, g, sub.shape[2]), dim=2, unbiased=False)
-                model.running_mean[layer][idx] = 0.9 * model.running_mean[layer][idx] + 0.1 * mean.mean(dim=1)
-                model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var.mean(dim=1)
+                var, mean = torch.var_mean(sub.reshape(sub.shape[0], sub.shape[1], -1, g), dim=3, unbiased=False)
+                model.running_mean[layer][idx] = 0.9 * model.running_mean[layer][idx] + 0.1 * mean.mean(dim=2)
+                model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var.mean(dim=2)
         return y
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
+        """x (K, B, features) -> logits (K, B, classes); inside, activations are (K, N, B) (examples last)."""
+        a = x.transpose(1, 2)
         for layer, w in enumerate(model.weights):
-            h = torch.bmm(x, w.transpose(1, 2))
+            h = torch.bmm(w, a)  # (K, N, B)
             if training:
                 y = normalise(h, layer)
             else:
-                y = (h - model.running_mean[layer][:, None, :]) / torch.sqrt(
-                    model.running_var[layer][:, None, :] + eps_column
+                y = (h - model.running_mean[layer][:, :, None]) / torch.sqrt(
+                    model.running_var[layer][:, :, None] + eps_column
                 )
-            x = phi(model.gammas[layer][:, None, :] * y + model.betas[layer][:, None, :])
-        return torch.bmm(x, model.readout.transpose(1, 2)) + model.bias[:, None, :]
+                y = model.gammas[layer][:, :, None] * y + model.betas[layer][:, :, None]
+            a = phi(y)
+        return (torch.bmm(model.readout, a) + model.bias[:, :, None]).transpose(1, 2)
 
     params = model.parameters()
     square_avg = [torch.zeros_like(p) for p in params]

@@ -74,9 +74,24 @@ def init_weights(k: int, fan_out: int, fan_in: int, spec: NetworkSpec, gen, devi
     return q[:, :fan_out, :fan_in] * (spec.sigma_w * math.sqrt(max(fan_out, fan_in) / fan_in))
 
 
-def batch_norm(h: torch.Tensor, group: int, eps: float | torch.Tensor, detach: bool) -> torch.Tensor:
+def batch_norm(
+    h: torch.Tensor,
+    group: int,
+    eps: float | torch.Tensor,
+    detach: bool,
+    *,
+    examples_last: bool = False,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     """BN over groups of ``group`` consecutive examples: h (K, B, N), B divisible by group; ``eps`` a number, or a
-    tensor of shape (K,) (one eps per network: the batched training of an eps grid)."""
+    tensor of shape (K,) (one eps per network: the batched training of an eps grid).
+
+    With ``examples_last`` h is (K, N, B) - the layout of ``W @ x^T`` - and BN needs no transposed copies: every
+    (network, neuron, group) is a channel of torch's fused kernel. ``weight``, ``bias`` (K, N): BN's learnable gamma
+    and beta, applied in the same fused call (``examples_last`` only)."""
+    if examples_last:
+        return _batch_norm_examples_last(h, group, eps, detach, weight, bias)
     k, b, n = h.shape
     if isinstance(eps, torch.Tensor):
         g = h.reshape(k, b // group, group, n)
@@ -95,6 +110,24 @@ def batch_norm(h: torch.Tensor, group: int, eps: float | torch.Tensor, detach: b
     if detach:
         mean, var = mean.detach(), var.detach()
     return ((g - mean) / torch.sqrt(var + eps)).reshape(k, b, n)
+
+
+def _batch_norm_examples_last(h, group, eps, detach, weight, bias) -> torch.Tensor:
+    k, n, b = h.shape
+    if isinstance(eps, torch.Tensor) or detach:
+        g = h.reshape(k, n, b // group, group)
+        var, mean = torch.var_mean(g, dim=3, unbiased=False, keepdim=True)
+        if detach:
+            mean, var = mean.detach(), var.detach()
+        e = eps.to(h.dtype).reshape(k, 1, 1, 1) if isinstance(eps, torch.Tensor) else eps
+        y = ((g - mean) * torch.rsqrt(var + e)).reshape(k, n, b)
+        return y if weight is None else y * weight[:, :, None] + bias[:, :, None]
+    per = b // group
+    flat = h.reshape(1, k * n * per, group)  # channels (network, neuron, group); the group's examples along L
+    w = None if weight is None else weight[:, :, None].expand(k, n, per).reshape(-1)
+    c = None if bias is None else bias[:, :, None].expand(k, n, per).reshape(-1)
+    y = torch.nn.functional.batch_norm(flat, None, None, w, c, training=True, momentum=0.0, eps=max(eps, 1e-30))
+    return y.reshape(k, n, b)
 
 
 @dataclass(frozen=True)
