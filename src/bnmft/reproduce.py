@@ -458,7 +458,7 @@ def _eps_report() -> list[str]:
 
 
 def _training_report(sims: dict) -> list[str]:
-    from .experiments.agreement import median_ratio, theory_depth_for, trainable_depths
+    from .experiments.agreement import median_ratio, trainable_depths
     from .experiments.sweep import grid_table
 
     lines = [
@@ -473,7 +473,8 @@ def _training_report(sims: dict) -> list[str]:
     for name, made in sims["training"].items():
         sweep = made["sweep"]
         xs, depths, table = grid_table(made["results"], sweep.x)
-        line = [theory_depth_for(made["results"][0]["config"], sweep.x, v) for v in xs]
+        rows = trainable_depths(made["results"], sweep.x)  # one row per column, with the theory's depth
+        line = [r["theory_depth"] for r in rows]
         lines += [
             f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: the theory's maximum trainable "
             "depth 16 / ln max(lambda_G, lambda_W) at the cells' eps (at eps = 1e-3 this is the paper's white line).",
@@ -485,7 +486,6 @@ def _training_report(sims: dict) -> list[str]:
             lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in row) + " |")
         lines.append("| 16/ln lambda_G | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
         lines += ["", f"![{name}]({made['path']})", ""]
-        rows = trainable_depths(made["results"], sweep.x)
         med, med_grid = median_ratio(rows), median_ratio(rows, "ratio")
         lines += [
             f"Measured against predicted maximum trainable depth (`{name}`): per column the deepest depth whose test "

@@ -17,6 +17,8 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError
@@ -95,16 +97,21 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        """One statement in its own immediate transaction."""
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate transaction (one writer at a time across processes): committed, or rolled back on error."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            cur = self.db.execute(sql, args)
+            yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        return cur
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        """One statement in its own immediate transaction."""
+        with self._transaction() as db:
+            return db.execute(sql, args)
 
     def register_sweep(self, name: str, spec: dict) -> None:
         self._write("INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)", (name, json.dumps(spec), time.time()))
@@ -124,9 +131,8 @@ class Store:
     def add(self, sweep: str, key: str, config: dict, result: dict, owner: str | None = None) -> bool:
         """Store a finished cell (and drop ``owner``'s claim on it); returns False if it was already there (nothing
         is duplicated)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            cur = self.db.execute(
+        with self._transaction() as db:
+            cur = db.execute(
                 "INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
@@ -139,33 +145,21 @@ class Store:
                 ),
             )
             if owner is not None:
-                self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+                db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
         return cur.rowcount == 1
 
     def claim(self, key: str, owner: str, lease: float) -> str:
         """Try to claim a cell for ``lease`` seconds: ``"claimed"``, ``"done"`` (already stored) or ``"taken"`` (a
         live claim of another owner). An expired claim is taken over."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time: the check and the claim are atomic
-        try:
-            if self.db.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
-                state = "done"
-            else:
-                row = self.db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
-                if row is not None and row[0] != owner and row[1] > now and _alive(row[0]):
-                    state = "taken"
-                else:
-                    self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease))
-                    state = "claimed"
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        return state
+        with self._transaction() as db:  # the check and the claim are atomic
+            if db.execute("SELECT 1 FROM cells WHERE key = ?", (key,)).fetchone():
+                return "done"
+            row = db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now and _alive(row[0]):
+                return "taken"
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease))
+            return "claimed"
 
     def renew(self, owner: str, lease: float) -> None:
         """Extend every claim of ``owner`` by ``lease`` seconds from now."""

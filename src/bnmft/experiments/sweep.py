@@ -174,11 +174,6 @@ def parse_sweep(raw: dict) -> Sweep:
     return sweep
 
 
-def run_cell(config: dict) -> dict:
-    """Train one cell (runs in a worker process: one torch thread)."""
-    return run_cells([config])[0]
-
-
 def run_cells(configs: list[dict], device: str = "cpu") -> list[dict]:
     """Train cells that share their shapes (:func:`bnmft.experiments.batched.group_cells`) together as one batched
     model; a single cell on the CPU trains alone. Runs in a worker process (one torch thread)."""

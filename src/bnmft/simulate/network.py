@@ -93,34 +93,28 @@ def batch_norm(
     if examples_last:
         return _batch_norm_examples_last(h, group, eps, detach, weight, bias)
     k, b, n = h.shape
-    if isinstance(eps, torch.Tensor):
-        g = h.reshape(k, b // group, group, n)
-        var, mean = torch.var_mean(g, dim=2, unbiased=False, keepdim=True)
-        if detach:
-            mean, var = mean.detach(), var.detach()
-        return ((g - mean) * torch.rsqrt(var + eps.to(h.dtype).reshape(k, 1, 1, 1))).reshape(k, b, n)
-    if not detach:
-        # torch's fused batch norm (one pass forward and backward): examples first, every (network, group,
-        # neuron) a channel
-        flat = h.reshape(k, b // group, group, n).permute(2, 0, 1, 3).reshape(group, -1)
-        y = torch.nn.functional.batch_norm(flat, None, None, training=True, momentum=0.0, eps=max(eps, 1e-30))
-        return y.reshape(group, k, b // group, n).permute(1, 2, 0, 3).reshape(k, b, n)
-    g = h.reshape(k, b // group, group, n)
-    var, mean = torch.var_mean(g, dim=2, unbiased=False, keepdim=True)
+    if isinstance(eps, torch.Tensor) or detach:
+        return _normalise(h.reshape(k, b // group, group, n), 2, eps, detach).reshape(k, b, n)
+    # torch's fused batch norm (one pass forward and backward): examples first, every (network, group, neuron) a
+    # channel
+    flat = h.reshape(k, b // group, group, n).permute(2, 0, 1, 3).reshape(group, -1)
+    y = torch.nn.functional.batch_norm(flat, None, None, training=True, momentum=0.0, eps=max(eps, 1e-30))
+    return y.reshape(group, k, b // group, n).permute(1, 2, 0, 3).reshape(k, b, n)
+
+
+def _normalise(g: torch.Tensor, dim: int, eps: float | torch.Tensor, detach: bool) -> torch.Tensor:
+    """The unfused path: g (K, ...) with the group's examples along ``dim``; eps a number or one per network."""
+    var, mean = torch.var_mean(g, dim=dim, unbiased=False, keepdim=True)
     if detach:
         mean, var = mean.detach(), var.detach()
-    return ((g - mean) / torch.sqrt(var + eps)).reshape(k, b, n)
+    e = eps.to(g.dtype).reshape(-1, *([1] * (g.dim() - 1))) if isinstance(eps, torch.Tensor) else eps
+    return (g - mean) / torch.sqrt(var + e)
 
 
 def _batch_norm_examples_last(h, group, eps, detach, weight, bias) -> torch.Tensor:
     k, n, b = h.shape
     if isinstance(eps, torch.Tensor) or detach:
-        g = h.reshape(k, n, b // group, group)
-        var, mean = torch.var_mean(g, dim=3, unbiased=False, keepdim=True)
-        if detach:
-            mean, var = mean.detach(), var.detach()
-        e = eps.to(h.dtype).reshape(k, 1, 1, 1) if isinstance(eps, torch.Tensor) else eps
-        y = ((g - mean) * torch.rsqrt(var + e)).reshape(k, n, b)
+        y = _normalise(h.reshape(k, n, b // group, group), 3, eps, detach).reshape(k, n, b)
         return y if weight is None else y * weight[:, :, None] + bias[:, :, None]
     per = b // group
     flat = h.reshape(1, k * n * per, group)  # channels (network, neuron, group); the group's examples along L
