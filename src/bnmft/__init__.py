@@ -3,7 +3,8 @@
 The public API (this module) is small and re-exported from the implementation:
 
 * :mod:`bnmft.meanfield` - the exact theory engine in numpy/scipy (no torch): :func:`theory`,
-  :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`, ...;
+  :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`, :func:`residual` (residual
+  networks), :func:`design` (the depth planner), ...;
 * :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
 * :class:`InputError` - the one error type for bad input (a ``ValueError``).
 
@@ -14,15 +15,20 @@ simulator (:mod:`bnmft.simulate`) and the training experiments (:mod:`bnmft.expe
 
 from .errors import InputError
 from .meanfield import (
+    DesignOption,
+    DesignResult,
     EpsResult,
     GramMapValue,
     Propagation,
+    ResidualResult,
     SymmetryBreaking,
     TheoryResult,
+    design,
     eps_theory,
     gegenbauer_series,
     gram_map,
     propagate,
+    residual,
     spherical_moments,
     symmetry_breaking,
     symmetry_breaking_alpha,
@@ -35,20 +41,25 @@ from .nonlinearity import available as nonlinearities
 __version__ = "0.1.0"
 
 __all__ = [
+    "DesignOption",
+    "DesignResult",
     "EpsResult",
     "GramMapValue",
     "InputError",
     "Nonlinearity",
     "Propagation",
+    "ResidualResult",
     "SymmetryBreaking",
     "TheoryResult",
     "__version__",
+    "design",
     "eps_theory",
     "gegenbauer_series",
     "get_nonlinearity",
     "gram_map",
     "nonlinearities",
     "propagate",
+    "residual",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

@@ -1,5 +1,5 @@
-"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``sweep``, ``heatmap``,
-``nonlinearities`` and ``reproduce`` (the main job).
+"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``sweep``,
+``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
 
 Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
 one-line message naming the argument and exit status 2. Nothing else is caught: any other exception is a bug
@@ -577,6 +577,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
     p.set_defaults(func=cmd_simulate)
 
+    from .cli_residual import add_parsers
+
+    add_parsers(
+        sub,
+        finite_float=finite_float,
+        bn_option=bn_option,
+        positive_int=positive_int,
+        batch_size_arg=batch_size_arg,
+        sim_batch_size=sim_batch_size,
+    )
+
     p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
     p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")
     p.add_argument("--store", required=True, metavar="FILE", help="SQLite results file (created if needed)")
@@ -619,6 +630,7 @@ OUTPUTS = {
     "propagate": [("plot", "--plot", False, ".png"), ("save", "--save", False, ".npz")],
     "symmetry": [("plot", "--plot", False, ".png")],
     "simulate": [("out", "--out", True, "")],
+    "residual": [("plot", "--plot", False, ".png")],
     "sweep": [("store", "--store", False, "")],
     "heatmap": [("out", "--out", False, ".png")],
     "reproduce": [("out", "--out", True, "")],

@@ -322,3 +322,35 @@ def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[floa
     first = theory(phi, batch_sizes[0], **kwargs)
     fig.suptitle(f"{first.phi}: BN with eps > 0 (theory.md section 4b)")
     return save_figure(fig, path)
+
+
+def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
+    """Residual network (:func:`bnmft.residual`): ``ln(E||g^l||^2 / E||g^D||^2)`` and the stream variance against
+    block l, theory lines; with ``simulation`` (:class:`bnmft.simulate.ResidualSimulation`) measured points with
+    2-standard-error bars."""
+    plt = _pyplot()
+    fig, (ax_g, ax_v) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    blocks = [r["block"] for r in result.blocks]
+    ax_g.plot(blocks, [r["log_grad_ratio"] for r in result.blocks], color="C0", label="theory")
+    ax_v.plot(blocks, [r["stream_variance"] for r in result.blocks], color="C0", label="theory")
+    if simulation is not None:
+        rows = simulation.blocks
+        x = [r["block"] for r in rows]
+        ax_g.errorbar(x, [r["log_grad_ratio"] for r in rows], yerr=[2 * r["log_grad_ratio_stderr"] for r in rows],
+                      fmt="o", ms=3, color="C1", label=f"simulation (N = {simulation.config.simulation.network.width})")  # fmt: skip
+        ax_v.errorbar(x, [r["stream_variance"] for r in rows], yerr=[2 * r["stream_variance_stderr"] for r in rows],
+                      fmt="o", ms=3, color="C1", label="simulation")  # fmt: skip
+    alpha = result.alpha if isinstance(result.alpha, float) else "per block"
+    ax_g.set_title(
+        f"{result.phi}, B = {result.batch_size}, K = {result.branch_depth}, alpha = {alpha}, eps = {result.eps:g}: "
+        f"exponent {result.exponent:.4g}",
+        fontsize=9,
+    )
+    ax_g.set_xlabel("block l")
+    ax_g.set_ylabel(r"$\ln(E\|\partial L/\partial x^l\|^2 / E\|\partial L/\partial x^D\|^2)$")
+    ax_v.set_xlabel("block l")
+    ax_v.set_ylabel("stream variance (per neuron, over the batch)")
+    for ax in (ax_g, ax_v):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)

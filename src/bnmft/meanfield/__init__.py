@@ -10,6 +10,7 @@ function) are
 * :mod:`.forward` - forward eigenvalues and two-batch rates;
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
+* :mod:`.resnet` - residual networks (:func:`residual`); :mod:`.planner` - the depth planner (:func:`design`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
 """
 
@@ -19,23 +20,30 @@ from .eps import EpsResult, eps_theory
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram import GramMapValue, gram_map
 from .moments import SphericalMoments, spherical_moments
+from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
+from .resnet import ResidualResult, residual
 from .result import TheoryResult
 from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
 
 __all__ = [
+    "DesignOption",
+    "DesignResult",
     "EpsResult",
     "GegenbauerSeries",
     "GramMapValue",
     "Propagation",
+    "ResidualResult",
     "SphericalMoments",
     "SymmetryBreaking",
     "TheoryResult",
     "check_batch_size",
+    "design",
     "eps_theory",
     "gegenbauer_series",
     "gram_map",
     "propagate",
+    "residual",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

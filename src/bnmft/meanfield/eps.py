@@ -64,7 +64,7 @@ class MomentCurves:
         self.m_prime0 = m_prime_at_zero(phi, b)
         if self.alpha is not None:
             m = spherical_moments(phi, b)
-            self._one = np.array([m.mu, m.second, m.cross, (b - 1) * m.d2 + m.dd, m.xd])
+            self._one = np.array([m.mu, m.second, m.cross, (b - 1) * m.d2 + m.dd, m.xd, m.d2, m.x2d2])
             return
         # Chebyshev-Lobatto points: the ends s = 0 (taken as 1e-12: phi(1e-6 x)) and s = 1 (eps -> 0) are nodes
         nodes = np.maximum(0.5 * (1 - np.cos(np.pi * np.arange(CHEB_NODES) / (CHEB_NODES - 1))), 1e-12)
@@ -72,25 +72,43 @@ class MomentCurves:
         for s in nodes:
             rho = math.sqrt(s)
             m = spherical_moments(phi.affine_input(rho, 0.0), b)  # x -> phi(rho x): derivative rho * d
-            values.append([m.mu, m.second, m.cross, ((b - 1) * m.d2 + m.dd) / s, m.xd / s])
+            values.append([m.mu, m.second, m.cross, ((b - 1) * m.d2 + m.dd) / s, m.xd / s, m.d2 / s, m.x2d2 / s])
         table = np.array(values)
-        self._coef = [chebyshev.chebfit(2 * nodes - 1, table[:, j], CHEB_NODES - 1) for j in range(5)]
+        self._coef = np.stack([chebyshev.chebfit(2 * nodes - 1, table[:, j], CHEB_NODES - 1) for j in range(7)], 1)
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
-        """(m, q, p, K1, X) at s: m(s), E[phi^2], E[phi_1 phi_2], (B-1)E[d^2] + E[d_1 d_2], E[(x1 d1-x2 d2)^2]/2."""
+        """(m, q, p, K1, X, D2, XD2) at s (stacked along the first axis): m(s), E[phi^2], E[phi_1 phi_2],
+        (B-1)E[d^2] + E[d_1 d_2], E[(x1 d1 - x2 d2)^2]/2, E[d^2], E[x_1^2 d_1^2]; d = phi'(sqrt(s) x)."""
         s = np.asarray(s, dtype=float)
         if self.alpha is not None:
             a = self.alpha
-            mu1, q1, p1, k1, x1 = self._one
             sa = np.power(s, a)
             sa1 = np.power(s, a - 1) if a != 1.0 else np.ones_like(s)
-            return np.stack([mu1 * sa, q1 * sa, p1 * sa, k1 * sa1, x1 * sa1])
-        t = 2 * s - 1
-        return np.stack([chebyshev.chebval(t, c) for c in self._coef])
+            powers = np.stack([sa, sa, sa, sa1, sa1, sa1, sa1])
+            return self._one.reshape(7, *([1] * s.ndim)) * powers
+        return chebyshev.chebval(2 * s - 1, self._coef)
 
     def K(self, s: np.ndarray) -> np.ndarray:
-        _, _, _, k1, xd = self(s)
-        return k1 - (2 * s - s * s) * xd
+        values = self(s)
+        return values[3] - (2 * s - s * s) * values[4]
+
+
+#: MomentCurves already built, keyed by how phi is rebuilt (registry or expression), its parameters and B
+_CURVES: dict[tuple, MomentCurves] = {}
+_CURVES_MAX = 32
+
+
+def moment_curves(phi: Nonlinearity, batch_size: int) -> MomentCurves:
+    """:class:`MomentCurves` of phi and B, cached for registered and expression phi (a sweep over eps, or a
+    planner's search, builds them once); a plain callable is rebuilt every time (nothing identifies it)."""
+    if phi.source[0] == "callable":
+        return MomentCurves(phi, batch_size)
+    key = (repr(phi.source), repr(sorted(phi.params.items())), phi.kinks, int(batch_size))
+    if key not in _CURVES:
+        if len(_CURVES) >= _CURVES_MAX:
+            _CURVES.pop(next(iter(_CURVES)))
+        _CURVES[key] = MomentCurves(phi, batch_size)
+    return _CURVES[key]
 
 
 def m_prime_at_zero(phi: Nonlinearity, batch_size: int) -> float:
@@ -119,7 +137,7 @@ def kappa_critical(phi: Nonlinearity, batch_size: int) -> float:
     return float(m_prime_at_zero(phi, batch_size) * (batch_size - 1) / batch_size)
 
 
-def _chi_rule(k: int) -> tuple[np.ndarray, np.ndarray]:
+def chi_rule(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes chi^2 and probability weights for chi^2_k: trapezoid in y = ln chi^2."""
     mode = math.log(k)
     sd = math.sqrt(2.0 / k)
@@ -134,8 +152,8 @@ def _chi_rule(k: int) -> tuple[np.ndarray, np.ndarray]:
 def solve(phi: Nonlinearity, batch_size: int, kappa: float) -> EpsResult:
     """The eps > 0 theory at ``kappa = eps / sigma_w^2 > 0`` (module docstring)."""
     b = int(batch_size)
-    curves = MomentCurves(phi, b)
-    chi2, w = _chi_rule(b - 1)
+    curves = moment_curves(phi, b)
+    chi2, w = chi_rule(b - 1)
     kappa_c = kappa_critical(phi, b)
 
     def s_of(mu):
@@ -161,7 +179,7 @@ def solve(phi: Nonlinearity, batch_size: int, kappa: float) -> EpsResult:
             raise RuntimeError(f"kappa={kappa:g}: no stationary fixed point found although kappa < kappa_c")
     log_mu = brentq(lambda t: math.log(forward(math.exp(t))) - t, lo, hi, xtol=1e-14, rtol=1e-15)
     mu = math.exp(log_mu)
-    _, q, p, _, _ = (float(v) for v in w @ curves(s_of(mu)).T)
+    q, p = (float(v) for v in (curves(s_of(mu)) @ w)[1:3])
     lam = rate(mu)
     return EpsResult(kappa, kappa_c, "stationary", mu, q, p / q, lam, lam)
 

@@ -11,6 +11,7 @@ For finite B, x is uniform on the sphere of radius sqrt(B) in im G (see :mod:`.q
 ``d2``         E[d(x_1)^2]
 ``dd``         E[d(x_1) d(x_2)]
 ``xd``         E[(x_1 d(x_1) - x_2 d(x_2))^2] / 2
+``x2d2``       E[x_1^2 d(x_1)^2]                   (residual blocks: the batch-mean part of the gradient)
 ``xphi``       E[x_1 phi(x_1)]
 ``m_pair``     E[c_1 c_2 g], c = phi - E[phi], g of theory.md section 3 (lambda_M); finite B only
 ``l_one``      E[c_1^2 (x_1^2 - 1)]       (lambda_L, below); finite B only
@@ -62,6 +63,7 @@ class SphericalMoments:
     xphi: float
     panels: int
     error: float
+    x2d2: float = 0.0
     m_pair: float | None = None
     l_one: float | None = None
     l_pair: float | None = None
@@ -207,7 +209,7 @@ def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool 
             f"phi={phi.name!r}: the quadrature did not converge (relative change {error:.2g} with "
             f"{MAX_PANELS} panels, B = {batch_size}); phi varies too fast or is not piecewise analytic"
         )
-    mean, second, d2, _ = refined
+    mean, second, d2, x2d2 = refined
     centred = f - mean
     xphi = float(w @ (x * f))
 
@@ -224,6 +226,7 @@ def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool 
             dd=dmean**2,
             xd=float(w @ (x * x * d * d)) - xdm**2,
             xphi=xphi,
+            x2d2=float(x2d2),
             panels=panels,
             error=error,
         )
@@ -239,6 +242,7 @@ def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool 
         second=float(second),
         d2=float(d2),
         xphi=xphi,
+        x2d2=float(x2d2),
         l_one=float(w @ (centred * centred * (x * x - 1))),
         panels=panels,
         error=error,

@@ -3,21 +3,25 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 
 * :mod:`.torch_phi` - the nonlinearity as a differentiable torch function;
 * :mod:`.network` - the batched ensemble: forward, hooks for log-space gradient norms, measurements;
-* :mod:`.api` - :func:`simulate`, estimates with standard errors, the tidy table.
+* :mod:`.api` - :func:`simulate`, estimates with standard errors, the tidy table;
+* :mod:`.resnet` - residual BN networks (:func:`simulate_residual`), per-block measurements.
 """
 
 from .api import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate, slope_rates
 from .network import NetworkSpec, run_ensemble
+from .resnet import ResidualSimulation, simulate_residual
 from .torch_phi import to_torch
 
 __all__ = [
     "BatchSummary",
     "NetworkSpec",
+    "ResidualSimulation",
     "SimulationConfig",
     "SimulationResult",
     "growth_rates",
     "run_ensemble",
     "simulate",
+    "simulate_residual",
     "slope_rates",
     "to_torch",
 ]

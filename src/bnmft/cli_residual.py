@@ -1,0 +1,177 @@
+"""The ``bnmft residual`` and ``bnmft design`` commands (residual networks and the depth planner); registered by
+:func:`bnmft.cli.build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from .errors import InputError
+
+
+def alpha_list(text: str) -> float | list[float]:
+    """``--alpha``: one number, or comma-separated numbers (one per block)."""
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers >= 0, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def add_parsers(sub, *, finite_float, bn_option, positive_int, batch_size_arg, sim_batch_size) -> None:
+    p = sub.add_parser("residual", help="residual BN network: per-block stream variance and gradient growth")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument("--batch-size", "-B", required=True, type=batch_size_arg, metavar="B", help="batch size (>= 4)")
+    p.add_argument("--depth", "-D", required=True, type=positive_int, help="number of residual blocks")
+    p.add_argument("--branch-depth", "-K", type=positive_int, default=1, help="BN -> phi -> linear layers per branch")
+    p.add_argument("--alpha", type=alpha_list, default=1.0, help="branch scale: a number, or one per block (a,b,...)")
+    p.add_argument("--branch", choices=("bn_first", "linear_first"), default="bn_first")
+    p.add_argument("--eps", type=bn_option("eps"), default=0.0)
+    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0)
+    p.add_argument("--input-correlation", type=finite_float, default=0.0, help="c_in of the BSB1 input (default 0)")
+    p.add_argument(
+        "--output-gradient",
+        choices=("iid", "centred"),
+        default="iid",
+        help="iid: a loss linear in the output; centred: a BN follows the last block",
+    )
+    p.add_argument("--criterion", type=finite_float, default=16.0, help="trainable: ln gradient growth <= this")
+    p.add_argument("--width", "-N", type=positive_int, help="also simulate networks of this width (with --networks)")
+    p.add_argument("--networks", type=positive_int, help="number of simulated networks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (simulation)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (keys blocks, exponent, ...)")
+    p.add_argument("--plot", metavar="FILE", help="log gradient ratio and stream variance against block")
+    p.set_defaults(func=cmd_residual)
+
+    p = sub.add_parser("design", help="settings that make a depth trainable, as nonlinear as possible")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument("--batch-size", "-B", required=True, type=batch_size_arg, metavar="B")
+    p.add_argument("--depth", "-D", required=True, type=positive_int, help="target depth (layers, or blocks)")
+    p.add_argument("--residual", action="store_true", help="plan a residual network")
+    p.add_argument("--branch-depth", "-K", type=positive_int, default=1)
+    p.add_argument("--branch", choices=("bn_first", "linear_first"), default="bn_first")
+    p.add_argument("--alpha", type=finite_float, default=1.0, help="branch scale while other knobs are searched")
+    p.add_argument("--eps", type=bn_option("eps"), default=0.0)
+    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0)
+    p.add_argument("--knobs", nargs="+", choices=("gamma", "beta", "eps", "alpha"), help="default: by phi's shape")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_design)
+
+
+def cmd_residual(args) -> int:
+    from .meanfield.resnet import residual
+
+    if (args.width is None) != (args.networks is None):
+        raise InputError("--width and --networks go together (they ask for a simulation)")
+    settings = dict(
+        depth=args.depth,
+        branch_depth=args.branch_depth,
+        alpha=args.alpha,
+        branch=args.branch,
+        eps=args.eps,
+        sigma_w=args.sigma_w,
+        gamma=args.gamma,
+        beta=args.beta,
+    )
+    result = residual(
+        args.phi,
+        args.batch_size,
+        input_correlation=args.input_correlation,
+        output_gradient=args.output_gradient,
+        criterion=args.criterion,
+        **settings,
+    )
+    sim = None
+    if args.width is not None:
+        if args.input_correlation != 0 or args.output_gradient != "iid":
+            raise InputError("the simulation uses i.i.d. Gaussian inputs and a linear loss: drop --input-correlation "
+                             "and --output-gradient, or --width/--networks")  # fmt: skip
+        from tqdm import tqdm
+
+        from .simulate.resnet import simulate_residual
+
+        with tqdm(total=args.networks, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
+            sim = simulate_residual(
+                args.phi, int(args.batch_size), width=args.width, networks=args.networks, seed=args.seed,
+                dtype=args.dtype, device=args.device, progress=lambda n: bar.update(n - bar.n), **settings,
+            )  # fmt: skip
+    if args.plot:
+        from .plots import plot_residual
+
+        plot_residual(result, args.plot, simulation=sim)
+    out = result.to_dict()
+    if sim is not None:
+        out["simulation"] = {"width": args.width, "networks": args.networks, "blocks": sim.blocks}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    alpha = result.alpha if isinstance(result.alpha, float) else "per block"
+    print(
+        f"phi = {result.phi}, B = {result.batch_size}, D = {result.depth} blocks, K = {result.branch_depth} "
+        f"({result.branch}), alpha = {alpha}, eps = {result.eps:g}"
+    )
+    depth = result.max_trainable_depth
+    print(
+        f"exponent {result.exponent:.6g} (plain network's lambda_G {result.lambda_G:.6g}); max trainable depth "
+        f"{depth if depth is not None else 'beyond 1e8'} blocks (ln gradient growth <= {result.criterion:g})"
+    )
+    step = max(1, result.depth // 20)
+    shown = sorted(set(range(0, result.depth + 1, step)) | {result.depth})
+    header = ["block", "stream_var", "log_grad_ratio"] + (["measured", "stderr"] if sim else [])
+    print("  ".join(h.rjust(14) for h in header))
+    for i in shown:
+        row = result.blocks[i]
+        cells = [f"{i:>14d}", f"{row['stream_variance']:>14.6g}", f"{row['log_grad_ratio']:>14.6g}"]
+        if sim is not None:
+            m = sim.blocks[i]
+            cells += [f"{m['log_grad_ratio']:>14.6g}", f"{m['log_grad_ratio_stderr']:>14.3g}"]
+        print("  ".join(cells))
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_design(args) -> int:
+    from .meanfield.planner import design
+
+    result = design(
+        args.phi,
+        args.batch_size,
+        args.depth,
+        residual_network=args.residual,
+        branch_depth=args.branch_depth,
+        branch=args.branch,
+        alpha=args.alpha,
+        eps=args.eps,
+        sigma_w=args.sigma_w,
+        gamma=args.gamma,
+        beta=args.beta,
+        knobs=args.knobs,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    kind = f"residual, K = {result.branch_depth}" if result.residual else "plain"
+    print(f"phi = {result.phi}, B = {result.batch_size}, target depth {result.depth} ({kind})")
+    print("  ".join(h.rjust(12) for h in ("knob", "value", "max depth", "lambda_G", "exponent")))
+    for o in result.options:
+        value = f"{o.value:.4g}" + (" (bound)" if o.at_bound else "")
+        depth = "beyond" if o.predicted_depth is None else f"{o.predicted_depth:.5g}"
+        exponent = "-" if o.exponent is None else f"{o.exponent:.4g}"
+        print("  ".join(c.rjust(12) for c in (o.knob, value, depth, f"{o.lambda_G:.6g}", exponent)))
+    for knob, why in result.unreachable.items():
+        print(f"note: {knob}: {why}")
+    return 0

@@ -1,0 +1,201 @@
+"""The depth planner: settings that make a given depth trainable by the theory, staying as nonlinear as possible.
+
+For each knob on its own (the others at the given values) the planner finds the setting closest to the nonlinear
+end that still reaches the target depth D:
+
+* ``gamma`` (tanh-like phi: both tails grow, ``phi(gamma z)`` is linear as gamma -> 0): the *largest* gamma;
+* ``beta`` (relu-like phi: one tail flat, ``phi(z + beta)`` is linear as beta -> inf): the *smallest* beta >= 0;
+* ``eps`` (any phi; eps -> large makes BN a linear map, theory.md section 4b): the *smallest* eps;
+* ``alpha`` (residual networks, theory.md section 4c): the *largest* branch scale.
+
+"Reaches D": a plain network's predicted trainable depth ``16 / ln max(lambda_G, lambda_W)``
+(:func:`bnmft.theory`) is >= D; a residual network's ``ln(E||g^0||^2 / E||g^D||^2)`` at depth D is <= the
+criterion (16, :func:`bnmft.residual`). Search: :data:`SCAN_POINTS` values over the knob's range (log-spaced for
+gamma, eps, alpha; linear for beta) walked from the nonlinear end until one reaches D, then bisection to a relative
+tolerance of 1e-4 against the value before it (the predicted depth is monotone in each knob for the
+nonlinearities we checked). ``at_bound``: already the nonlinear end of the range reaches D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..nonlinearity import PhiSpec, resolve
+from ..options import check_batch_size, check_bn_options, check_int
+from .api import theory
+from .resnet import BRANCHES, DEFAULT_CRITERION, residual
+
+#: (low, high, log-spaced, the nonlinear end is "high") per knob
+RANGES = {
+    "gamma": (1e-3, 4.0, True, True),
+    "beta": (0.0, 10.0, False, False),
+    "eps": (1e-6, 100.0, True, False),
+    "alpha": (1e-4, 1.0, True, True),
+}
+SCAN_POINTS = 25
+BISECTION_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class DesignOption:
+    """One knob's setting: ``value``; ``predicted_depth`` (the theory's trainable depth there; None: beyond the
+    search); ``lambda_G`` (the plain network's per-layer rate there) and, for residual networks, ``exponent``;
+    ``at_bound``: the value is the end of the searched range (every value up to it reaches D)."""
+
+    knob: str
+    value: float
+    predicted_depth: float | None
+    lambda_G: float
+    exponent: float | None
+    at_bound: bool
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    """``options``: one :class:`DesignOption` per knob that reaches D; ``unreachable``: knob -> why not."""
+
+    phi: str
+    batch_size: int
+    depth: int
+    residual: bool
+    branch_depth: int | None
+    settings: dict
+    options: list[DesignOption]
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _knobs_for(effective, residual_net: bool) -> list[str]:
+    """gamma for tanh-like phi, beta for relu-like (one flat tail), neither for affine phi; eps; alpha (residual)."""
+    knobs = []
+    if effective.affine is None:
+        tails = effective(np.array([-20.0, 20.0]))
+        relu_like = abs(tails[0]) < 0.1 * abs(tails[1]) or abs(tails[1]) < 0.1 * abs(tails[0])
+        knobs.append("beta" if relu_like else "gamma")
+    knobs.append("eps")
+    if residual_net:
+        knobs.append("alpha")
+    return knobs
+
+
+def design(
+    phi: PhiSpec,
+    batch_size: int,
+    depth: int,
+    *,
+    residual_network: bool = False,
+    branch_depth: int = 1,
+    branch: str = "bn_first",
+    alpha: float = 1.0,
+    eps: float = 0.0,
+    sigma_w: float = 1.0,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    knobs: list[str] | None = None,
+    criterion: float = DEFAULT_CRITERION,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> DesignResult:
+    """Settings that make ``depth`` trainable by the theory, as nonlinear as possible (module docstring).
+
+    Args:
+        phi, batch_size: the nonlinearity and B (finite, >= 4).
+        depth: the target depth D (layers of a plain network, blocks of a residual one).
+        residual_network: plan a residual network (:func:`bnmft.residual`) with ``branch_depth``, ``branch``.
+        alpha, eps, sigma_w, gamma, beta: the other knobs' values while one is searched.
+        knobs: which knobs to search (default: gamma or beta by phi's shape, eps, and alpha for residual networks).
+        criterion: residual networks: the largest allowed ``ln(E||g^0||^2 / E||g^D||^2)``.
+
+    Returns:
+        :class:`DesignResult`.
+
+    Raises:
+        InputError: bad settings, or no knob reaches D (the message gives each knob's best predicted depth).
+    """
+    b = check_batch_size(batch_size)
+    if math.isinf(b):
+        raise InputError("batch_size must be finite for the planner")
+    b = int(b)
+    depth = check_int("depth", depth)
+    if branch not in BRANCHES:
+        raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    check_int("branch_depth", branch_depth)
+    eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
+    for knob in chosen:
+        if knob not in RANGES or (knob == "alpha" and not residual_network):
+            allowed = tuple(k for k in RANGES if residual_network or k != "alpha")
+            raise InputError(f"knobs: {knob!r} is not one of {allowed}")
+    settings = {"gamma": gamma, "beta": beta, "eps": eps, "alpha": alpha}
+    spec = dict(derivative=derivative, kinks=kinks, **params)
+
+    def evaluate(values: dict, full: bool = False):
+        """(reaches D, predicted depth or None, lambda_G, exponent) at these settings."""
+        common = dict(gamma=values["gamma"], beta=values["beta"], eps=values["eps"], sigma_w=sigma_w, **spec)
+        if not residual_network:
+            t = theory(base, b, **common)
+            finite = math.isfinite(t.max_trainable_depth)
+            return t.max_trainable_depth >= depth, t.max_trainable_depth if finite else None, t.lambda_G, None
+        r = residual(
+            base, b, depth=depth, branch_depth=branch_depth, alpha=values["alpha"], branch=branch,
+            criterion=criterion, trainable_depth=full, **common,
+        )  # fmt: skip
+        return r.blocks[0]["log_grad_ratio"] <= criterion, r.max_trainable_depth, r.lambda_G, r.exponent
+
+    options, unreachable = [], {}
+    for knob in chosen:
+        low, high, log_scale, high_is_nonlinear = RANGES[knob]
+
+        def reaches(v: float, knob: str = knob) -> bool:
+            try:
+                return evaluate(dict(settings, **{knob: v}))[0]
+            except InputError:  # e.g. a constant phi at this setting: not a usable design
+                return False
+
+        grid = np.geomspace(low, high, SCAN_POINTS) if log_scale else np.linspace(low, high, SCAN_POINTS)
+        if high_is_nonlinear:
+            grid = grid[::-1]  # from the nonlinear end toward the linear end
+        if knob == "eps":
+            grid = np.concatenate([[0.0], grid])  # eps = 0 (the paper's BN) is the nonlinear end
+        # the first value (from the nonlinear end) that reaches D, then bisection against the one before it
+        first = next((j for j, v in enumerate(grid) if reaches(float(v))), None)
+        if first is None:
+            unreachable[knob] = f"no {knob} in [{low:g}, {high:g}] reaches depth {depth}"
+            continue
+        best, at_bound = float(grid[first]), first == 0
+        if not at_bound:
+            good, bad = best, float(grid[first - 1])
+            while abs(bad - good) > BISECTION_TOL * max(abs(good), abs(bad), 1e-12):
+                mid = math.sqrt(good * bad) if log_scale and good > 0 else 0.5 * (good + bad)
+                good, bad = (mid, bad) if reaches(mid) else (good, mid)
+            best = good
+        _, predicted, lam, exponent = evaluate(dict(settings, **{knob: best}), full=True)
+        options.append(DesignOption(knob, best, predicted, lam, exponent, at_bound))
+    if not options:
+        raise InputError(
+            f"no setting reaches depth {depth} for phi={base.name!r}, B={b}"
+            + (f", residual branch_depth={branch_depth}" if residual_network else "")
+            + ": "
+            + "; ".join(unreachable.values())
+            + (" (try a residual network: --residual)" if not residual_network else "")
+        )
+    return DesignResult(
+        phi=base.name,
+        batch_size=b,
+        depth=depth,
+        residual=residual_network,
+        branch_depth=branch_depth if residual_network else None,
+        settings={**settings, "sigma_w": sigma_w, **({"branch": branch} if residual_network else {})},
+        options=options,
+        unreachable=unreachable,
+    )
