@@ -95,17 +95,26 @@ def cmd_residual(args) -> int:
     sim = None
     if args.width is not None:
         if args.input_correlation != 0 or args.output_gradient != "iid":
-            raise InputError("the simulation uses i.i.d. Gaussian inputs and a linear loss: drop --input-correlation "
-                             "and --output-gradient, or --width/--networks")  # fmt: skip
+            raise InputError(
+                "the simulation uses i.i.d. Gaussian inputs and a linear loss: drop --input-correlation "
+                "and --output-gradient, or --width/--networks"
+            )
         from tqdm import tqdm
 
         from .simulate.resnet import simulate_residual
 
         with tqdm(total=args.networks, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
             sim = simulate_residual(
-                args.phi, int(args.batch_size), width=args.width, networks=args.networks, seed=args.seed,
-                dtype=args.dtype, device=args.device, progress=lambda n: bar.update(n - bar.n), **settings,
-            )  # fmt: skip
+                args.phi,
+                int(args.batch_size),
+                width=args.width,
+                networks=args.networks,
+                seed=args.seed,
+                dtype=args.dtype,
+                device=args.device,
+                progress=lambda n: bar.update(n - bar.n),
+                **settings,
+            )
     if args.plot:
         from .plots import plot_residual
 

@@ -336,10 +336,24 @@ def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
     if simulation is not None:
         rows = simulation.blocks
         x = [r["block"] for r in rows]
-        ax_g.errorbar(x, [r["log_grad_ratio"] for r in rows], yerr=[2 * r["log_grad_ratio_stderr"] for r in rows],
-                      fmt="o", ms=3, color="C1", label=f"simulation (N = {simulation.config.simulation.network.width})")  # fmt: skip
-        ax_v.errorbar(x, [r["stream_variance"] for r in rows], yerr=[2 * r["stream_variance_stderr"] for r in rows],
-                      fmt="o", ms=3, color="C1", label="simulation")  # fmt: skip
+        ax_g.errorbar(
+            x,
+            [r["log_grad_ratio"] for r in rows],
+            yerr=[2 * r["log_grad_ratio_stderr"] for r in rows],
+            fmt="o",
+            ms=3,
+            color="C1",
+            label=f"simulation (N = {simulation.config.simulation.network.width})",
+        )
+        ax_v.errorbar(
+            x,
+            [r["stream_variance"] for r in rows],
+            yerr=[2 * r["stream_variance_stderr"] for r in rows],
+            fmt="o",
+            ms=3,
+            color="C1",
+            label="simulation",
+        )
     alpha = result.alpha if isinstance(result.alpha, float) else "per block"
     ax_g.set_title(
         f"{result.phi}, B = {result.batch_size}, K = {result.branch_depth}, alpha = {alpha}, eps = {result.eps:g}: "

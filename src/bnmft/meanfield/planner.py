@@ -147,9 +147,16 @@ def design(
             finite = math.isfinite(t.max_trainable_depth)
             return t.max_trainable_depth >= depth, t.max_trainable_depth if finite else None, t.lambda_G, None
         r = residual(
-            base, b, depth=depth, branch_depth=branch_depth, alpha=values["alpha"], branch=branch,
-            criterion=criterion, trainable_depth=full, **common,
-        )  # fmt: skip
+            base,
+            b,
+            depth=depth,
+            branch_depth=branch_depth,
+            alpha=values["alpha"],
+            branch=branch,
+            criterion=criterion,
+            trainable_depth=full,
+            **common,
+        )
         return r.blocks[0]["log_grad_ratio"] <= criterion, r.max_trainable_depth, r.lambda_G, r.exponent
 
     options, unreachable = [], {}

@@ -109,7 +109,11 @@ class _Layer:
         t = b / (b - 1) * ((b - 1) * d2 - (2 * s - s * s) * x2d2)
         w = self.w
         return LayerValues(
-            F=float(w @ mu), Q=float(w @ q), P=float(w @ p), lam_hat=float(w @ (k / denom)), t_hat=float(w @ (t / denom))
+            F=float(w @ mu),
+            Q=float(w @ q),
+            P=float(w @ p),
+            lam_hat=float(w @ (k / denom)),
+            t_hat=float(w @ (t / denom)),
         )
 
 
@@ -178,7 +182,7 @@ def _check_alpha(alpha, depth: int) -> tuple[float, ...]:
     elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
         values = list(alpha)
         if len(values) != depth:
-            raise InputError(f"alpha: a per-block sequence needs one value per block (depth={depth}), got {len(values)}")
+            raise InputError(f"alpha: one value per block (depth={depth}), got {len(values)}")
     else:
         raise InputError(f"alpha must be a number or a sequence of depth numbers, got {alpha!r}")
     for v in values:
@@ -396,7 +400,8 @@ def _trainable_depth(branch_map, alpha_tail, alphas, m0, b, sw2, crit, mean_part
         here = branch_map(m)
         delta = abs(here.g * m - limit.g) / limit.g
         notes.append(
-            f"trainable depth past block {block}: the first layer's e = eps/m (<= {branch_map.eps / m:.2g}) taken as 0; "
+            f"trainable depth past block {block}: the first layer's e = eps/m (<= {branch_map.eps / m:.2g}) "
+            "taken as 0; "
             f"its relative effect on the block gain there is {delta:.2g}, on the log gradient ratio below "
             f"{limit.g / (sw2 * limit.F) * delta:.2g}"
         )

@@ -9,9 +9,10 @@ Gaussian R (an i.i.d. gradient at the output); hooks on every stream tensor reco
 gradient to norm 1 (log-space bookkeeping as in :mod:`.network`).
 
 Estimates per block, across networks (mean and standard error): the stream's per-neuron centred, biased batch
-variance; its distance to the BSB1 shape; ``E||g^l||^2 / E||g^D||^2`` as the mean of the per-network ratios (g^D = R
-is nearly deterministic: ``||R||^2 / (N B) = 1 + O(1/sqrt(N B))``) and its log, with the delta-method error
-``se / mean``. Compare with :func:`bnmft.residual`.
+variance (within each ghost batch, where BN's statistics are taken); its distance to the BSB1 shape;
+``E||g^l||^2 / E||g^D||^2`` as the mean of the per-network ratios (g^D = R is nearly deterministic:
+``||R||^2 / (N B) = 1 + O(1/sqrt(N B))``) and its log, with the delta-method error ``se / mean``.
+Compare with :func:`bnmft.residual`.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def run_residual_ensemble(
     variance, distance = [], []
     with torch.no_grad():
         for s in streams:
-            centred = s - s.mean(dim=1, keepdim=True)
-            variance.append(centred.pow(2).sum(dim=(1, 2), dtype=torch.float64) / (b * n))
+            grouped = s.reshape(k, b // group, group, n)  # the variance BN sees: within each (ghost) group
+            centred = grouped - grouped.mean(dim=2, keepdim=True)
+            variance.append(centred.pow(2).sum(dim=(1, 2, 3), dtype=torch.float64) / (b * n))
             distance.append(_gram_stats(s.detach(), seg)[2].double())
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
     logs = torch.zeros(len(streams), k, dtype=torch.float64)
@@ -194,8 +196,18 @@ def simulate_residual(
         :class:`ResidualSimulation`; same seed, same numbers (same device and dtype).
     """
     unknown = set(options) - {
-        "eps", "gamma", "beta", "sigma_w", "init", "detach_stats", "ghost_size", "seed", "device", "dtype", "chunk",
-    }  # fmt: skip
+        "eps",
+        "gamma",
+        "beta",
+        "sigma_w",
+        "init",
+        "detach_stats",
+        "ghost_size",
+        "seed",
+        "device",
+        "dtype",
+        "chunk",
+    }
     if unknown:
         raise InputError(f"unknown option {sorted(unknown)[0]!r}")
     options = {key: v for key, v in options.items() if v is not None}
@@ -247,9 +259,18 @@ def simulate_residual(
     group = network.ghost_size or batch_size
     if group >= 4 and not network.detach_stats:
         t = residual(
-            base, group, depth=depth, branch_depth=branch_depth, alpha=list(alphas), branch=branch, eps=network.eps,
-            sigma_w=network.sigma_w, gamma=sim.gamma, beta=sim.beta, input_variance=q_in,
-        )  # fmt: skip
+            base,
+            group,
+            depth=depth,
+            branch_depth=branch_depth,
+            alpha=list(alphas),
+            branch=branch,
+            eps=network.eps,
+            sigma_w=network.sigma_w,
+            gamma=sim.gamma,
+            beta=sim.beta,
+            input_variance=q_in,
+        )
     blocks = []
     for i in range(depth + 1):
         row = {
@@ -268,4 +289,3 @@ def simulate_residual(
             row["log_grad_ratio_theory"] = t.blocks[i]["log_grad_ratio"]
         blocks.append(row)
     return ResidualSimulation(cfg, run, blocks, t)
-
