@@ -40,6 +40,10 @@ def test_reproduce_writes_everything(run):
         "eps_phase_tanh.png",
         "eps_phase_relu.png",
         "heatmap_tiny.png",
+        "heatmap_tiny_resnet_vs_plain.png",
+        "tiny_resnet_vs_plain.png",
+        "residual_simulation.png",
+        "residual_simulation.csv",
         "sweeps.db",
     ):
         assert (tmp_path / name).stat().st_size > 0
@@ -55,6 +59,9 @@ def test_reproduce_writes_everything(run):
     assert len(verdicts) >= 20 and set(verdicts) == {"yes"}
     assert "Sweep `tiny`" in report and "16/ln lambda_G" in report
     assert "Median ratio measured / theory" in report and "**Paper:**" in report
+    assert "## Residual BN networks" in report and "**Ours:**" in report and "theory (e^16)" in report
+    # the residual checks: theory vs simulation per case and block, all within their allowance
+    assert len(re.findall(r"^\| residual .* \| yes \|$", report, flags=re.M)) == 9
 
 
 def test_the_html_report_is_self_contained(run):
@@ -97,7 +104,7 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     cached = sorted((run / ".cache").glob("*.pickle"))
-    assert len(cached) == 5  # the five simulation figures
+    assert len(cached) == 6  # the five simulation figures and the residual networks
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"
     before = figure.stat().st_mtime_ns

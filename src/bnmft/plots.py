@@ -253,7 +253,9 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
 
 
 def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | None = None) -> Path:
-    """Test accuracy over (x, depth) with the theory's maximum trainable depth 16 / ln lambda_G (white)."""
+    """Test accuracy over (x, depth) with the theory's maximum trainable depth (white): 16 / ln lambda_G for plain
+    networks, a total gradient growth e^16 for residual ones (:func:`bnmft.experiments.agreement.theory_depth_for`);
+    placed by interpolation in log depth between the grid's rows."""
     import numpy as np
 
     from .experiments.agreement import theory_depth_for
@@ -273,8 +275,12 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     line = [theory_depth_for(base, x, v) for v in xs]
     if any(v is not None for v in line):
         idx = [i for i, v in enumerate(line) if v is not None]
-        rows = np.interp([line[i] for i in idx], depths, np.arange(len(depths)), left=-0.5, right=len(depths) - 0.5)
-        ax.plot(idx, rows, "w--", lw=2, label=r"theory: $16/\ln\max(\lambda_G, \lambda_W)$")
+        with np.errstate(divide="ignore"):
+            where = np.log([max(line[i], 1e-300) for i in idx])
+        rows = np.interp(where, np.log(depths), np.arange(len(depths)), left=-0.5, right=len(depths) - 0.5)
+        residual = x == "branch_depth" or base.get("branch_depth")
+        label = r"theory: gradient growth $e^{16}$" if residual else r"theory: $16/\ln\max(\lambda_G, \lambda_W)$"
+        ax.plot(idx, rows, "w--", lw=2, label=label)
         ax.legend(loc="upper right", fontsize=8)
     import textwrap
 

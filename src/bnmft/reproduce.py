@@ -12,8 +12,10 @@ Writes into the output directory:
 * ``fig1a_lambda_G.png``, ``fig1b_gradients.png``, ``fig1c_symmetry_breaking.png``, ``fig1d_gram_examples.png``,
   ``fig2_two_batches.png`` and their CSV tables - the paper's simulation figures (:mod:`bnmft.figures`);
 * ``eps_phase_tanh.png``, ``eps_phase_relu.png`` - the eps > 0 phase diagrams (theory.md section 4b);
+* ``residual_simulation.png`` / ``.csv`` - residual BN networks, simulator against the exact theory (section 4c);
 * ``fig4_first_steps.png`` - Fig 4, the first SGD steps; ``sweeps.db`` and ``heatmap_<sweep>.png`` - the preset's
-  training sweep (quick: Fig 3a reduced) with the theory's depth line;
+  training sweeps (quick: Figs 3a-d and 5a-d reduced, and two residual sweeps) with the theory's depth line;
+  ``<sweep>.png`` for a plain-vs-residual sweep (accuracy against depth);
 * ``report.md`` - the tables, and the checks of the engine against independent references (closed forms
   through the general quadrature path, the Gegenbauer series, the check values of theory.md, propagation).
 """
@@ -46,6 +48,14 @@ from .plots import (
     plot_propagation,
     plot_symmetry_breaking,
     plot_theory_curves,
+)
+from .report_residual import (
+    RESIDUAL_CLAIMS,
+    RESIDUAL_SWEEPS,
+    plain_vs_residual_figure,
+    plain_vs_residual_report,
+    residual_checks,
+    residual_simulation_report,
 )
 
 PRESETS = ("tiny", "quick", "paper")
@@ -130,7 +140,7 @@ def reproduce(
     mark = time.perf_counter()
     sims = _simulation_figures(out, preset, quiet)
     stages["simulations (Figs 1, 2, 4)"] = time.perf_counter() - mark
-    checks += _simulation_checks(sims)
+    checks += _simulation_checks(sims) + residual_checks(sims)
     mark = time.perf_counter()
     sims["training"] = _training(out, preset, quiet, workers=workers, scheduler=scheduler, device=device)
     stages["training sweeps (Figs 3, 5)"] = time.perf_counter() - mark
@@ -228,6 +238,7 @@ def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
         ("fig1cd", figures.fig1cd),
         ("fig2", figures.fig2),
         ("width_sweep", figures.width_sweep),
+        ("residual", figures.residual_networks),
         ("fig4", lambda o, p: figures.fig4(o, **figures.PRESETS[p]["fig4"])),
     )
     cache = out / ".cache"
@@ -273,7 +284,10 @@ def _training(
             path = plot_heatmap(
                 results, sweep.x, out / f"heatmap_{sweep.name}.png", title=sweep.description or sweep.name
             )
+            if sweep.x == "branch_depth":  # plain against residual: also accuracy against depth, side by side
+                figure = plain_vs_residual_figure(results, out / f"{sweep.name}.png", sweep.description or sweep.name)
             made[sweep.name] = {
+                "figure": figure.name if sweep.x == "branch_depth" else None,
                 "path": path.name,
                 "sweep": sweep,
                 "results": results,
@@ -401,6 +415,7 @@ def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry,
     lines += _eps_report()
     lines += ["", "## Propagating a real batch", "", "![propagation](propagation.png)", ""]
     lines += _simulation_report(sims)
+    lines += residual_simulation_report(sims)
     lines += _training_report(sims)
     lines += [f"Computed in {seconds:.1f} s."]
     text = "\n".join(lines) + "\n"
@@ -484,7 +499,8 @@ def _training_report(sims: dict) -> list[str]:
         ]
         for d, row in zip(depths, table, strict=True):
             lines.append(f"| {d} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in row) + " |")
-        lines.append("| 16/ln lambda_G | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
+        label = "theory (e^16)" if name in RESIDUAL_SWEEPS else "16/ln lambda_G"
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
         lines += ["", f"![{name}]({made['path']})", ""]
         med, med_grid = median_ratio(rows), median_ratio(rows, "ratio")
         lines += [
@@ -519,14 +535,17 @@ def _training_report(sims: dict) -> list[str]:
             "theory's line (it bounds what can train at all).",
             "",
         ]
-        claim = PAPER_CLAIMS.get(name.removesuffix("_fashion"), "")
+        if made.get("figure"):
+            lines += plain_vs_residual_report(name, made["figure"])
+        claim = PAPER_CLAIMS.get(name.removesuffix("_fashion"), "") or RESIDUAL_CLAIMS.get(name, "")
+        source = "Ours" if name in RESIDUAL_SWEEPS else "Paper"
         if med is None:
             verdict = "no column trains at all in this reduced run: not reproduced here"
         elif 0.5 <= med <= 2.0:
             verdict = f"consistent: the measured edge sits at {med:.2f} x the predicted depth (median over columns)"
         else:
             verdict = f"not reproduced in this reduced run: the measured edge sits at {med:.2f} x the prediction"
-        lines += [f"> **Paper:** {claim} **Here:** {verdict}.", ""]
+        lines += [f"> **{source}:** {claim} **Here:** {verdict}.", ""]
     return lines
 
 

@@ -67,3 +67,33 @@ def test_a_sweep_trains_a_gamma_grid_batched(tmp_path):
         one = train(TrainConfig(**r["config"]))
         assert r["result"]["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=2 / 64)
     store.close()
+
+
+def test_residual_cells_batch_with_the_one_at_a_time_numbers():
+    base = BASE | {"test_subset": 256, "branch_depth": 2, "depth": 4}
+    cfgs = [
+        TrainConfig(**base, seed=0, lr=0.05, branch_scale=1.0),
+        TrainConfig(**base, seed=1, lr=0.05, branch_scale=0.3, gamma=0.8),
+        TrainConfig(**base, seed=0, lr=0.02, branch_scale=2.0, eps=0.1),
+    ]
+    for one, batched in zip([train(c) for c in cfgs], train_batched(cfgs), strict=True):
+        _close(one, batched)
+    assert batch_key(cfgs[0].to_dict()) != batch_key(TrainConfig(**(base | {"branch_depth": 1})).to_dict())
+
+
+def test_residual_network_shape_and_branch_scale_zero():
+    """branch_scale = 0: the blocks are skipped exactly, so the network is the embedding and the head alone."""
+    import torch
+
+    from bnmft.experiments.config import layer_counts
+    from bnmft.experiments.training import BNMLP
+
+    cfg = TrainConfig(**(BASE | {"branch_depth": 3, "depth": 5}), branch_scale=0.0)
+    assert layer_counts(cfg) == (16, 17)
+    model = BNMLP(cfg, 20, 10, torch.Generator().manual_seed(0))
+    x = torch.randn(16, 20)
+    shallow = TrainConfig(**(BASE | {"branch_depth": 3, "depth": 0 + 1}), branch_scale=0.0)
+    small = BNMLP(shallow, 20, 10, torch.Generator().manual_seed(0))
+    small.weights[0].data.copy_(model.weights[0].data)
+    small.readout.load_state_dict(model.readout.state_dict())
+    torch.testing.assert_close(model(x), small(x))

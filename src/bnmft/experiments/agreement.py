@@ -15,7 +15,7 @@ import statistics
 import warnings
 
 from ..errors import InputError
-from ..meanfield import theory
+from ..meanfield import residual, theory
 from .sweep import grid_table
 
 #: the fraction of the way from chance to the shallowest accuracy that counts as "trains"
@@ -27,12 +27,36 @@ MIN_GAIN = 0.1
 def theory_depth_for(config: dict, x: str, value) -> float | None:
     """The theory's maximum trainable depth for a training cell (``x`` set to ``value``): 16 / ln of the larger of
     lambda_G and lambda_W at the cell's eps and sigma_w (theory.md sections 4 and 4b; at eps -> 0 this is the
-    paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4."""
+    paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4.
+
+    Residual cells (``branch_depth`` >= 1, in blocks): the deepest network whose gradient grows by at most e^16 from
+    the last block to the first (:func:`bnmft.residual`) - the stream starts as ``BN(W_0 x)``, centred variance
+    gamma^2 per neuron (its shape taken as BSB1), and ends in a BN, so the output gradient is centred."""
     cfg = dict(config, **{x: value})
     b = cfg.get("ghost_size") or cfg["batch_size"]
     if b < 4:
         return None
     params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
+    if cfg.get("branch_depth"):
+        try:
+            res = residual(
+                cfg["phi"],
+                b,
+                depth=1,
+                branch_depth=cfg["branch_depth"],
+                alpha=cfg.get("branch_scale", 1.0),
+                gamma=cfg.get("gamma", 1.0),
+                beta=cfg.get("beta", 0.0),
+                eps=cfg.get("eps", 0.0),
+                sigma_w=cfg.get("sigma_w", 1.0),
+                input_variance=cfg.get("gamma", 1.0) ** 2 * b / (b - 1),
+                output_gradient="centred",
+                **params,
+            )
+        except InputError as err:
+            warnings.warn(f"no theory depth for {x} = {value!r}: {err}", stacklevel=2)
+            return None
+        return math.inf if res.max_trainable_depth is None else float(res.max_trainable_depth)
     try:
         r = theory(
             cfg["phi"],

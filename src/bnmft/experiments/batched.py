@@ -1,7 +1,8 @@
 """Batched training: cells that share their shapes train together as one stacked model.
 
-Cells of a sweep that agree on :data:`BATCH_KEYS` (data set, phi, depth, width, batch size, optimiser, epochs, data
-sizes) - e.g. the seeds, or the gammas, betas, eps, sigma_w, learning rates or ghost sizes of one depth - become
+Cells of a sweep that agree on :data:`BATCH_KEYS` (data set, phi, depth, branch depth, width, batch size, optimiser,
+epochs, data sizes) - e.g. the seeds, or the gammas, betas, eps, sigma_w, learning rates, ghost sizes or branch scales
+of one depth - become
 one model whose weights are stacked along a leading axis of size K: every layer is one batched matrix product
 (``torch.bmm``), batch norm one (fused where the eps agree) call, the loss the sum of the K models' losses (their
 gradients never mix) and the optimiser an element-wise update with one learning rate per model.
@@ -27,7 +28,7 @@ from ..errors import InputError
 from ..nonlinearity import get_nonlinearity
 from ..simulate.network import NetworkSpec, batch_norm, init_weights
 from ..simulate.torch_phi import to_torch
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, layer_counts
 from .data import Dataset
 from .training import cached_dataset, subset
 
@@ -38,6 +39,7 @@ BATCH_KEYS = (
     "phi",
     "alpha",
     "depth",
+    "branch_depth",
     "width",
     "batch_size",
     "optimizer",
@@ -69,26 +71,29 @@ class _Stack:
 
     def __init__(self, cfgs: Sequence[TrainConfig], features: int, classes: int, gens: list[torch.Generator]):
         first = cfgs[0]
-        k, n, depth = len(cfgs), first.width, first.depth
+        k, n = len(cfgs), first.width
+        n_weights, n_norms = layer_counts(first)
         per_model = []
         for cfg, gen in zip(cfgs, gens, strict=True):  # the draws of BNMLP.__init__, in its order
-            spec = NetworkSpec(width=n, depth=depth, sigma_w=cfg.sigma_w)
+            spec = NetworkSpec(width=n, depth=first.depth, sigma_w=cfg.sigma_w)
             layers = [
-                init_weights(1, n, features if i == 0 else n, spec, gen, "cpu", torch.float32)[0] for i in range(depth)
+                init_weights(1, n, features if i == 0 else n, spec, gen, "cpu", torch.float32)[0]
+                for i in range(n_weights)
             ]
             readout = torch.empty(classes, n).normal_(0.0, 1.0 / math.sqrt(n), generator=gen)
             per_model.append((layers, readout))
-        self.weights = [torch.stack([m[0][i] for m in per_model]).requires_grad_() for i in range(depth)]
+        self.weights = [torch.stack([m[0][i] for m in per_model]).requires_grad_() for i in range(n_weights)]
         self.gammas = [
-            torch.tensor([[c.gamma] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(depth)
+            torch.tensor([[c.gamma] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(n_norms)
         ]
         self.betas = [
-            torch.tensor([[c.beta] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(depth)
+            torch.tensor([[c.beta] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(n_norms)
         ]
         self.readout = torch.stack([m[1] for m in per_model]).requires_grad_()
         self.bias = torch.zeros(k, classes).requires_grad_()
-        self.running_mean = [torch.zeros(k, n) for _ in range(depth)]
-        self.running_var = [torch.ones(k, n) for _ in range(depth)]
+        self.running_mean = [torch.zeros(k, n) for _ in range(n_norms)]
+        self.running_var = [torch.ones(k, n) for _ in range(n_norms)]
+        self.scales = torch.tensor([c.branch_scale for c in cfgs], dtype=torch.float32)[:, None, None]
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *self.gammas, *self.betas, self.readout, self.bias]
@@ -105,6 +110,7 @@ class _Stack:
         self.readout, self.bias = move(self.readout), move(self.bias)
         self.running_mean = [x.to(device) for x in self.running_mean]
         self.running_var = [x.to(device) for x in self.running_var]
+        self.scales = self.scales.to(device)
         return self
 
 
@@ -165,19 +171,28 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
                 model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var.mean(dim=2)
         return y
 
+    def norm(h: torch.Tensor, layer: int, training: bool) -> torch.Tensor:
+        if training:
+            return normalise(h, layer)
+        y = (h - model.running_mean[layer][:, :, None]) / torch.sqrt(model.running_var[layer][:, :, None] + eps_column)
+        return model.gammas[layer][:, :, None] * y + model.betas[layer][:, :, None]
+
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         """x (K, B, features) -> logits (K, B, classes); inside, activations are (K, N, B) (examples last)."""
         a = x.transpose(1, 2)
-        for layer, w in enumerate(model.weights):
-            h = torch.bmm(w, a)  # (K, N, B)
-            if training:
-                y = normalise(h, layer)
-            else:
-                y = (h - model.running_mean[layer][:, :, None]) / torch.sqrt(
-                    model.running_var[layer][:, :, None] + eps_column
-                )
-                y = model.gammas[layer][:, :, None] * y + model.betas[layer][:, :, None]
-            a = phi(y)
+        if first.branch_depth == 0:
+            for layer, w in enumerate(model.weights):
+                a = phi(norm(torch.bmm(w, a), layer, training))  # (K, N, B)
+        else:  # the residual network of BNMLP._residual
+            stream = norm(torch.bmm(model.weights[0], a), 0, training)
+            j = 1
+            for _ in range(first.depth):
+                h = stream
+                for _ in range(first.branch_depth):
+                    h = torch.bmm(model.weights[j], phi(norm(h, j, training)))
+                    j += 1
+                stream = stream + model.scales * h
+            a = phi(norm(stream, j, training))
         return (torch.bmm(model.readout, a) + model.bias[:, :, None]).transpose(1, 2)
 
     params = model.parameters()

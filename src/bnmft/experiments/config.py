@@ -18,7 +18,11 @@ PAPER_LR_PER_EXAMPLE = 1e-5  # the paper's learning rate is 1e-5 * B
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run (one cell of a sweep). ``lr`` is a number or ``"paper"`` (1e-5 * B) or
-    ``"<factor>*B"`` (e.g. ``"1e-3*B"``)."""
+    ``"<factor>*B"`` (e.g. ``"1e-3*B"``). ``branch_depth`` 0 is the paper's plain network of ``depth`` layers;
+    ``branch_depth`` K >= 1 a pre-activation residual network of ``depth`` blocks (theory.md section 4c), each
+    ``x + branch_scale * F(x)`` with ``F = K x [BN -> phi -> linear]``, between a linear embedding with BN and a
+    final BN -> phi before the read-out (:func:`layer_counts`). ``alpha`` is alpha_relu's exponent, not the
+    branch scale."""
 
     dataset: str = "mnist"
     phi: str = "relu"
@@ -34,6 +38,8 @@ class TrainConfig:
     beta: float = 0.0
     sigma_w: float = 1.0
     alpha: float | None = None
+    branch_depth: int = 0
+    branch_scale: float = 1.0
     train_subset: int | None = None
     test_subset: int | None = None
     seed: int = 0
@@ -53,6 +59,15 @@ class TrainConfig:
         return asdict(self)
 
 
+def layer_counts(cfg: TrainConfig) -> tuple[int, int]:
+    """(weight matrices, BN layers): ``(depth, depth)`` for a plain network; ``(1 + D K, 2 + D K)`` for a residual
+    one (the embedding, D blocks of K branch layers, and the final BN)."""
+    if cfg.branch_depth == 0:
+        return cfg.depth, cfg.depth
+    inner = cfg.depth * cfg.branch_depth
+    return inner + 1, inner + 2
+
+
 def check_config(cfg: TrainConfig) -> TrainConfig:
     """Reject impossible values (and values of the wrong type), naming the key."""
     for name in ("dataset", "phi", "optimizer"):
@@ -68,6 +83,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     for name in ("depth", "width", "epochs"):
         check_int(name, getattr(cfg, name))
     check_int("batch_size", cfg.batch_size, 2)
+    check_int("branch_depth", cfg.branch_depth, 0)
+    check_real("branch_scale", cfg.branch_scale, minimum=0.0)
     for name in ("train_subset", "test_subset", "ghost_size"):
         if getattr(cfg, name) is not None:
             check_int(name, getattr(cfg, name), 2 if name == "ghost_size" else 1)
@@ -85,8 +102,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"lr must be positive and finite, got {cfg.lr!r}")
     check_bn_options(eps=cfg.eps, sigma_w=cfg.sigma_w, gamma=cfg.gamma, beta=cfg.beta)
     # the largest allocation: the weights, their gradients and optimiser state, and a batch's activations
-    params = cfg.depth * cfg.width * cfg.width
-    check_memory(4.0 * (4 * params + 8 * cfg.batch_size * cfg.width * cfg.depth), "one training run", "width")
+    layers = layer_counts(cfg)[0]
+    params = layers * cfg.width * cfg.width
+    check_memory(4.0 * (4 * params + 8 * cfg.batch_size * cfg.width * layers), "one training run", "width")
     get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
     return cfg
 

@@ -20,7 +20,7 @@ import torch
 from ..nonlinearity import get_nonlinearity
 from ..simulate.network import NetworkSpec, batch_norm, init_weights
 from ..simulate.torch_phi import to_torch
-from .config import TrainConfig, check_config
+from .config import TrainConfig, check_config, layer_counts
 from .data import Dataset, load_dataset
 
 
@@ -51,19 +51,24 @@ class BatchNorm(torch.nn.Module):
 
 
 class BNMLP(torch.nn.Module):
-    """``depth`` x (linear -> BN -> phi), then a linear read-out. Weights initialised as in the simulator."""
+    """``depth`` x (linear -> BN -> phi), then a linear read-out; or, with ``branch_depth`` K >= 1, the residual
+    network of :class:`~bnmft.experiments.config.TrainConfig` (embedding ``BN(W_0 x)``, ``depth`` blocks
+    ``x + branch_scale * F(x)``, final BN -> phi). Weights initialised as in the simulator."""
 
     def __init__(self, cfg: TrainConfig, features: int, classes: int, gen: torch.Generator):
         super().__init__()
         phi = get_nonlinearity(cfg.phi, **({"alpha": cfg.alpha} if cfg.alpha is not None else {}))
         self.phi = to_torch(phi)
+        self.cfg = cfg
         spec = NetworkSpec(width=cfg.width, depth=cfg.depth, sigma_w=cfg.sigma_w)
         self.weights = torch.nn.ParameterList()
         self.norms = torch.nn.ModuleList()
-        for layer in range(cfg.depth):
+        n_weights, n_norms = layer_counts(cfg)
+        for layer in range(n_weights):
             fan_in = features if layer == 0 else cfg.width
             w = init_weights(1, cfg.width, fan_in, spec, gen, "cpu", torch.float32)[0]
             self.weights.append(torch.nn.Parameter(w))
+        for _ in range(n_norms):
             self.norms.append(BatchNorm(cfg.width, cfg.eps, cfg.gamma, cfg.beta, cfg.ghost_size))
         self.readout = torch.nn.Linear(cfg.width, classes)
         with torch.no_grad():
@@ -73,6 +78,8 @@ class BNMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, keep: bool = False) -> torch.Tensor:
         self.pre = []
+        if self.cfg.branch_depth:
+            return self.readout(self._residual(x))
         for w, norm in zip(self.weights, self.norms, strict=True):
             h = x @ w.T
             if keep:
@@ -80,6 +87,17 @@ class BNMLP(torch.nn.Module):
                 self.pre.append(h)
             x = self.phi(norm(h))
         return self.readout(x)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        stream = self.norms[0](x @ self.weights[0].T)
+        j = 1
+        for _ in range(self.cfg.depth):
+            h = stream
+            for _ in range(self.cfg.branch_depth):
+                h = self.phi(self.norms[j](h)) @ self.weights[j].T
+                j += 1
+            stream = stream + self.cfg.branch_scale * h
+        return self.phi(self.norms[j](stream))
 
 
 def _evaluate(model: BNMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000) -> tuple[float, float]:
