@@ -156,6 +156,30 @@ def _cases():
     add(sim, "--placement", ["middle"])
     add(sim, "--phi", ["nosuch", "0*z+1"])
     add(sim, "--out", ["{d}/afile"])
+    # residual and design
+    res = ["residual", "--phi", "relu", "-B", "8", "--depth", "5"]
+    add(res, "-B", ["3", "inf", "abc", HUGE_INT, "1000000001"])
+    add(res, "--depth", ["0", "-1", "abc", "1000000", HUGE_INT])
+    add(res, "--branch-depth", ["0", "abc", "100000"])
+    add(res, "--alpha", [*NOT_NUMBERS, "-1", "1,2", ",", "1,-1,1,1,1"])
+    add(res, "--branch", ["post"])
+    add(res, "--eps", ["-1", "nan"])
+    add(res, "--input-correlation", ["1", "-0.5", "nan"])
+    add(res, "--output-gradient", ["mean"])
+    add(res, "--criterion", ["0", "-1", "inf"])
+    add(res, "--gamma", ["0", "abc"])
+    add(res, "--phi", ["nosuch", "0*z+1"])
+    add(res, "--plot", ["{d}/adir", "/dev/full"])
+    add(res, "--width", ["8"])  # without --networks
+    add([*res, "--networks", "2", "--width"], None, ["0", "abc", "10000000"])
+    add([*res, "--networks", "2", "--width", "8"], "--dtype", ["float16"])
+    add([*res, "--networks", "2", "--width", "8"], "--input-correlation", ["0.5"])
+    des = ["design", "--phi", "relu", "-B", "8", "--depth", "20"]
+    add(des, "-B", ["3", "inf", "abc"])
+    add(des, "--depth", ["0", "abc", "100000"])  # 100000 plain layers: no setting reaches it
+    add(des, "--knobs", ["alpha", "magic"])
+    add(des, "--eps", ["-1"])
+    add(des, "--phi", ["nosuch"])
     # sweep
     add(["sweep"], None, ["{d}/missing.toml", "{d}/binary.toml", "{d}/invalid.toml", "{d}/adir", "nosuchpreset"])
     add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])

@@ -272,3 +272,44 @@ def test_theory_cli_eps_keys_and_phase_plot(tmp_path, capsys):
     assert rows[1]["q_star"] is None and rows[1]["lambda_W"] == pytest.approx(1.0)
     assert rows[0]["lambda_G"] == theory("tanh", 8, eps=0.1).lambda_G
     assert (tmp_path / "phase.png").stat().st_size > 10_000
+
+
+def test_residual_json_is_one_object_with_blocks(capsys):
+    import bnmft
+
+    assert main(["residual", "--phi", "tanh", "-B", "16", "--depth", "30", "-K", "2", "--alpha", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"blocks", "exponent", "max_trainable_depth"} <= set(out)
+    assert len(out["blocks"]) == 31 and out["blocks"][-1]["log_grad_ratio"] == 0.0
+    assert {"block", "stream_variance", "log_grad_ratio"} <= set(out["blocks"][0])
+    api = bnmft.residual("tanh", 16, depth=30, branch_depth=2, alpha=0.5)
+    assert out["blocks"][0]["log_grad_ratio"] == api.blocks[0]["log_grad_ratio"]
+    assert out["exponent"] == pytest.approx(bnmft.theory("tanh", 16).lambda_G ** 2, rel=1e-10)
+
+
+def test_residual_per_block_alpha_simulation_and_plot(tmp_path, capsys):
+    plot = tmp_path / "res.png"
+    argv = ["residual", "--phi", "relu", "-B", "8", "--depth", "4", "--alpha", "1,0.5,0.5,0.25"]
+    assert main([*argv, "--width", "64", "--networks", "3", "--plot", str(plot), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["alpha"] == [1.0, 0.5, 0.5, 0.25] and plot.stat().st_size > 0
+    sim = out["simulation"]
+    assert sim["width"] == 64 and len(sim["blocks"]) == 5
+    assert sim["blocks"][0]["log_grad_ratio_theory"] == out["blocks"][0]["log_grad_ratio"]
+
+
+def test_design_json_lists_the_knobs(capsys):
+    assert main(["design", "--phi", "tanh", "-B", "32", "--depth", "200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    options = {o["knob"]: o for o in out["options"]}
+    assert set(options) == {"gamma", "eps"}
+    # the planner's gamma really puts the theory's trainable depth at the target
+    import bnmft
+
+    t = bnmft.theory("tanh", 32, gamma=options["gamma"]["value"])
+    assert t.max_trainable_depth == pytest.approx(200, rel=1e-3)
+    assert main(["design", "--phi", "relu", "-B", "8", "--depth", "300", "--residual", "-K", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {o["knob"] for o in out["options"]} == {"beta", "eps", "alpha"}
+    for o in out["options"]:
+        assert o["predicted_depth"] >= 300
