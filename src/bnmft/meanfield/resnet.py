@@ -204,7 +204,7 @@ class _Branch:
         """m = None: the m -> infinity limit of the first layer (e -> 0), gains multiplied by m."""
         sw2 = self.sw2
         mu_h = 1.0 if m is None else self.first_scale * m
-        layers = []
+        layers: list[tuple[LayerValues, float]] = []
         for _ in range(self.k):
             v = self.layer(0.0 if m is None and not layers else self.eps / mu_h)
             layers.append((v, mu_h))
