@@ -71,8 +71,10 @@ def test_presets_parse():
         "fig5b",
         "fig5c",
         "fig5d",
+        "resnet_batch",
+        "resnet_vs_plain",
     ]
-    quick = load_sweeps("quick")  # every figure of the paper, reduced
+    quick = load_sweeps("quick")  # every figure of the paper, reduced, and the residual sweeps
     assert [s.name for s in quick] == [s.name for s in load_sweeps("paper")]
     assert quick[0].x == "batch_size" and sum(len(s.cells()) for s in quick) >= 200
 
