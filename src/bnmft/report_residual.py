@@ -3,6 +3,7 @@ plain-vs-residual figure and the report text. Called by :mod:`bnmft.reproduce`."
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 #: our claims for the residual sweeps (the paper has none): sweep name -> claim
@@ -54,6 +55,8 @@ def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Pat
         line = theory_depth_for(base, "branch_depth", k)
         if line is not None and line <= 4 * max(depths):
             ax.axvline(line, color=color, ls=":", lw=1.2, label=f"{label}: theory depth {line:.0f}")
+        elif line is not None:
+            ax.plot([], [], " ", label=f"{label}: theory depth {line:.3g} (off the chart)")
     ax.set_xscale("log")
     ax.set_xlabel("depth (layers; residual: blocks of K layers)")
     ax.set_ylabel("test accuracy")
@@ -61,7 +64,7 @@ def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Pat
     ax.axhline(0.1, color="gray", lw=0.8)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     return save_figure(fig, path)
 
 
@@ -100,3 +103,36 @@ def residual_simulation_report(sims: dict) -> list[str]:
 
 def plain_vs_residual_report(name: str, figure: str) -> list[str]:
     return [f"Plain against residual networks at equal depth (`{name}`):", "", f"![plain vs residual]({figure})", ""]
+
+
+def theory_line_text(name: str) -> str:
+    """What the last row of a sweep's accuracy table is."""
+    if name in RESIDUAL_SWEEPS:
+        return (
+            "the theory's maximum trainable depth: for residual networks the deepest network whose gradient grows "
+            "by at most e^16 from the last block to the first (`bnmft.residual`, output gradient centred by the "
+            "final BN), for plain ones 16 / ln max(lambda_G, lambda_W)"
+        )
+    return (
+        "the theory's maximum trainable depth 16 / ln max(lambda_G, lambda_W) at the cells' eps (at eps = 1e-3 "
+        "this is the paper's white line)"
+    )
+
+
+def plain_vs_residual_verdict(rows: list[dict], xs: list, depths: list, table: list[list]) -> str:
+    """The verdict of a plain-vs-residual sweep: where each column stops training, against its theory depth."""
+    parts = []
+    for j, (k, row) in enumerate(zip(xs, rows, strict=True)):
+        kind = "plain" if k == 0 else f"residual (K = {k})"
+        theory = row["theory_depth"]
+        predicted = "-" if theory is None else f"{theory:.3g}"
+        if row["censored"]:
+            deepest = table[-1][j]
+            parts.append(
+                f"{kind} still trains at depth {depths[-1]} (accuracy {deepest:.2f}; theory depth {predicted})"
+            )
+        elif row["crossing_depth"] is not None:
+            parts.append(f"{kind} stops at depth ~{row['crossing_depth']:.0f} (theory depth {predicted})")
+        else:
+            parts.append(f"{kind} does not train (theory depth {predicted})")
+    return "; ".join(parts)

@@ -54,8 +54,10 @@ from .report_residual import (
     RESIDUAL_SWEEPS,
     plain_vs_residual_figure,
     plain_vs_residual_report,
+    plain_vs_residual_verdict,
     residual_checks,
     residual_simulation_report,
+    theory_line_text,
 )
 
 PRESETS = ("tiny", "quick", "paper")
@@ -491,8 +493,7 @@ def _training_report(sims: dict) -> list[str]:
         rows = trainable_depths(made["results"], sweep.x)  # one row per column, with the theory's depth
         line = [r["theory_depth"] for r in rows]
         lines += [
-            f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: the theory's maximum trainable "
-            "depth 16 / ln max(lambda_G, lambda_W) at the cells' eps (at eps = 1e-3 this is the paper's white line).",
+            f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: {theory_line_text(name)}.",
             "",
             f"| depth \\ {sweep.x} | " + " | ".join(str(v) for v in xs) + " |",
             "|---" * (len(xs) + 1) + "|",
@@ -539,7 +540,9 @@ def _training_report(sims: dict) -> list[str]:
             lines += plain_vs_residual_report(name, made["figure"])
         claim = PAPER_CLAIMS.get(name.removesuffix("_fashion"), "") or RESIDUAL_CLAIMS.get(name, "")
         source = "Ours" if name in RESIDUAL_SWEEPS else "Paper"
-        if med is None:
+        if sweep.x == "branch_depth":
+            verdict = plain_vs_residual_verdict(rows, xs, depths, table)
+        elif med is None:
             verdict = "no column trains at all in this reduced run: not reproduced here"
         elif 0.5 <= med <= 2.0:
             verdict = f"consistent: the measured edge sits at {med:.2f} x the predicted depth (median over columns)"
