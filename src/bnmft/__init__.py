@@ -4,7 +4,8 @@ The public API (this module) is small and re-exported from the implementation:
 
 * :mod:`bnmft.meanfield` - the exact theory engine in numpy/scipy (no torch): :func:`theory`,
   :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`, :func:`residual` (residual
-  networks), :func:`design` (the depth planner), ...;
+  networks), :func:`design` (the depth planner), :func:`spatial_theory` (conv networks), ...;
+* :func:`probe` - any PyTorch model, layer by layer, against the theory (imports torch when called);
 * :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
 * :class:`InputError` - the one error type for bad input (a ``ValueError``).
 
@@ -21,6 +22,7 @@ from .meanfield import (
     GramMapValue,
     Propagation,
     ResidualResult,
+    SpatialResult,
     SymmetryBreaking,
     TheoryResult,
     design,
@@ -29,6 +31,7 @@ from .meanfield import (
     gram_map,
     propagate,
     residual,
+    spatial_theory,
     spherical_moments,
     symmetry_breaking,
     symmetry_breaking_alpha,
@@ -40,6 +43,15 @@ from .nonlinearity import available as nonlinearities
 
 __version__ = "0.1.0"
 
+
+def probe(model, inputs, loss=None, **kwargs):
+    """Probe any ``torch.nn.Module`` layer by layer against the theory: see
+    :func:`bnmft.simulate.model_probe.probe` (this wrapper imports torch only when called)."""
+    from .simulate.model_probe import probe as run_probe
+
+    return run_probe(model, inputs, loss, **kwargs)
+
+
 __all__ = [
     "DesignOption",
     "DesignResult",
@@ -49,6 +61,7 @@ __all__ = [
     "Nonlinearity",
     "Propagation",
     "ResidualResult",
+    "SpatialResult",
     "SymmetryBreaking",
     "TheoryResult",
     "__version__",
@@ -58,8 +71,10 @@ __all__ = [
     "get_nonlinearity",
     "gram_map",
     "nonlinearities",
+    "probe",
     "propagate",
     "residual",
+    "spatial_theory",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

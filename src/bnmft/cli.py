@@ -1,5 +1,5 @@
-"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``sweep``,
-``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
+"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``probe``,
+``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
 
 Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
 one-line message naming the argument and exit status 2. Nothing else is caught: any other exception is a bug
@@ -66,6 +66,31 @@ def sim_batch_size(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be an integer >= 2 (batch norm needs two examples), got {text!r}")
     return value
+
+
+def theory_batch_size(text: str):
+    """``bnmft theory -B``: a batch size (checked fully in the command: with --spatial, B >= 1 is enough)."""
+    try:
+        return check_batch_size(text)
+    except ValueError as err:
+        try:
+            small = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        if small >= 1:
+            return _SmallBatch(small, str(err))
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class _SmallBatch(int):
+    """A batch size below 4: valid only for a convolutional network (--spatial); the MLP theory's message kept."""
+
+    message: str
+
+    def __new__(cls, value: int, message: str):
+        obj = super().__new__(cls, value)
+        obj.message = message
+        return obj
 
 
 def batch_size_arg(text: str):
@@ -140,6 +165,13 @@ def _phi_params(args) -> dict[str, float]:
 
 
 def cmd_theory(args) -> int:
+    if args.spatial:
+        from .cli_conv import theory_spatial
+
+        return theory_spatial(args, _phi_params(args))
+    small = [b for b in args.batch_size if isinstance(b, _SmallBatch)]
+    if small:
+        raise InputError(f"--batch-size: {small[0].message}")
     eps_values = args.eps or [0.0]
     kwargs = {
         "gamma": args.gamma,
@@ -320,6 +352,13 @@ def cmd_simulate(args) -> int:
 
     from .simulate import simulate
 
+    if args.spatial:
+        from .cli_conv import simulate_spatial
+
+        return simulate_spatial(args, _phi_params(args))
+    if args.width is None:
+        raise InputError("--width is required (or --spatial with --channels for a convolutional network)")
+
     total = args.networks * len(args.batch_size)
     with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
         result = simulate(
@@ -494,9 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-B",
         required=True,
         nargs="+",
-        type=batch_size_arg,
+        type=theory_batch_size,
         metavar="B",
-        help="one or more batch sizes (integers >= 4, or 'inf')",
+        help="one or more batch sizes (integers >= 4, or 'inf'; with --spatial, B x positions >= 4)",
     )
     p.add_argument("--gamma", type=bn_option("gamma"), default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
     p.add_argument("--beta", type=bn_option("beta"), default=0.0, help="BN shift (default 0)")
@@ -555,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="finite-width BN networks: measured lambda_G and c* against the theory")
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
-    p.add_argument("--width", "-N", required=True, type=positive_int)
+    p.add_argument("--width", "-N", type=positive_int, help="width (MLP); --channels with --spatial")
     p.add_argument("--depth", "-L", required=True, type=positive_int)
     p.add_argument("--networks", "-K", required=True, type=positive_int)
     p.add_argument("--eps", type=bn_option("eps"), default=0.0)
@@ -576,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
     p.set_defaults(func=cmd_simulate)
+    from .cli_conv import add_probe_parser, add_spatial_arguments
+
+    add_spatial_arguments(sub.choices["theory"], p, positive_int)
+    add_probe_parser(sub, positive_int)
 
     from .cli_residual import add_parsers
 
@@ -631,6 +674,7 @@ OUTPUTS = {
     "symmetry": [("plot", "--plot", False, ".png")],
     "simulate": [("out", "--out", True, "")],
     "residual": [("plot", "--plot", False, ".png")],
+    "probe": [("plot", "--plot", False, ".png")],
     "sweep": [("store", "--store", False, "")],
     "heatmap": [("out", "--out", False, ".png")],
     "reproduce": [("out", "--out", True, "")],

@@ -374,3 +374,31 @@ def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_probe(result, path: str | Path) -> Path:
+    """Signal propagation through a probed model (:func:`bnmft.probe`): squared gradient norm and per-channel
+    variance by layer (forward order, step 0 and after the steps); BN layers' measured and theory rates."""
+    plt = _pyplot()
+    fig, (ax_g, ax_v, ax_r) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    steps = sorted({r["step"] for r in result.layers})
+    for i, step in enumerate(steps):
+        rows = [r for r in result.layers if r["step"] == step]
+        idx = [r["index"] for r in rows]
+        ax_g.semilogy(idx, [r["grad_norm_sq"] or float("nan") for r in rows], "o-", ms=3, color=f"C{i}",
+                      label=f"step {step}")  # fmt: skip
+        ax_v.semilogy(idx, [r["channel_var"] for r in rows], "o-", ms=3, color=f"C{i}", label=f"step {step}")
+    ax_g.set_xlabel("layer (forward order)")
+    ax_g.set_ylabel(r"$\|\partial L/\partial\, \mathrm{output}\|^2$")
+    ax_v.set_xlabel("layer (forward order)")
+    ax_v.set_ylabel("per-channel variance (mean over channels)")
+    bn = result.bn_layers
+    x = list(range(len(bn)))
+    ax_r.plot(x, [b["measured_rate"] or float("nan") for b in bn], "o", label="measured")
+    ax_r.plot(x, [b["theory_rate"] or float("nan") for b in bn], "k_", ms=14, label="theory (mean field)")
+    ax_r.set_xticks(x, [b["name"] for b in bn], rotation=60, fontsize=7)
+    ax_r.set_ylabel("gradient growth across the block (BN layers)")
+    for ax in (ax_g, ax_v, ax_r):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)

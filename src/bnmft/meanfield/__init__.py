@@ -11,6 +11,7 @@ function) are
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
 * :mod:`.resnet` - residual networks (:func:`residual`); :mod:`.planner` - the depth planner (:func:`design`);
+* :mod:`.spatial` - convolutional networks with spatial BN (:func:`spatial_theory`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
 """
 
@@ -24,6 +25,7 @@ from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
 from .resnet import ResidualResult, residual
 from .result import TheoryResult
+from .spatial import SpatialResult, spatial_theory
 from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "GramMapValue",
     "Propagation",
     "ResidualResult",
+    "SpatialResult",
     "SphericalMoments",
     "SymmetryBreaking",
     "TheoryResult",
@@ -44,6 +47,7 @@ __all__ = [
     "gram_map",
     "propagate",
     "residual",
+    "spatial_theory",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

@@ -4,23 +4,31 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 * :mod:`.torch_phi` - the nonlinearity as a differentiable torch function;
 * :mod:`.network` - the batched ensemble: forward, hooks for log-space gradient norms, measurements;
 * :mod:`.api` - :func:`simulate`, estimates with standard errors, the tidy table;
-* :mod:`.resnet` - residual BN networks (:func:`simulate_residual`), per-block measurements.
+* :mod:`.resnet` - residual BN networks (:func:`simulate_residual`), per-block measurements;
+* :mod:`.conv` - convolutional BN networks (:func:`simulate_conv`);
+* :mod:`.model_probe` - :func:`probe`: any PyTorch model, layer by layer, against the theory.
 """
 
 from .api import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate, slope_rates
+from .conv import ConvSimulation, simulate_conv
+from .model_probe import ProbeResult, probe
 from .network import NetworkSpec, run_ensemble
 from .resnet import ResidualSimulation, simulate_residual
 from .torch_phi import to_torch
 
 __all__ = [
     "BatchSummary",
+    "ConvSimulation",
     "NetworkSpec",
+    "ProbeResult",
     "ResidualSimulation",
     "SimulationConfig",
     "SimulationResult",
     "growth_rates",
+    "probe",
     "run_ensemble",
     "simulate",
+    "simulate_conv",
     "simulate_residual",
     "slope_rates",
     "to_torch",

@@ -86,19 +86,18 @@ def channel_batch_norm(h: torch.Tensor, k: int, spec: ConvSpec, group: int) -> t
 
 
 def _gram_summary(x: torch.Tensor, k: int, spec: ConvSpec):
-    """q, c_space, c_batch per network from x (B, K C, *spatial)."""
+    """q, c_space, c_batch per network from x (B, K C, *spatial), in O(B P C) (no n x n Gram): with s_a the sum of
+    example a's position vectors, the within-example pair sum is sum_a ||s_a||^2 - sum_(a,p) ||x_ap||^2 and the
+    across-example one ||sum_a s_a||^2 - sum_a ||s_a||^2 (Gram entries are x_ap . x_bq / C)."""
     b, p, c = x.shape[0], spec.positions, spec.network.width
-    rows = x.reshape(b, k, c, p).permute(1, 0, 3, 2).reshape(k, b * p, c).double()
-    gram = rows @ rows.transpose(1, 2) / c  # (K, n, n), n = B P
-    diag = torch.diagonal(gram, dim1=1, dim2=2)
-    q = diag.mean(dim=1)
-    blocks = gram.reshape(k, b, p, b, p)
-    same = torch.eye(b, dtype=torch.bool, device=x.device)
-    within = blocks[:, same]  # (K, B, P, P): one example's positions
-    within_sum = within.sum(dim=(1, 2, 3)) - diag.sum(dim=1)
-    c_space = within_sum / (b * p * max(p - 1, 1)) / q if p > 1 else torch.zeros_like(q)
-    across_sum = gram.sum(dim=(1, 2)) - within.sum(dim=(1, 2, 3))
-    c_batch = across_sum / (b * (b - 1) * p * p) / q if b > 1 else torch.zeros_like(q)
+    xs = x.reshape(b, k, c, p).double()
+    diag_sum = xs.pow(2).sum(dim=(0, 2, 3)) / c  # (K,)
+    s = xs.sum(dim=3)  # (B, K, C)
+    per_example = s.pow(2).sum(dim=(0, 2)) / c
+    total = s.sum(dim=0).pow(2).sum(dim=1) / c
+    q = diag_sum / (b * p)
+    c_space = (per_example - diag_sum) / (b * p * (p - 1)) / q if p > 1 else torch.zeros_like(q)
+    c_batch = (total - per_example) / (b * (b - 1) * p * p) / q if b > 1 else torch.zeros_like(q)
     return q, c_space, c_batch
 
 
@@ -138,3 +137,140 @@ def run_conv_ensemble(phi: TorchFn, inputs: torch.Tensor, spec: ConvSpec, k: int
     log_grad = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])
     columns = [torch.stack([s[i] for s in stats], 1).double().cpu() for i in range(6)]
     return ConvRun(*columns, log_grad_h=log_grad.T.contiguous())
+
+
+@dataclass
+class ConvSimulation:
+    """Estimates (mean and standard error across networks over the stationary window, as
+    :func:`bnmft.simulate.simulate` takes them) and the theory (:func:`bnmft.spatial_theory`) where it applies."""
+
+    spec: ConvSpec
+    settings: dict
+    run: ConvRun
+    summary: dict
+
+    def rows(self) -> list[dict]:
+        """Tidy table: one dict per (network, layer), every setting in its columns."""
+        out = []
+        k, depth = self.run.q.shape
+        for net in range(k):
+            for layer in range(depth):
+                row = dict(self.settings, network=net, layer=layer + 1)
+                for name in ("q", "c_space", "c_batch", "channel_mean", "channel_var", "channel_var_spread"):
+                    row[name] = float(getattr(self.run, name)[net, layer])
+                row["log_grad_h"] = float(self.run.log_grad_h[net, layer])
+                out.append(row)
+        return out
+
+
+def simulate_conv(
+    phi,
+    batch_size: int,
+    *,
+    spatial: tuple[int, ...] | list[int],
+    channels: int,
+    depth: int,
+    networks: int,
+    kernel: int = 3,
+    padding: str = "periodic",
+    progress=None,
+    **options,
+) -> ConvSimulation:
+    """Simulate K conv-BN networks (module docstring) and estimate the per-layer gradient growth lambda_G and the
+    Gram summaries per network, then across networks.
+
+    Args:
+        phi: nonlinearity spec (a Nonlinearity for phi's own parameters).
+        batch_size: B (>= 2; B = 2 is fine here: BN's statistics run over B x positions).
+        spatial: image shape, (L,) or (H, W).
+        channels, depth, networks: C, L layers, K networks.
+        kernel: odd kernel size k; padding: ``"periodic"`` or ``"zero"``.
+        progress: called with the number of networks finished after each chunk.
+        **options: eps, gamma, beta, sigma_w, detach_stats, ghost_size, seed, device, dtype, chunk, window_start.
+
+    Returns:
+        :class:`ConvSimulation`.
+    """
+    from ..errors import InputError
+    from ..meanfield.spatial import spatial_theory
+    from ..nonlinearity import get_nonlinearity
+    from ..options import check_int
+    from .api import DTYPES, SimulationConfig, _mean_se, growth_rates, validate
+    from .torch_phi import to_torch
+
+    allowed = {"eps", "gamma", "beta", "sigma_w", "detach_stats", "ghost_size", "seed", "device", "dtype", "chunk"}
+    unknown = set(options) - allowed - {"window_start"}
+    if unknown:
+        raise InputError(f"unknown option {sorted(unknown)[0]!r}")
+    options = {key: v for key, v in options.items() if v is not None}
+    spatial = check_spatial(spatial)
+    check_int("kernel", kernel)
+    if kernel % 2 == 0:
+        raise InputError(f"kernel must be odd (a centred k x k kernel), got {kernel}")
+    if kernel > min(spatial) and padding == "periodic":
+        raise InputError(f"kernel={kernel} is larger than the image {spatial} (periodic padding wraps it)")
+    if padding not in PADDINGS:
+        raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    net_keys = {"eps", "sigma_w", "detach_stats", "ghost_size"}
+    network = NetworkSpec(channels, depth, **{key: v for key, v in options.items() if key in net_keys})
+    rest = {key: v for key, v in options.items() if key not in net_keys}
+    base = get_nonlinearity(phi)
+    config = SimulationConfig(phi=base.name, network=network, networks=networks, **rest)
+    validate(config, [batch_size])
+    spec = ConvSpec(network, spatial, kernel, padding)
+    per_network = 8 * batch_size * spec.positions * channels * depth
+    from ..options import check_memory
+
+    check_memory(per_network * (8 if config.dtype == "float64" else 4), "one network's activations", "channels")
+    phi_t = to_torch(base.affine_input(config.gamma, config.beta))
+    device, dtype = torch.device(config.device), DTYPES[config.dtype]
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    chunk = max(1, min(config.chunk, 60_000_000 // per_network))
+    parts = []
+    for first in range(0, networks, chunk):
+        k = min(chunk, networks - first)
+        x = torch.randn(batch_size, k * channels, *spatial, generator=gen, device=device, dtype=dtype)
+        parts.append(run_conv_ensemble(phi_t, x, spec, k, gen))
+        if progress is not None:
+            progress(first + k)
+    names = ("q", "c_space", "c_batch", "channel_mean", "channel_var", "channel_var_spread", "log_grad_h")
+    run = ConvRun(*(torch.cat([getattr(p, n) for p in parts]) for n in names))
+    start, stop = config.window()
+    lam, lam_se = _mean_se(growth_rates(run.log_grad_h, start, stop))
+    if not math.isfinite(lam):
+        raise InputError(f"the simulation produced non-finite values in {config.dtype}: use dtype='float64'")
+    summary = {"lambda_G_mean": lam, "lambda_G_stderr": lam_se}
+    for name in ("q", "c_space", "c_batch", "channel_var"):
+        mean, se = _mean_se(getattr(run, name)[:, start:stop].mean(dim=1).numpy())
+        summary[f"{name}_mean"], summary[f"{name}_stderr"] = mean, se
+    group = network.ghost_size or batch_size
+    summary["lambda_G_theory"] = None
+    if not network.detach_stats and group * spec.positions >= 4 and (padding == "periodic" or network.eps == 0):
+        t = spatial_theory(
+            base, group, spatial=spatial, kernel=kernel, padding=padding, gamma=config.gamma, beta=config.beta,
+            eps=network.eps, sigma_w=network.sigma_w,
+        )  # fmt: skip
+        summary.update(lambda_G_theory=t.lambda_G, c_star_theory=t.c_star, q_star_theory=t.q_star)
+    settings = config.settings()
+    settings.update(batch_size=batch_size, spatial="x".join(map(str, spatial)), kernel=kernel, padding=padding)
+    settings["channels"] = settings.pop("width")
+    for drop in ("placement", "two_batches", "init"):
+        settings.pop(drop, None)
+    return ConvSimulation(spec, settings, run, summary)
+
+
+def check_spatial(spatial) -> tuple[int, ...]:
+    """``(L,)`` or ``(H, W)``, positive integers (also ``"HxW"`` / ``"L"`` text)."""
+    from ..errors import InputError
+
+    if isinstance(spatial, str):
+        try:
+            spatial = tuple(int(v) for v in spatial.lower().split("x"))
+        except ValueError:
+            raise InputError(f"spatial must be 'L' or 'HxW' (positive integers), got {spatial!r}") from None
+    values = tuple(spatial)
+    if not 1 <= len(values) <= 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise InputError(f"spatial must be (L,) or (H, W) with positive integers, got {spatial!r}")
+    if math.prod(values) > 65536:
+        raise InputError(f"spatial: at most 65536 positions, got {values}")
+    return values

@@ -1,0 +1,242 @@
+"""Convolutional networks with spatial BN (channels -> infinity): theory.md section 4d, derivation in
+docs/convolutional.md.
+
+State: the covariance ``Sigma`` over the n = B x P (example, position) pairs, one per channel (channels i.i.d. in
+mean field). A random conv layer (``k^d`` offsets, weights ``N(0, sigma_w^2 / (k^d C))``) maps it to
+``A(Sigma)_((a,p),(b,q)) = sigma_w^2 / k^d sum_delta Sigma_((a,p+delta),(b,q+delta))`` (offsets outside the image
+dropped with zero padding); BN per channel over all n pairs followed by phi is the MLP's map V at batch size n.
+
+* **Periodic padding: exact reduction (ours).** A translation-invariant Sigma is a fixed point of A (up to
+  sigma_w^2), and so is any BSB1 matrix over the n pairs. i.i.d. Gaussian inputs have ``Sigma = I`` (BSB1), so the
+  state is the MLP's BSB1 fixed point at batch size n from the first layer on, and the backward operator
+  ``A^T o E[J^T . J]`` has the MLP's dominant eigenvector G_n with the MLP's eigenvalue (A^T G_n = sigma_w^2 G_n).
+  So every quantity - q*, c* (between any two distinct pairs, same example or not), lambda_G, eps > 0 - is the
+  MLP theory at batch size ``B x H x W``, whatever the kernel size (:func:`bnmft.theory` at n; exact to the
+  engine's accuracy).
+* **Zero padding.** The borders lose offsets, positions stop being exchangeable and the fixed point is no longer
+  BSB1: the map ``Sigma -> V_n(A(Sigma))`` is iterated to its fixed point with :func:`bnmft.gram_map` (exact Laplace
+  method for positive-homogeneous phi; Monte Carlo otherwise, with its standard error), and lambda_G is the dominant
+  eigenvalue of the backward operator, found by power iteration on a Monte Carlo of the BN -> phi Jacobian at the
+  fixed point (``samples`` draws, common to all iterations; standard error from 4 independent quarters). eps = 0
+  only (the Laplace method is scale free).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..nonlinearity import PhiSpec, resolve
+from ..options import check_batch_size, check_bn_options, check_int
+from .api import theory
+from .gram import gram_map
+
+PADDINGS = ("periodic", "zero")
+#: largest B x positions the zero-padding iteration takes (its state is an n x n matrix)
+MAX_ZERO_PAIRS = 1024
+
+
+@dataclass(frozen=True)
+class SpatialResult:
+    """The conv network's mean field: ``lambda_G`` (per-layer growth of the squared gradient norm), ``q_star``,
+    ``c_star`` (mean correlation between distinct (example, position) pairs), ``c_space`` / ``c_batch`` (within one
+    example / across examples), ``effective_batch_size`` (B x positions), ``mlp_lambda_G`` (the MLP at batch B x
+    positions), ``method`` and ``lambda_G_stderr`` (0 for exact results)."""
+
+    phi: str
+    batch_size: int
+    spatial: tuple[int, ...]
+    kernel: int
+    padding: str
+    eps: float
+    sigma_w: float
+    gamma: float
+    beta: float
+    effective_batch_size: int
+    lambda_G: float
+    lambda_G_stderr: float
+    q_star: float | None
+    c_star: float | None
+    c_space: float | None
+    c_batch: float | None
+    mlp_lambda_G: float
+    max_trainable_depth: float
+    method: str
+    notes: tuple[str, ...] = ()
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["spatial"] = "x".join(map(str, self.spatial))
+        out["notes"] = list(self.notes)
+        return out
+
+
+def conv_average(sigma: np.ndarray, b: int, spatial: tuple[int, ...], kernel: int, padding: str) -> np.ndarray:
+    """``A(Sigma)`` with sigma_w = 1: Sigma (n x n, n = B P, pairs ordered (example, position)) averaged over the
+    kernel's offsets applied to both position indices (zero padding: offsets leaving the image contribute 0)."""
+    shape = (b, *spatial)
+    s = sigma.reshape(shape + shape)
+    d = len(spatial)
+    out = np.zeros_like(s)
+    half = kernel // 2
+    offsets = np.array(np.meshgrid(*[np.arange(-half, half + 1)] * d, indexing="ij")).reshape(d, -1).T
+    for delta in offsets:
+        shifted = s
+        for axis, o in enumerate(delta):
+            for first in (1 + axis, 2 + d + axis):  # the position axes of both indices
+                shifted = np.roll(shifted, -int(o), axis=first)
+                if padding == "zero" and o != 0:
+                    index = [slice(None)] * shifted.ndim
+                    n_axis = spatial[axis]
+                    index[first] = slice(n_axis - o, None) if o > 0 else slice(0, -o)
+                    shifted = shifted.copy()
+                    shifted[tuple(index)] = 0.0
+        out += shifted
+    n = b * math.prod(spatial)
+    return out.reshape(n, n) / len(offsets)
+
+
+def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, samples: int, seed: int):
+    """Dominant eigenvalue of ``Pi -> A^T(E[J^T Pi J])`` at pre-activation covariance sigma_h (Monte Carlo of the
+    BN -> phi Jacobian over n pairs; power iteration with common random numbers), and its standard error from four
+    independent quarters of the samples."""
+    n = len(sigma_h)
+    w, v = np.linalg.eigh(sigma_h)
+    root = v * np.sqrt(np.clip(w, 0, None))
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((samples, n)) @ root.T
+    u = h - h.mean(axis=1, keepdims=True)
+    r2 = np.sum(u * u, axis=1)
+    vv = u / np.sqrt(r2)[:, None]
+    d = phi.derivative(math.sqrt(n) * vv)
+    scale = n / r2
+
+    def apply(pi: np.ndarray, idx: slice) -> np.ndarray:
+        acc = np.zeros((n, n))
+        for i in range(idx.start, idx.stop, 256):
+            j = slice(i, min(i + 256, idx.stop))
+            dd = d[j]
+            m = dd[:, :, None] * pi[None] * dd[:, None, :]  # D Pi D
+            mv = np.einsum("sab,sb->sa", m, vv[j])
+            vmv = np.einsum("sa,sa->s", mv, vv[j])
+            # (I - vv^T) M (I - vv^T) = M - v (M v)^T - (M v) v^T + (v^T M v) v v^T  (M symmetric)
+            t = m - vv[j][:, :, None] * mv[:, None, :] - mv[:, :, None] * vv[j][:, None, :]
+            t += vmv[:, None, None] * vv[j][:, :, None] * vv[j][:, None, :]
+            acc += np.einsum("s,sab->ab", scale[j], t)
+        acc /= idx.stop - idx.start
+        acc -= acc.mean(axis=0, keepdims=True)  # G ... G
+        acc -= acc.mean(axis=1, keepdims=True)
+        return conv_average(acc, b, spatial, kernel, padding)
+
+    def power(idx: slice) -> float:
+        pi = np.eye(n) - 1.0 / n
+        lam = 0.0
+        for _ in range(60):
+            new = apply(pi, idx)
+            lam_new = float(np.trace(new) / np.trace(pi))
+            pi = new / np.trace(new)
+            if abs(lam_new - lam) < 1e-10 * lam_new:
+                break
+            lam = lam_new
+        return lam_new
+
+    quarter = samples // 4
+    parts = [power(slice(i * quarter, (i + 1) * quarter)) for i in range(4)]
+    return float(np.mean(parts)), float(np.std(parts, ddof=1) / 2)
+
+
+def spatial_theory(
+    phi: PhiSpec,
+    batch_size: int,
+    *,
+    spatial: tuple[int, ...],
+    kernel: int = 3,
+    padding: str = "periodic",
+    eps: float = 0.0,
+    sigma_w: float = 1.0,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    samples: int = 20_000,
+    seed: int = 0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> SpatialResult:
+    """Mean field of a conv -> spatial BN -> phi stack (module docstring).
+
+    Args:
+        phi, gamma, beta, eps, sigma_w, derivative, kinks, **params: as for :func:`bnmft.theory`.
+        batch_size: B (B x positions >= 4).
+        spatial: (L,) or (H, W).
+        kernel: odd kernel size; padding: ``"periodic"`` (exact: the MLP at batch B x positions) or ``"zero"``
+            (eps = 0; B x positions <= MAX_ZERO_PAIRS; Monte Carlo backward with ``samples`` draws).
+
+    Returns:
+        :class:`SpatialResult`.
+    """
+    b = check_int("batch_size", batch_size, 1)
+    spatial = tuple(spatial)
+    if not 1 <= len(spatial) <= 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in spatial):
+        raise InputError(f"spatial must be (L,) or (H, W) with positive integers, got {spatial!r}")
+    check_int("kernel", kernel)
+    if kernel % 2 == 0:
+        raise InputError(f"kernel must be odd, got {kernel}")
+    if padding not in PADDINGS:
+        raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    n = b * math.prod(spatial)
+    check_batch_size(n)
+    if n < 4:
+        raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
+    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    mlp = theory(
+        base, n, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params
+    )
+    common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,
+                  sigma_w=sigma_w, gamma=gamma, beta=beta, effective_batch_size=n, mlp_lambda_G=mlp.lambda_G,
+                  params=dict(base.params))  # fmt: skip
+    if padding == "periodic" or kernel == 1:
+        return SpatialResult(
+            **common, lambda_G=mlp.lambda_G, lambda_G_stderr=0.0, q_star=mlp.q_star, c_star=mlp.c_star,
+            c_space=mlp.c_star, c_batch=mlp.c_star, max_trainable_depth=mlp.max_trainable_depth,
+            method=f"mlp at batch {n} ({mlp.method})",
+        )  # fmt: skip
+    if eps > 0:
+        raise InputError("padding='zero' needs eps = 0 (the Gram map's exact methods are scale free)")
+    if n > MAX_ZERO_PAIRS:
+        raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
+    check_int("samples", samples, 8)
+    sigma = np.eye(n)
+    notes = []
+    method = "laplace" if effective.homogeneous_degree is not None else "monte_carlo"
+    for _ in range(200):
+        value = gram_map(effective, conv_average(sigma, b, spatial, kernel, padding), method=method, samples=samples,
+                         rng=np.random.default_rng(seed))  # fmt: skip
+        change = float(np.max(np.abs(value.value - sigma)))
+        sigma = value.value
+        if change < 1e-10 * float(np.max(np.abs(sigma))):
+            break
+    else:
+        notes.append(f"forward iteration stopped after 200 layers (last change {change:.2g})")
+    q = float(np.mean(np.diag(sigma)))
+    p = math.prod(spatial)
+    blocks = sigma.reshape(b, p, b, p)
+    within = np.einsum("apaq->", blocks) - np.trace(sigma)
+    c_space = float(within / (b * p * (p - 1)) / q) if p > 1 else None
+    across = float(sigma.sum() - np.einsum("apaq->", blocks))
+    c_batch = across / (b * (b - 1) * p * p) / q if b > 1 else None
+    c_star = float((sigma.sum() - np.trace(sigma)) / (n * (n - 1)) / q)
+    lam, lam_se = _backward_rate(effective, conv_average(sigma, b, spatial, kernel, padding), b, spatial, kernel,
+                                 padding, samples, seed)  # fmt: skip
+    depth = 16.0 / math.log(lam) if lam > 1 else math.inf
+    return SpatialResult(
+        **common, lambda_G=lam, lambda_G_stderr=lam_se, q_star=q, c_star=c_star, c_space=c_space, c_batch=c_batch,
+        max_trainable_depth=depth, method=f"{method} forward, Monte Carlo backward ({samples} samples)",
+        notes=tuple(notes),
+    )  # fmt: skip
