@@ -191,9 +191,9 @@ def spatial_theory(
         raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     n = b * math.prod(spatial)
-    check_batch_size(n)
     if n < 4:
         raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
+    check_batch_size(n)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     mlp = theory(
         base, n, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params

@@ -132,6 +132,8 @@ def _record(model: torch.nn.Module, inputs: torch.Tensor, loss, gen, step: int):
             h.remove()
     if not isinstance(output, torch.Tensor):
         raise InputError("model: its forward must return one tensor (the probe backpropagates from it)")
+    if not output.requires_grad:
+        raise InputError("model: its output does not depend on any parameter or on the probed layers")
     model.zero_grad(set_to_none=True)
     if loss is None:
         value = (output * torch.randn(output.shape, generator=gen, dtype=output.dtype).to(output.device)).sum()
@@ -216,6 +218,8 @@ def probe(
         raise InputError("inputs must be a tensor of shape (B, ...) with B the batch size")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise InputError(f"steps must be an integer >= 0, got {steps!r}")
+    if not any(_kind(m) is not None for m in model.modules()):
+        raise InputError("model: no BatchNorm/LayerNorm/GroupNorm, Linear or Conv layer to probe")
     model.train()
     gen = torch.Generator().manual_seed(seed)
     rows, entries, order, _ = _record(model, inputs, loss, gen, 0)
