@@ -39,14 +39,16 @@ class Block(torch.nn.Module):
 
 def test_mlp_rates_agree_with_the_simulator_and_the_theory():
     torch.manual_seed(0)
-    rates = []
+    rates, local = [], []
     for seed in range(3):
         torch.manual_seed(seed)
         r = probe(mlp(256, 24), torch.randn(32, 256), seed=seed)
         rates += [b["measured_rate"] for b in r.bn_layers[8:-3]]
+        local += [b["theory_rate"] for b in r.bn_layers[8:-3]]
         assert all(b["phi"] == "relu" and b["batch"] == 32 for b in r.bn_layers)
     theory = bnmft.theory("relu", 32).lambda_G
-    assert r.bn_layers[10]["theory_rate"] == pytest.approx(theory, rel=1e-4)  # eps = 1e-5 relative to var ~ 1
+    # the theory at each layer's measured state: lambda_G up to the finite-width noise of the measured variance
+    assert np.mean(local) == pytest.approx(theory, rel=0.01)
     sim = simulate("relu", [32], width=256, depth=24, networks=10, seed=0).summaries[0]
     mean, se = np.mean(rates), np.std(rates, ddof=1) / math.sqrt(len(rates))
     assert abs(mean - sim.lambda_G_mean) < 4 * math.hypot(se, sim.lambda_G_stderr) + 0.03 * theory
@@ -78,7 +80,7 @@ def test_conv_probe_uses_batch_times_positions_and_agrees():
     assert {b["batch"] for b in r.bn_layers} == {4 * 64}
     rates = [b["measured_rate"] for b in r.bn_layers[3:-2]]
     theory = bnmft.spatial_theory("relu", 4, spatial=(8, 8)).lambda_G
-    assert r.bn_layers[5]["theory_rate"] == pytest.approx(theory, rel=1e-3)
+    assert np.mean([b["theory_rate"] for b in r.bn_layers[3:-2]]) == pytest.approx(theory, rel=0.03)
     assert np.mean(rates) == pytest.approx(theory, rel=0.05)
 
 

@@ -23,7 +23,7 @@ from .gram import GramMapValue, gram_map
 from .moments import SphericalMoments, spherical_moments
 from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
-from .resnet import ResidualResult, residual
+from .resnet import ResidualResult, local_rate, residual
 from .result import TheoryResult
 from .spatial import SpatialResult, spatial_theory
 from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
@@ -45,6 +45,7 @@ __all__ = [
     "eps_theory",
     "gegenbauer_series",
     "gram_map",
+    "local_rate",
     "propagate",
     "residual",
     "spatial_theory",

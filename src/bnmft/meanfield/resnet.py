@@ -422,3 +422,31 @@ def _trainable_depth(branch_map, alpha_tail, alphas, m0, b, sw2, crit, mean_part
         block += count
         count = min(4 * count, CHUNK)
     return None, notes
+
+
+def local_rate(
+    phi: PhiSpec,
+    batch_size: int,
+    *,
+    input_variance: float,
+    eps: float,
+    weight_gain: float,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    **params: float,
+) -> float:
+    """The mean-field gradient growth across one ``linear -> BN -> phi`` layer at its *measured* state, not at the
+    fixed point: ``weight_gain * lambda_hat(e) / mu_h`` with ``mu_h = input_variance B/(B-1)`` the centred eigenvalue
+    of BN's input (``input_variance`` its per-channel biased variance), ``e = eps / mu_h`` and ``weight_gain`` the
+    backward factor of the layer's weights (``E||W^T g||^2 / ||g||^2``: sigma_w^2 for ``N(0, sigma_w^2/fan_in)``,
+    ``mean(W^2) * fan_in`` in general). At the fixed point this is lambda_G (section 4b's lambda(mu*)); away from it
+    (eps comparable to the variance, the collapsed phase, shrinking variances) it follows the layer (docs/residual.md
+    section 2 for lambda_hat). Used by :func:`bnmft.probe`."""
+    b = int(check_batch_size(batch_size))
+    v = check_real("input_variance", input_variance, positive=True)
+    eps = check_real("eps", eps, minimum=0.0)
+    gain = check_real("weight_gain", weight_gain, positive=True)
+    _, effective = resolve(phi, gamma=gamma, beta=beta, **params)
+    mu_h = v * b / (b - 1)
+    values = _Layer(effective, b, eps > 0)(eps / mu_h)
+    return gain * values.lam_hat / mu_h

@@ -14,8 +14,10 @@ growth of the squared gradient norm across the block it ends, ``||dL/d out(BN_(i
 ``theory_rate`` is the mean-field lambda_G for the nonlinearity that follows the layer (the first activation
 module after it in forward order; ``nn.ReLU`` -> relu, ``nn.Tanh`` -> tanh, ...), BN's gamma and beta (their
 means) and the batch size the statistics run over: B for BatchNorm1d, B x positions for BatchNorm2d/3d (the
-periodic-padding conv theory, ``docs/convolutional.md``; zero padding and pooling make it approximate), with BN's
-eps relative to the measured pre-BN variance (``kappa / mu* = eps / var``).
+periodic-padding conv theory, ``docs/convolutional.md``; zero padding and pooling make it approximate), taken
+*locally* at the layer's measured state (:func:`bnmft.meanfield.local_rate`: BN's eps against the measured pre-BN
+variance, the preceding Linear/Conv's weight scale), which is lambda_G at the fixed point and follows the layer
+away from it (large eps, shrinking variances).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _record(model: torch.nn.Module, inputs: torch.Tensor, loss, gen, step: int):
         if kind is None or not isinstance(out, torch.Tensor):
             return None
         stats = _forward_stats(out)
-        if kind == "batchnorm" and args and isinstance(args[0], torch.Tensor):
+        if args and isinstance(args[0], torch.Tensor):  # the input's per-channel biased variance
             inp = args[0].detach().double()
             per_channel = inp.transpose(0, 1).reshape(inp.shape[1], -1) if inp.dim() > 2 else inp.T
             stats["input_var"] = float(per_channel.var(dim=1, unbiased=False).mean())
@@ -178,8 +180,19 @@ def _phi_after(bn: torch.nn.Module, order: list[tuple[str, torch.nn.Module]]) ->
     return None
 
 
-def _theory_rate(bn, phi_spec, batch: int, input_var: float) -> tuple[float | None, str | None]:
-    from ..meanfield import theory
+def _weight_before(bn: torch.nn.Module, order: list[tuple[str, torch.nn.Module]]) -> torch.nn.Module | None:
+    """The last Linear/Conv layer called before ``bn``."""
+    last = None
+    for _, m in order:
+        if m is bn:
+            return last
+        if _kind(m) in ("linear", "conv"):
+            last = m
+    return None
+
+
+def _theory_rate(bn, phi_spec, batch: int, input_var: float, weighted) -> tuple[float | None, str | None]:
+    from ..meanfield import local_rate
 
     if phi_spec is None:
         return None, "no activation module found after it"
@@ -188,10 +201,17 @@ def _theory_rate(bn, phi_spec, batch: int, input_var: float) -> tuple[float | No
     name, params = phi_spec
     gamma = float(bn.weight.detach().mean()) if getattr(bn, "weight", None) is not None else 1.0
     beta = float(bn.bias.detach().mean()) if getattr(bn, "bias", None) is not None else 0.0
+    # the weights' backward gain E||W^T g||^2 / ||g||^2 = mean(W^2) fan_in (fan_in = in_channels/groups x k^d)
+    gain = 1.0
+    if weighted is not None:
+        w = weighted.weight.detach().double()
+        gain = float(w.pow(2).mean()) * w[0].numel()
     try:
-        mu0 = theory(name, batch, gamma=gamma, beta=beta, **params).mu_star
-        eps = float(bn.eps) * mu0 * (batch - 1) / batch / max(input_var, 1e-300)
-        return theory(name, batch, gamma=gamma, beta=beta, eps=eps, **params).lambda_G, None
+        rate = local_rate(
+            name, batch, input_variance=input_var, eps=float(bn.eps), weight_gain=gain, gamma=gamma, beta=beta,
+            **params,
+        )  # fmt: skip
+        return rate, None
     except InputError as err:
         return None, str(err)
 
@@ -232,7 +252,8 @@ def probe(
         b = out.shape[0]
         batch = b * math.prod(out.shape[2:]) if out.dim() > 2 else b
         spec = _phi_after(module, order)
-        rate, why = _theory_rate(module, spec, batch, stats.get("input_var", 1.0))
+        weighted = _weight_before(module, order)
+        rate, why = _theory_rate(module, spec, batch, stats.get("input_var", 1.0), weighted)
         if why:
             notes.append(f"{name}: no theory rate: {why}")
         measured = None
