@@ -180,6 +180,31 @@ def _cases():
     add(des, "--knobs", ["alpha", "magic"])
     add(des, "--eps", ["-1"])
     add(des, "--phi", ["nosuch"])
+    # convolutional: theory / simulate --spatial, probe
+    sp = ["theory", "--phi", "relu", "-B", "2", "--spatial", "4x4"]
+    add(sp, "--spatial", ["0x4", "4y4", "", "4x4x4", "1", "300x300"])
+    add(sp, "--kernel", ["2", "0", "abc", "9"])
+    add(sp, "--padding", ["reflect"])
+    add([*sp, "--padding", "zero"], "--eps", ["0.1"])
+    add([*sp, "--padding", "zero"], "--samples", ["0", "4", "abc"])
+    add(sp, "-B", ["inf", "0"])
+    add(["theory", "--phi", "relu", "-B"], None, ["2"])  # B = 2 without --spatial
+    sims = ["simulate", "--phi", "relu", "-B", "2", "--spatial", "4x4", "-C", "8", "-L", "6", "-K", "2"]
+    add(sims, "-C", ["0", "abc"])
+    add(sims, "--kernel", ["4", "7"])
+    add(sims, "--init", ["orthogonal"])
+    add(sims, "--two-batches", [], replace=False)
+    cases.append([*sims, "--two-batches"])
+    cases.append([*sims, "-N", "8"])  # --width with --spatial
+    cases.append(["simulate", "--phi", "relu", "-B", "2", "--spatial", "4x4", "-L", "6", "-K", "2"])  # no -C
+    cases.append(["simulate", "--phi", "relu", "-B", "8", "-L", "6", "-K", "2"])  # no --width
+    pr = ["probe", "--model", "nosuchmodule:make", "-B", "8"]
+    add(pr, "--model", ["nosuchmodule:make", "json:nothing", "json", ":x", "json:dumps", "math:pi"])
+    add(["probe", "--model", "torch.nn:ReLU", "-B"], None, ["0", "abc"])
+    add(["probe", "--model", "torch.nn:ReLU", "-B", "4"], "--input-shape", ["0", "abc", "3x"])
+    cases.append(["probe", "--model", "torch.nn:ReLU", "-B", "4", "--input-shape", "8"])  # nothing to probe
+    cases.append(["probe", "--model", "torch.nn:ReLU", "-B", "4"])  # no input shape to infer
+    add(["probe", "--model", "torch.nn:ReLU", "-B", "4", "--input-shape", "8"], "--steps", ["-1", "abc"])
     # sweep
     add(["sweep"], None, ["{d}/missing.toml", "{d}/binary.toml", "{d}/invalid.toml", "{d}/adir", "nosuchpreset"])
     add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])

@@ -313,3 +313,20 @@ def test_design_json_lists_the_knobs(capsys):
     assert {o["knob"] for o in out["options"]} == {"beta", "eps", "alpha"}
     for o in out["options"]:
         assert o["predicted_depth"] >= 300
+
+
+def test_theory_spatial_json_keeps_lambda_g(capsys):
+    import bnmft
+
+    assert main(["theory", "--phi", "tanh", "-B", "2", "4", "--spatial", "4x4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["effective_batch_size"] for r in out] == [32, 64]
+    assert out[1]["lambda_G"] == bnmft.theory("tanh", 64).lambda_G and out[1]["spatial"] == "4x4"
+
+
+def test_simulate_spatial_json(capsys):
+    argv = ["simulate", "--phi", "relu", "-B", "2", "--spatial", "8", "-C", "32", "-L", "12", "-K", "3", "--json"]
+    assert main([*argv, "--kernel", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["batch_size"] == 2 and out[0]["lambda_G_theory"] == pytest.approx(theory("relu", 16).lambda_G)
+    assert out[0]["lambda_G_mean"] > 1

@@ -44,6 +44,8 @@ def test_reproduce_writes_everything(run):
         "tiny_resnet_vs_plain.png",
         "residual_simulation.png",
         "residual_simulation.csv",
+        "vgg_gradients.png",
+        "vgg_gradients.csv",
         "sweeps.db",
     ):
         assert (tmp_path / name).stat().st_size > 0
@@ -60,6 +62,7 @@ def test_reproduce_writes_everything(run):
     assert "Sweep `tiny`" in report and "16/ln lambda_G" in report
     assert "Median ratio measured / theory" in report and "**Paper:**" in report
     assert "## Residual BN networks" in report and "**Ours:**" in report and "theory (e^16)" in report
+    assert "## Convolutional BN networks" in report and "**Paper (appendix):**" in report
     # the residual checks: theory vs simulation per case and block, all within their allowance
     assert len(re.findall(r"^\| residual .* \| yes \|$", report, flags=re.M)) == 9
 
@@ -104,7 +107,7 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     cached = sorted((run / ".cache").glob("*.pickle"))
-    assert len(cached) == 6  # the five simulation figures and the residual networks
+    assert len(cached) == 7  # the five simulation figures, the residual networks and the VGG stack
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"
     before = figure.stat().st_mtime_ns

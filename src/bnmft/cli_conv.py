@@ -147,7 +147,15 @@ def load_model(spec: str):
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"--model: {module_name!r} has no callable {attr!r}")
-    return factory()
+    import inspect
+
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        raise InputError(f"--model: {spec} must be callable without arguments") from None
+    except ValueError:  # no signature to inspect (some builtins): call it and see
+        pass
+    return factory()  # an exception inside the user's own code keeps its traceback
 
 
 def _input_shape(text, model) -> tuple[int, ...]:

@@ -49,6 +49,7 @@ from .plots import (
     plot_symmetry_breaking,
     plot_theory_curves,
 )
+from .report_conv import conv_report
 from .report_residual import (
     RESIDUAL_CLAIMS,
     RESIDUAL_SWEEPS,
@@ -241,6 +242,7 @@ def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
         ("fig2", figures.fig2),
         ("width_sweep", figures.width_sweep),
         ("residual", figures.residual_networks),
+        ("vgg", figures.vgg_appendix),
         ("fig4", lambda o, p: figures.fig4(o, **figures.PRESETS[p]["fig4"])),
     )
     cache = out / ".cache"
@@ -418,6 +420,7 @@ def _write_report(rows: list[dict], checks, out: Path, seconds: float, symmetry,
     lines += ["", "## Propagating a real batch", "", "![propagation](propagation.png)", ""]
     lines += _simulation_report(sims)
     lines += residual_simulation_report(sims)
+    lines += conv_report(sims)
     lines += _training_report(sims)
     lines += [f"Computed in {seconds:.1f} s."]
     text = "\n".join(lines) + "\n"

@@ -189,6 +189,8 @@ def spatial_theory(
         raise InputError(f"kernel must be odd, got {kernel}")
     if padding not in PADDINGS:
         raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if padding == "periodic" and kernel > min(spatial):
+        raise InputError(f"kernel={kernel} is larger than the image {spatial} (periodic padding wraps it)")
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     n = b * math.prod(spatial)
     if n < 4:
