@@ -201,3 +201,14 @@ def test_rows_are_tidy_records():
     assert [row["alpha"] for row in rows] == [0.1, 0.2, 0.3, 0.4, None]
     d = r.to_dict()
     assert d["alpha"] == [0.1, 0.2, 0.3, 0.4] and {"blocks", "exponent", "max_trainable_depth"} <= set(d)
+
+
+@pytest.mark.parametrize("phi, b, eps, sigma_w", [("relu", 32, 0.0, 1.0), ("tanh", 16, 0.3, 1.0), ("relu", 8, 0.05, 2.0)])
+def test_local_rate_at_the_fixed_point_is_lambda_g(phi, b, eps, sigma_w):
+    from bnmft.meanfield import local_rate
+
+    t = bnmft.theory(phi, b, eps=eps, sigma_w=sigma_w)
+    # BN's input at the fixed point: centred eigenvalue sigma_w^2 mu*, biased variance (B-1)/B of it
+    var = sigma_w**2 * t.mu_star * (b - 1) / b
+    got = local_rate(phi, b, input_variance=var, eps=eps, weight_gain=sigma_w**2)
+    assert got == pytest.approx(t.lambda_G, rel=1e-9)

@@ -433,6 +433,8 @@ def local_rate(
     weight_gain: float,
     gamma: float = 1.0,
     beta: float = 0.0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
     **params: float,
 ) -> float:
     """The mean-field gradient growth across one ``linear -> BN -> phi`` layer at its *measured* state, not at the
@@ -446,7 +448,7 @@ def local_rate(
     v = check_real("input_variance", input_variance, positive=True)
     eps = check_real("eps", eps, minimum=0.0)
     gain = check_real("weight_gain", weight_gain, positive=True)
-    _, effective = resolve(phi, gamma=gamma, beta=beta, **params)
+    _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     mu_h = v * b / (b - 1)
     values = _Layer(effective, b, eps > 0)(eps / mu_h)
     return gain * values.lam_hat / mu_h
