@@ -150,11 +150,14 @@ def load_model(spec: str):
     import inspect
 
     try:
-        inspect.signature(factory).bind()
-    except TypeError:
-        raise InputError(f"--model: {spec} must be callable without arguments") from None
+        signature: inspect.Signature | None = inspect.signature(factory)
     except ValueError:  # no signature to inspect (some builtins): call it and see
-        pass
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind()
+        except TypeError:
+            raise InputError(f"--model: {spec} must be callable without arguments") from None
     return factory()  # an exception inside the user's own code keeps its traceback
 
 

@@ -203,7 +203,9 @@ def test_rows_are_tidy_records():
     assert d["alpha"] == [0.1, 0.2, 0.3, 0.4] and {"blocks", "exponent", "max_trainable_depth"} <= set(d)
 
 
-@pytest.mark.parametrize("phi, b, eps, sigma_w", [("relu", 32, 0.0, 1.0), ("tanh", 16, 0.3, 1.0), ("relu", 8, 0.05, 2.0)])
+@pytest.mark.parametrize(
+    "phi, b, eps, sigma_w", [("relu", 32, 0.0, 1.0), ("tanh", 16, 0.3, 1.0), ("relu", 8, 0.05, 2.0)]
+)
 def test_local_rate_at_the_fixed_point_is_lambda_g(phi, b, eps, sigma_w):
     from bnmft.meanfield import local_rate
 

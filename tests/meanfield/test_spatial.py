@@ -13,7 +13,7 @@ from bnmft.meanfield.spatial import conv_average
 
 @pytest.mark.parametrize(
     "phi, b, spatial, kernel, kw",
-    [("relu", 4, (8, 8), 3, {}), ("tanh", 2, (4, 4), 5, {"gamma": 1.5}), ("relu", 3, (6,), 3, {"eps": 0.1})],
+    [("relu", 4, (8, 8), 3, {}), ("tanh", 2, (6, 6), 5, {"gamma": 1.5}), ("relu", 3, (6,), 3, {"eps": 0.1})],
 )
 def test_periodic_padding_is_the_mlp_at_batch_times_positions(phi, b, spatial, kernel, kw):
     r = spatial_theory(phi, b, spatial=spatial, kernel=kernel, **kw)
@@ -83,7 +83,7 @@ def test_zero_padding_lowers_the_rate_and_the_spatial_correlation():
         (dict(spatial=(4, 4), padding="reflect"), "padding"),
         (dict(spatial=(0, 4)), "spatial"),
         (dict(spatial=(2, 2, 2)), "spatial"),
-        (dict(spatial=(1,)), "positions must be >= 4"),
+        (dict(spatial=(1,), kernel=1), "positions must be >= 4"),
         (dict(spatial=(4, 4), padding="zero", eps=0.1), "eps = 0"),
         (dict(spatial=(32, 32), padding="zero"), "<= 1024"),
     ],
