@@ -46,7 +46,8 @@ class SpatialResult:
     """The conv network's mean field: ``lambda_G`` (per-layer growth of the squared gradient norm), ``q_star``,
     ``c_star`` (mean correlation between distinct (example, position) pairs), ``c_space`` / ``c_batch`` (within one
     example / across examples), ``effective_batch_size`` (B x positions), ``mlp_lambda_G`` (the MLP at batch B x
-    positions), ``method`` and ``lambda_G_stderr`` (0 for exact results)."""
+    positions), ``mlp_lambda_G_at_batch`` (the MLP at batch B: what the conv network is *not*; None for B < 4),
+    ``method`` and ``lambda_G_stderr`` (0 for exact results)."""
 
     phi: str
     batch_size: int
@@ -65,6 +66,7 @@ class SpatialResult:
     c_space: float | None
     c_batch: float | None
     mlp_lambda_G: float
+    mlp_lambda_G_at_batch: float | None
     max_trainable_depth: float
     method: str
     notes: tuple[str, ...] = ()
@@ -200,8 +202,14 @@ def spatial_theory(
     mlp = theory(
         base, n, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params
     )
+    at_b = None
+    if b >= 4:
+        at_b = theory(
+            base, b, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params
+        ).lambda_G
     common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,
                   sigma_w=sigma_w, gamma=gamma, beta=beta, effective_batch_size=n, mlp_lambda_G=mlp.lambda_G,
+                  mlp_lambda_G_at_batch=at_b,
                   params=dict(base.params))  # fmt: skip
     if padding == "periodic" or kernel == 1:
         return SpatialResult(
