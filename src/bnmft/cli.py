@@ -372,6 +372,7 @@ def cmd_simulate(args) -> int:
             beta=args.beta,
             sigma_w=args.sigma_w,
             init=args.init,
+            sampler=args.sampler,
             placement=args.placement,
             detach_stats=args.detach_stats,
             ghost_size=args.ghost_size,
@@ -604,6 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slope", type=finite_float)
     p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
     p.add_argument("--init", choices=("gaussian", "orthogonal"), default="gaussian")
+    p.add_argument(
+        "--sampler",
+        choices=("dense", "conditional"),
+        default="dense",
+        help="draw every weight matrix, or only what the pass sees (exact in distribution, O(N B^2) per layer)",
+    )
     p.add_argument("--placement", choices=("before", "after"), default="before", help="BN before phi (paper) or after")
     p.add_argument("--detach-stats", action="store_true", help="no backprop through the batch mean and variance")
     p.add_argument("--ghost-size", type=positive_int, help="BN statistics over sub-batches of this size")

@@ -48,6 +48,7 @@ def add_parsers(sub, *, finite_float, bn_option, positive_int, batch_size_arg, s
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--device", default="cpu", help="cpu or cuda (simulation)")
+    p.add_argument("--sampler", choices=("dense", "conditional"), default="dense", help="simulation's weights")
     p.add_argument("--json", action="store_true", help="print one JSON object (keys blocks, exponent, ...)")
     p.add_argument("--plot", metavar="FILE", help="log gradient ratio and stream variance against block")
     p.set_defaults(func=cmd_residual)
@@ -112,6 +113,7 @@ def cmd_residual(args) -> int:
                 seed=args.seed,
                 dtype=args.dtype,
                 device=args.device,
+                sampler=args.sampler,
                 progress=lambda n: bar.update(n - bar.n),
                 **settings,
             )

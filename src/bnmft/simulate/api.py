@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..meanfield import theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_bn_options, check_int, check_memory, check_seed
-from .network import INITS, PLACEMENTS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
+from .network import INITS, PLACEMENTS, SAMPLERS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
 
 DEVICES = ("cpu", "cuda")
@@ -181,6 +181,10 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
         check_memory(one, f"one network (width {net.width}, depth {net.depth}, {rows} rows)", "width")
     if net.init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {net.init!r}")
+    if net.sampler not in SAMPLERS:
+        raise InputError(f"sampler must be one of {SAMPLERS}, got {net.sampler!r}")
+    if net.sampler == "conditional" and net.init != "gaussian":
+        raise InputError("sampler='conditional' needs init='gaussian' (orthogonal weights are sampled densely)")
     if net.placement not in PLACEMENTS:
         raise InputError(f"placement must be one of {PLACEMENTS}, got {net.placement!r}")
     if config.dtype not in DTYPES:

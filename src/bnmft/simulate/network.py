@@ -41,6 +41,7 @@ class NetworkSpec:
     placement: str = "before"
     detach_stats: bool = False
     ghost_size: int | None = None
+    sampler: str = "dense"
 
 
 @dataclass
@@ -205,11 +206,20 @@ def run_ensemble(
     device, dtype = inputs.device, inputs.dtype
     x = inputs
     pre, acts, stats = [], [], []
+    noise_gen = None
+    if spec.sampler == "conditional":  # the backward pass's draws: their own stream, seeded from gen
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=device).item())
+        noise_gen = torch.Generator(device=device).manual_seed(seed)
     for layer in range(spec.depth):
-        w = init_weights(k, spec.width, d if layer == 0 else spec.width, spec, gen, device, dtype)
         acts.append(x.detach())
-        h = torch.bmm(x, w.transpose(1, 2))
-        if layer == 0:
+        if spec.sampler == "conditional":
+            if layer == 0:
+                x = x.detach().requires_grad_(True)  # the conditional backward needs a graph from the first layer
+            h = conditional_linear(x, spec.width, spec, gen, noise_gen)
+        else:
+            w = init_weights(k, spec.width, d if layer == 0 else spec.width, spec, gen, device, dtype)
+            h = torch.bmm(x, w.transpose(1, 2))
+        if layer == 0 and not h.requires_grad:
             h.requires_grad_(True)  # weights are not differentiated (their gradient norms come from the hooks)
         if spec.placement == "before":
             x = phi(_segment_bn(h, segments, spec.eps, spec.detach_stats))
@@ -267,3 +277,45 @@ def run_ensemble(
             )
         )
     return runs
+
+
+SAMPLERS = ("dense", "conditional")
+
+
+class _ConditionalLinear(torch.autograd.Function):
+    """``h = x W^T`` for a fresh Gaussian W (entries N(0, sigma^2/fan_in)) sampled only where the pass looks at it
+    (issue 14; exact in distribution at every width). With Q an orthonormal basis of a space holding the columns of
+    ``X = x^T`` (fan_in x B), the forward needs only ``A = W Q`` (i.i.d. Gaussian, fan_out x r): ``h^T = A (Q^T X)``.
+    The backward's ``W^T dH = Q A^T dH + Q_perp (W Q_perp)^T dH``, where ``W Q_perp`` is independent of everything
+    else, so the second term is drawn as ``(I - Q Q^T) Z`` with Z's rows i.i.d. ``N(0, sigma^2/fan_in dH^T dH)``.
+    Cost O(fan_in B^2 + fan_out B r) per network instead of O(fan_in fan_out B)."""
+
+    @staticmethod
+    def forward(ctx, x, q, a, scale, gen):  # x (K, B, n_in), q (K, n_in, r), a (K, n_out, r)
+        ctx.save_for_backward(q, a)
+        ctx.scale, ctx.gen = scale, gen
+        coeff = q.transpose(1, 2) @ x.transpose(1, 2)  # (K, r, B)
+        return (a @ coeff).transpose(1, 2)  # (K, B, n_out)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad (K, B, n_out)
+        q, a = ctx.saved_tensors
+        dh = grad.transpose(1, 2)  # (K, n_out, B)
+        first = q @ (a.transpose(1, 2) @ dh)  # (K, n_in, B)
+        cov = (dh.transpose(1, 2) @ dh).double() * (ctx.scale**2)  # (K, B, B)
+        vals, vecs = torch.linalg.eigh(cov)
+        root = (vecs * vals.clamp_min(0).sqrt()[:, None, :]).to(grad.dtype)  # cov = root root^T
+        z = torch.randn(q.shape[0], q.shape[1], dh.shape[2], generator=ctx.gen, device=grad.device, dtype=grad.dtype)
+        z = z @ root.transpose(1, 2)  # rows i.i.d. N(0, cov)
+        z = z - q @ (q.transpose(1, 2) @ z)
+        return (first + z).transpose(1, 2), None, None, None, None
+
+
+def conditional_linear(x: torch.Tensor, fan_out: int, spec: NetworkSpec, gen, noise_gen) -> torch.Tensor:
+    """``x W^T`` with Gaussian ``W ~ N(0, sigma_w^2/fan_in)`` (K networks), by the conditional sampler
+    (:class:`_ConditionalLinear`); ``gen`` draws A in the forward pass, ``noise_gen`` the backward's Z."""
+    k, _, fan_in = x.shape
+    q, _ = torch.linalg.qr(x.detach().transpose(1, 2))  # (K, fan_in, min(fan_in, B)): rank deficiency is fine
+    scale = spec.sigma_w / math.sqrt(fan_in)
+    a = torch.randn(k, fan_out, q.shape[2], generator=gen, device=x.device, dtype=x.dtype) * scale
+    return _ConditionalLinear.apply(x, q, a, scale, noise_gen)

@@ -31,7 +31,7 @@ from ..meanfield.resnet import BRANCHES, ResidualResult, residual
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_int, check_real
 from .api import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
-from .network import NetworkSpec, Segment, _gram_stats, batch_norm, init_weights
+from .network import NetworkSpec, Segment, _gram_stats, batch_norm, conditional_linear, init_weights
 from .torch_phi import TorchFn, to_torch
 
 
@@ -80,13 +80,24 @@ def run_residual_ensemble(
     seg = Segment(0, b, group)
     x = inputs.clone().requires_grad_(True)
     streams = [x]
+    noise_gen = None
+    if spec.sampler == "conditional":  # the backward's draws: their own stream, seeded from gen
+        noise_gen = torch.Generator(device=device).manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=gen, device=device).item())
+        )
+
+    def linear(v: torch.Tensor) -> torch.Tensor:
+        if spec.sampler == "conditional":
+            return conditional_linear(v, n, spec, gen, noise_gen)
+        return torch.bmm(v, init_weights(k, n, n, spec, gen, device, dtype).transpose(1, 2))
+
     for block in range(spec.depth):
         h = x
         if cfg.branch == "linear_first":
-            h = torch.bmm(h, init_weights(k, n, n, spec, gen, device, dtype).transpose(1, 2))
+            h = linear(h)
         for _ in range(cfg.branch_depth):
             y = phi(batch_norm(h, group, spec.eps, spec.detach_stats))
-            h = torch.bmm(y, init_weights(k, n, n, spec, gen, device, dtype).transpose(1, 2))
+            h = linear(y)
         x = x + cfg.alpha[block] * h
         streams.append(x)
     variance, distance = [], []
@@ -196,6 +207,7 @@ def simulate_residual(
         :class:`ResidualSimulation`; same seed, same numbers (same device and dtype).
     """
     unknown = set(options) - {
+        "sampler",
         "eps",
         "gamma",
         "beta",
@@ -226,7 +238,7 @@ def simulate_residual(
     q_in = float(check_real("input_variance", input_variance))
     if not (math.isfinite(q_in) and q_in > 0):
         raise InputError(f"input_variance must be finite and > 0, got {input_variance!r}")
-    network_keys = {"eps", "sigma_w", "init", "detach_stats", "ghost_size"}
+    network_keys = {"eps", "sigma_w", "init", "detach_stats", "ghost_size", "sampler"}
     base = get_nonlinearity(phi)
     network = NetworkSpec(width, depth, **{key: v for key, v in options.items() if key in network_keys})
     rest = {key: v for key, v in options.items() if key not in network_keys}

@@ -1,0 +1,90 @@
+"""The conditional sampler (issue 14): the same networks in distribution as drawing every weight matrix, at
+O(N B^2) per layer, so widths far past the dense path's reach."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bnmft import InputError
+from bnmft.simulate import simulate
+
+
+def _agree(a, b, name, k=4.0, slack=0.0):
+    ma, sa = getattr(a, f"{name}_mean"), getattr(a, f"{name}_stderr")
+    mb, sb = getattr(b, f"{name}_mean"), getattr(b, f"{name}_stderr")
+    assert abs(ma - mb) <= k * math.hypot(sa, sb) + slack, (name, ma, sa, mb, sb)
+
+
+@pytest.mark.parametrize(
+    "phi, batch_sizes, options",
+    [
+        ("relu", [8, 32], {}),
+        ("tanh", [16], {"eps": 0.3}),
+        ("relu", [16], {"ghost_size": 4}),
+        ("gelu", [8], {"placement": "after", "detach_stats": True}),
+        ("relu", [8], {"two_batches": True}),
+    ],
+)
+def test_conditional_agrees_with_dense_in_distribution(phi, batch_sizes, options):
+    kw = dict(width=192, depth=20, networks=30, dtype="float64", **options)
+    dense = simulate(phi, batch_sizes, seed=1, sampler="dense", **kw)
+    cond = simulate(phi, batch_sizes, seed=2, sampler="conditional", **kw)
+    for a, b in zip(dense.summaries, cond.summaries, strict=True):
+        for name in ("lambda_G", "lambda_W", "c_star", "q_star"):
+            _agree(a, b, name)
+    # the per-layer log gradient norms (log-space bookkeeping) agree layer by layer
+    for b_ in batch_sizes:
+        ld, lc = dense.runs[b_].log_grad_h.numpy(), cond.runs[b_].log_grad_h.numpy()
+        diff = ld.mean(0) - lc.mean(0)
+        se = np.sqrt(ld.var(0, ddof=1) / len(ld) + lc.var(0, ddof=1) / len(lc))
+        assert np.all(np.abs(diff) <= 4.5 * se + 1e-9)
+    if options.get("two_batches"):
+        cd, cc = dense.runs[8].cross.numpy(), cond.runs[8].cross.numpy()
+        assert abs(cd[:, 5].mean() - cc[:, 5].mean()) < 4 * math.hypot(cd[:, 5].std() / 5.4, cc[:, 5].std() / 5.4)
+
+
+def test_rank_deficient_inputs_are_exact():
+    """A linear BN network keeps rank-deficient batches rank-deficient; the conditional path must too (Q spans
+    more than col(X) - still exact)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 64))
+    inputs = rng.standard_normal((8, 3)) @ base  # 8 examples of rank 3
+    kw = dict(width=64, depth=8, networks=20, inputs=inputs, window_start=2, dtype="float64")
+    dense = simulate("identity", [8], seed=1, **kw).summaries[0]
+    cond = simulate("identity", [8], seed=2, sampler="conditional", **kw).summaries[0]
+    for name in ("q_star", "c_star", "lambda_G"):
+        _agree(dense, cond, name)
+
+
+def test_a_width_the_dense_path_cannot_reach():
+    """Width 16384 (dense: 16384^2 x 12 weights per network, 13 GB in float32): the theory to 1%."""
+    r = simulate("relu", [8], width=16384, depth=12, networks=3, seed=0, sampler="conditional", window_start=4)
+    s = r.summaries[0]
+    assert abs(s.lambda_G_mean - s.lambda_G_theory) < 3 * s.lambda_G_stderr + 0.01 * s.lambda_G_theory
+    assert abs(s.c_star_mean - s.c_star_theory) < 3 * s.c_star_stderr + 0.002
+
+
+def test_same_seed_same_numbers_and_bad_input():
+    kw = dict(width=32, depth=8, networks=3, seed=4, sampler="conditional")
+    a, b = simulate("relu", [8], **kw), simulate("relu", [8], **kw)
+    assert a.summaries == b.summaries
+    with pytest.raises(InputError, match="sampler"):
+        simulate("relu", [8], width=32, depth=8, networks=2, sampler="magic")
+    with pytest.raises(InputError, match="orthogonal"):
+        simulate("relu", [8], width=32, depth=8, networks=2, sampler="conditional", init="orthogonal")
+
+
+def test_residual_networks_with_the_conditional_sampler():
+    from bnmft.simulate import simulate_residual
+
+    kw = dict(width=256, depth=15, networks=12, branch_depth=2, dtype="float64")
+    dense = simulate_residual("relu", 8, seed=1, **kw)
+    cond = simulate_residual("relu", 8, seed=2, sampler="conditional", **kw)
+    for i in (0, 7, 14):
+        a, b = dense.blocks[i], cond.blocks[i]
+        for key in ("log_grad_ratio", "stream_variance"):
+            assert abs(a[key] - b[key]) <= 4 * math.hypot(a[f"{key}_stderr"], b[f"{key}_stderr"]) + 1e-9, (i, key)
+        assert abs(b["log_grad_ratio"] - b["log_grad_ratio_theory"]) <= 3 * b["log_grad_ratio_stderr"] + 0.05 * abs(
+            b["log_grad_ratio_theory"]
+        )
