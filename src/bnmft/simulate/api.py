@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -282,8 +282,16 @@ def simulate(
     done = 0
     for first in range(0, config.networks, chunk):
         k = min(chunk, config.networks - first)
-        x = torch.cat([_inputs(inputs, k, b, config, gen, device, dtype) for b in batch_sizes], dim=1)
-        parts.append(run_ensemble(phi_t, x, spec, segments, gen, keep_grams=keep_grams))
+        xs = [_inputs(inputs, k, b, config, gen, device, dtype) for b in batch_sizes]
+        if network.sampler == "conditional":
+            # each batch size through its own networks: the conditional sampler's cost is O(N rows^2) per layer, so
+            # sharing the weights across batch sizes (all rows at once) would cost more than it saves
+            parts.append(
+                [run_ensemble(phi_t, x, spec, [replace(seg, offset=0)], gen, keep_grams=keep_grams)[0]
+                 for x, seg in zip(xs, segments, strict=True)]
+            )  # fmt: skip
+        else:
+            parts.append(run_ensemble(phi_t, torch.cat(xs, dim=1), spec, segments, gen, keep_grams=keep_grams))
         done += k
         if progress is not None:
             progress(done * len(batch_sizes))

@@ -311,11 +311,26 @@ class _ConditionalLinear(torch.autograd.Function):
         return (first + z).transpose(1, 2), None, None, None, None
 
 
+def _orthonormal_basis(xt: torch.Tensor) -> torch.Tensor:
+    """Orthonormal columns spanning col(X), X = xt (K, fan_in, B): ``Q = X V diag(lambda^-1/2)`` from the
+    eigendecomposition of the B x B Gram ``X^T X`` (in float64; two matrix products, much faster than a QR of the
+    tall X). Directions with ``lambda <= 1e-10 lambda_max`` (rank deficiency: a centred batch has rank B - 1) get a
+    zero column, which changes nothing downstream (A Q^T X and the projection ignore it); when fan_in < B, a QR."""
+    _, fan_in, b = xt.shape
+    if fan_in < b:
+        return torch.linalg.qr(xt)[0]
+    x64 = xt.double()
+    vals, vecs = torch.linalg.eigh(x64.transpose(1, 2) @ x64)
+    keep = vals > 1e-10 * vals[:, -1:].clamp_min(1e-300)  # singular values below 1e-5 of the largest: rank deficiency
+    inv = torch.where(keep, vals.clamp_min(1e-300).rsqrt(), torch.zeros_like(vals))
+    return (x64 @ (vecs * inv[:, None, :])).to(xt.dtype)
+
+
 def conditional_linear(x: torch.Tensor, fan_out: int, spec: NetworkSpec, gen, noise_gen) -> torch.Tensor:
     """``x W^T`` with Gaussian ``W ~ N(0, sigma_w^2/fan_in)`` (K networks), by the conditional sampler
     (:class:`_ConditionalLinear`); ``gen`` draws A in the forward pass, ``noise_gen`` the backward's Z."""
     k, _, fan_in = x.shape
-    q, _ = torch.linalg.qr(x.detach().transpose(1, 2))  # (K, fan_in, min(fan_in, B)): rank deficiency is fine
+    q = _orthonormal_basis(x.detach().transpose(1, 2))
     scale = spec.sigma_w / math.sqrt(fan_in)
     a = torch.randn(k, fan_out, q.shape[2], generator=gen, device=x.device, dtype=x.dtype) * scale
     return _ConditionalLinear.apply(x, q, a, scale, noise_gen)
