@@ -5,7 +5,7 @@ import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
-settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile("dev", max_examples=25, deadline=None, derandomize=True)  # CI without $CI: no flakes
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
