@@ -156,6 +156,10 @@ def _cases():
     add(sim, "--placement", ["middle"])
     add(sim, "--phi", ["nosuch", "0*z+1"])
     add(sim, "--out", ["{d}/afile"])
+    add(sim, "--widths", ["64", "0", "abc"])  # with -N, a width 0, not a number
+    cases.append(["simulate", "--phi", "relu", "-B", "8", "-L", "10", "-K", "2", "--widths", "8", "16"])  # 2 widths
+    add(sim, "--sampler", ["magic"])
+    cases.append([*sim, "--sampler", "conditional", "--init", "orthogonal"])
     # residual and design
     res = ["residual", "--phi", "relu", "-B", "8", "--depth", "5"]
     add(res, "-B", ["3", "inf", "abc", HUGE_INT, "1000000001"])

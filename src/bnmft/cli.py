@@ -356,6 +356,8 @@ def cmd_simulate(args) -> int:
         from .cli_conv import simulate_spatial
 
         return simulate_spatial(args, _phi_params(args))
+    if args.widths:
+        return _simulate_widths(args)
     if args.width is None:
         raise InputError("--width is required (or --spatial with --channels for a convolutional network)")
 
@@ -416,6 +418,38 @@ def cmd_simulate(args) -> int:
         print(
             f"{s.batch_size:>6}  {s.lambda_G_mean:>12.5f} +- {s.lambda_G_stderr:<7.5f}  {lt:>10}  "
             f"{s.c_star_mean:>12.5f} +- {s.c_star_stderr:<7.5f}  {ct:>10}"
+        )
+    return 0
+
+
+def _simulate_widths(args) -> int:
+    """``bnmft simulate --widths ...``: every estimate fitted as a + b/N (+ c/N^2), beside the theory."""
+    from tqdm import tqdm
+
+    from .simulate import simulate
+
+    if args.width is not None:
+        raise InputError("--width and --widths: give one of them")
+    total = args.networks * len(args.batch_size) * len(args.widths)
+    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
+        result = simulate(
+            args.phi, args.batch_size, widths=args.widths, depth=args.depth, networks=args.networks, eps=args.eps,
+            gamma=args.gamma, beta=args.beta, sigma_w=args.sigma_w, init=args.init, sampler=args.sampler,
+            placement=args.placement, detach_stats=args.detach_stats, ghost_size=args.ghost_size, seed=args.seed,
+            device=args.device, dtype=args.dtype, chunk=args.chunk, alpha=args.alpha, slope=args.slope,
+            progress=lambda done: bar.update(done - bar.n),
+        )  # fmt: skip
+    rows = result.rows()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+        return 0
+    print(f"phi = {args.phi}: estimates fitted as a + b/N over widths {sorted(args.widths)}")
+    print(f"{'B':>6}  {'estimate':>9}  {'a (N = inf)':>22}  {'theory':>10}  {'b (1/N)':>20}  {'chi2/dof':>9}")
+    for r in rows:
+        t = "-" if r["theory"] is None else f"{r['theory']:.5f}"
+        print(
+            f"{r['batch_size']:>6}  {r['estimate']:>9}  {r['a']:>12.5f} +- {r['a_stderr']:<7.5f}  {t:>10}  "
+            f"{r['b']:>9.3f} +- {r['b_stderr']:<7.3f}  {r['chi2']:>5.1f}/{r['dof']}"
         )
     return 0
 
@@ -596,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
     p.add_argument("--width", "-N", type=positive_int, help="width (MLP); --channels with --spatial")
+    p.add_argument("--widths", nargs="+", type=positive_int, metavar="N", help="extrapolate in 1/N over these widths")
     p.add_argument("--depth", "-L", required=True, type=positive_int)
     p.add_argument("--networks", "-K", required=True, type=positive_int)
     p.add_argument("--eps", type=bn_option("eps"), default=0.0)

@@ -11,6 +11,7 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 
 from .api import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate, slope_rates
 from .conv import ConvSimulation, simulate_conv
+from .extrapolation import WidthExtrapolation, WidthFit
 from .model_probe import ProbeResult, probe
 from .network import NetworkSpec, run_ensemble
 from .resnet import ResidualSimulation, simulate_residual
@@ -24,6 +25,8 @@ __all__ = [
     "ResidualSimulation",
     "SimulationConfig",
     "SimulationResult",
+    "WidthExtrapolation",
+    "WidthFit",
     "growth_rates",
     "probe",
     "run_ensemble",

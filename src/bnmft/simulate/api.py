@@ -36,6 +36,7 @@ from ..errors import InputError
 from ..meanfield import theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_bn_options, check_int, check_memory, check_seed
+from .extrapolation import WidthExtrapolation, extrapolate
 from .network import INITS, PLACEMENTS, SAMPLERS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
 
@@ -227,20 +228,24 @@ def simulate(
     phi: str | Nonlinearity,
     batch_sizes: Sequence[int],
     *,
-    width: int,
+    width: int | None = None,
     depth: int,
     networks: int,
+    widths: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
     keep_grams: bool = False,
     inputs: np.ndarray | None = None,
     **options,
-) -> SimulationResult:
+) -> SimulationResult | WidthExtrapolation:
     """Simulate ensembles of BN MLPs and estimate lambda_G, c*, q* per batch size (module docstring).
 
     Args:
         phi: nonlinearity spec (as for :func:`bnmft.theory`); ``alpha``/``slope`` go in ``options``.
         batch_sizes: batch sizes B (>= 2; the theory columns need B >= 4).
         width, depth, networks: N, L, K.
+        widths: instead of ``width``, three or more widths: every width is simulated (same seed) and each estimate
+            is fitted as ``a + b/N`` (``+ c/N^2`` where needed; :mod:`bnmft.simulate.extrapolation`); returns a
+            :class:`~bnmft.simulate.extrapolation.WidthExtrapolation`.
         progress: called with (networks finished) x (number of batch sizes) after each chunk.
         keep_grams: keep the per-layer Gram matrices (memory: K L B^2 floats per batch size).
         inputs: optional fixed input batch(es), shape (B, d) or (2, B, d) with ``two_batches``; default:
@@ -253,6 +258,28 @@ def simulate(
     Returns:
         :class:`SimulationResult`; same seed, same numbers (on the same device and dtype).
     """
+    if widths is not None:
+        if width is not None:
+            raise InputError("give width or widths, not both")
+        ws = list(widths)
+        if len(ws) < 3 or len(set(ws)) != len(ws):
+            raise InputError(f"widths: at least 3 different widths to fit a + b/N, got {ws}")
+        for w in ws:
+            check_int("widths", w)
+        done = 0
+
+        def step(n: int) -> None:
+            if progress is not None:
+                progress(done + n)
+
+        results = {}
+        for w in sorted(ws):
+            results[w] = simulate(phi, batch_sizes, width=w, depth=depth, networks=networks, progress=step,
+                                  keep_grams=keep_grams, inputs=inputs, **dict(options))  # fmt: skip
+            done += networks * len(list(batch_sizes))
+        return extrapolate(results)
+    if width is None:
+        raise InputError("width: give the width N (or widths=[...] to extrapolate in 1/N)")
     params = {k: options.pop(k) for k in ("alpha", "slope") if options.get(k) is not None}
     options = {k: v for k, v in options.items() if v is not None}
     network_keys = set(NetworkSpec.__dataclass_fields__) - {"width", "depth"}

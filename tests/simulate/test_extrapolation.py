@@ -1,0 +1,53 @@
+"""Finite-width extrapolation: the fit recovers known coefficients, and the simulator's infinite-width values meet
+the theory."""
+
+import numpy as np
+import pytest
+
+from bnmft import InputError
+from bnmft.simulate import simulate
+from bnmft.simulate.extrapolation import fit_inverse_width
+
+
+def test_the_fit_recovers_a_and_b_within_their_errors():
+    rng = np.random.default_rng(0)
+    widths = np.array([32, 64, 128, 256, 512])
+    hits, linear = 0, 0
+    for _ in range(200):
+        se = np.full(5, 0.002)
+        y = 1.5 + 3.0 / widths + rng.normal(0, se)
+        coef, errs, _, dof = fit_inverse_width(widths, y, se)
+        if len(coef) == 2:  # the quadratic term is added only where chi^2 rejects the line (1% of the time here)
+            linear += 1
+            assert dof == 3
+            hits += abs(coef[0] - 1.5) < errs[0]
+    assert linear >= 190
+    assert 0.6 < hits / linear < 0.8  # ~68% of the 1-sigma intervals hold a: the standard errors are right
+
+
+def test_curved_data_get_the_quadratic_term():
+    widths = np.array([8, 16, 32, 64, 128])
+    y = 1.0 + 2.0 / widths + 40.0 / widths**2
+    coef = fit_inverse_width(widths, y + 1e-9, np.full(5, 1e-4))[0]
+    assert len(coef) == 3
+    np.testing.assert_allclose(coef, [1.0, 2.0, 40.0], rtol=1e-4)
+
+
+def test_simulated_estimates_extrapolate_to_the_theory():
+    r = simulate("relu", [32], widths=[64, 128, 256, 512], depth=20, networks=24, seed=1, sampler="conditional")
+    fits = {f.estimate: f for f in r.fits}
+    for name in ("lambda_G", "c_star", "q_star"):
+        f = fits[name]
+        assert abs(f.a - f.theory) < 4 * f.a_stderr + 1e-3 * abs(f.theory), f
+    assert fits["c_star"].b < -3 * fits["c_star"].b_stderr  # c* approaches its limit from below, like 1/N
+    rows = r.rows()
+    assert {"batch_size", "estimate", "a", "a_stderr", "b", "b_stderr", "theory", "widths"} <= set(rows[0])
+
+
+def test_bad_widths():
+    with pytest.raises(InputError, match="widths"):
+        simulate("relu", [8], widths=[64, 128], depth=8, networks=2)
+    with pytest.raises(InputError, match="not both"):
+        simulate("relu", [8], width=64, widths=[32, 64, 128], depth=8, networks=2)
+    with pytest.raises(InputError, match="width"):
+        simulate("relu", [8], depth=8, networks=2)
