@@ -369,23 +369,9 @@ def cmd_simulate(args) -> int:
             width=args.width,
             depth=args.depth,
             networks=args.networks,
-            eps=args.eps,
-            gamma=args.gamma,
-            beta=args.beta,
-            sigma_w=args.sigma_w,
-            init=args.init,
-            sampler=args.sampler,
-            placement=args.placement,
-            detach_stats=args.detach_stats,
-            ghost_size=args.ghost_size,
             two_batches=args.two_batches,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            chunk=args.chunk,
-            alpha=args.alpha,
-            slope=args.slope,
             progress=lambda done: bar.update(done - bar.n),
+            **_simulation_options(args),
         )
     if args.out:
         from .plots import plot_gradient_depth, plot_simulation_summary
@@ -422,6 +408,12 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _simulation_options(args) -> dict:
+    """The simulator's options from ``bnmft simulate``'s arguments (one width or several)."""
+    names = ("eps", "gamma", "beta", "sigma_w", "init", "sampler", "placement", "detach_stats", "ghost_size", "seed")
+    return {name: getattr(args, name) for name in (*names, "device", "dtype", "chunk", "alpha", "slope")}
+
+
 def _simulate_widths(args) -> int:
     """``bnmft simulate --widths ...``: every estimate fitted as a + b/N (+ c/N^2), beside the theory."""
     from tqdm import tqdm
@@ -433,12 +425,14 @@ def _simulate_widths(args) -> int:
     total = args.networks * len(args.batch_size) * len(args.widths)
     with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
         result = simulate(
-            args.phi, args.batch_size, widths=args.widths, depth=args.depth, networks=args.networks, eps=args.eps,
-            gamma=args.gamma, beta=args.beta, sigma_w=args.sigma_w, init=args.init, sampler=args.sampler,
-            placement=args.placement, detach_stats=args.detach_stats, ghost_size=args.ghost_size, seed=args.seed,
-            device=args.device, dtype=args.dtype, chunk=args.chunk, alpha=args.alpha, slope=args.slope,
+            args.phi,
+            args.batch_size,
+            widths=args.widths,
+            depth=args.depth,
+            networks=args.networks,
             progress=lambda done: bar.update(done - bar.n),
-        )  # fmt: skip
+            **_simulation_options(args),
+        )
     rows = result.rows()
     if args.json:
         print(json.dumps(rows, indent=2, default=float))

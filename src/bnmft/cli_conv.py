@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from .errors import InputError
@@ -21,9 +22,9 @@ def add_spatial_arguments(theory_parser, simulate_parser, positive_int) -> None:
 
 
 def _spatial(args):
-    from .simulate.conv import check_spatial
+    from .meanfield.spatial import check_conv_shape
 
-    return check_spatial(args.spatial)
+    return check_conv_shape(args.spatial, args.kernel, args.padding)
 
 
 def theory_spatial(args, phi_params: dict) -> int:
@@ -170,7 +171,7 @@ def _input_shape(text, model) -> tuple[int, ...]:
             shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
         except ValueError:
             raise InputError(f"--input-shape must be integers like 3x32x32, got {text!r}") from None
-        if not shape or any(v < 1 for v in shape) or math_prod(shape) > 10**8:
+        if not shape or any(v < 1 for v in shape) or math.prod(shape) > 10**8:
             raise InputError(f"--input-shape must be positive integers (at most 1e8 values), got {text!r}")
         return shape
     for m in model.modules():
@@ -179,13 +180,6 @@ def _input_shape(text, model) -> tuple[int, ...]:
         if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
             break
     raise InputError("--input-shape is needed (the model does not start with a Linear layer)")
-
-
-def math_prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def cmd_probe(args) -> int:

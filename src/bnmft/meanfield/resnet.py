@@ -176,7 +176,8 @@ class ResidualResult:
         return out
 
 
-def _check_alpha(alpha, depth: int) -> tuple[float, ...]:
+def check_alpha(alpha, depth: int) -> tuple[float, ...]:
+    """The branch scales: one number for every block, or one per block; finite and >= 0 (theory and simulator)."""
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         values = [alpha] * depth
     elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
@@ -185,11 +186,7 @@ def _check_alpha(alpha, depth: int) -> tuple[float, ...]:
             raise InputError(f"alpha: one value per block (depth={depth}), got {len(values)}")
     else:
         raise InputError(f"alpha must be a number or a sequence of depth numbers, got {alpha!r}")
-    for v in values:
-        check_real("alpha", v)
-        if not math.isfinite(float(v)) or float(v) < 0:
-            raise InputError(f"alpha must be finite and >= 0, got {v!r}")
-    return tuple(float(v) for v in values)
+    return tuple(check_real("alpha", v, minimum=0.0) for v in values)
 
 
 class _Branch:
@@ -272,14 +269,12 @@ def residual(
         raise InputError(f"branch_depth must be <= 1000, got {k}")
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
-    alphas = _check_alpha(alpha, depth)
+    alphas = check_alpha(alpha, depth)
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     if gamma == 0:
         raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
-    q_in = check_real("input_variance", input_variance)
+    q_in = check_real("input_variance", input_variance, positive=True)
     c_in = check_real("input_correlation", input_correlation)
-    if not (math.isfinite(q_in) and q_in > 0):
-        raise InputError(f"input_variance must be finite and > 0, got {input_variance!r}")
     if not (-1.0 / (b - 1) < c_in < 1.0):
         raise InputError(f"input_correlation must be in (-1/(B-1), 1) = ({-1 / (b - 1):.4g}, 1), got {c_in!r}")
     if output_gradient not in OUTPUT_GRADIENTS:
@@ -295,12 +290,12 @@ def residual(
     branch_map = _Branch(layer, k, branch, eps, sigma_w)
     sw2 = sigma_w * sigma_w
     m0, n0 = q_in * (1 - c_in), q_in * (1 + (b - 1) * c_in)
-    rows = block_rows(branch_map, alphas, m0, n0, mean_part)
+    rows, blocks = block_rows(branch_map, alphas, m0, n0, mean_part)
     limit = branch_map(None)
     exponent = limit.g / (sw2 * limit.F)
     lam = _plain_rate(branch_map)
     max_depth, notes = (
-        _trainable_depth(branch_map, alphas[-1], alphas, m0, b, sw2, crit, mean_part) if trainable_depth else (None, [])
+        _trainable_depth(branch_map, blocks, alphas, m0, b, sw2, crit, mean_part) if trainable_depth else (None, [])
     )
     return ResidualResult(
         phi=base.name,
@@ -326,8 +321,11 @@ def residual(
     )
 
 
-def block_rows(branch_map: _Branch, alphas: Sequence[float], m0: float, n0: float, mean_part: float) -> list[dict]:
-    """The per-block rows of :class:`ResidualResult` (forward from the input, backward from the output)."""
+def block_rows(
+    branch_map: _Branch, alphas: Sequence[float], m0: float, n0: float, mean_part: float
+) -> tuple[list[dict], list[_Block]]:
+    """The per-block rows of :class:`ResidualResult` (forward from the input, backward from the output), and the
+    blocks' values (which the trainable-depth search reuses)."""
     b, sw2 = branch_map.b, branch_map.sw2
     m, n = [m0], [n0]
     blocks = []
@@ -355,7 +353,7 @@ def block_rows(branch_map: _Branch, alphas: Sequence[float], m0: float, n0: floa
                 "log_grad_ratio": math.log(ratio),
             }
         )
-    return rows
+    return rows, blocks
 
 
 def _plain_rate(branch_map: _Branch) -> float:
@@ -376,19 +374,20 @@ def _plain_rate(branch_map: _Branch) -> float:
     return layer(eps / (sw2 * mu)).lam_hat / mu
 
 
-def _trainable_depth(branch_map, alpha_tail, alphas, m0, b, sw2, crit, mean_part) -> tuple[int | None, list[str]]:
+def _trainable_depth(branch_map, known, alphas, m0, b, sw2, crit, mean_part) -> tuple[int | None, list[str]]:
     """The largest D with ``ln(((B-1) a_0(D) + 1) / B) <= crit``. ``a_0(D) = P_D + S_D`` with
     ``P_D = prod_(l<D) r_l``, ``S_D = sum_(l<D) alpha_l^2 u_l P_l`` (``r_l = 1 + alpha_l^2 g_l``): both cumulative in
     D, so one forward pass gives every D. Past the given alphas (and, eps > 0, past EXACT_BLOCKS) the blocks use
     alpha_tail and the first layer's e -> 0 limit (exact at eps = 0: the gains are then exactly c / m_l), vectorised
-    in chunks."""
+    in chunks. ``known``: the values of the first blocks, already computed (:func:`block_rows`)."""
     notes: list[str] = []
+    alpha_tail = alphas[-1]
     log_target = math.log(((b - 1 + mean_part) * math.exp(crit) - mean_part) / (b - 1))  # ln a_0 at the criterion
     log_p, s_sum, m, block = 0.0, 0.0, m0, 0
     exact_until = max(len(alphas), EXACT_BLOCKS) if branch_map.eps > 0 else len(alphas)
     while block < exact_until:
         a2 = (alphas[block] if block < len(alphas) else alpha_tail) ** 2
-        blk = branch_map(m)
+        blk = known[block] if block < len(known) else branch_map(m)
         s_sum += a2 * blk.u * mean_part * math.exp(log_p)
         log_p += math.log1p(a2 * blk.g)
         m += a2 * sw2 * blk.F

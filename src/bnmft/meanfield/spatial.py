@@ -37,6 +37,8 @@ from .api import theory
 from .gram import gram_map
 
 PADDINGS = ("periodic", "zero")
+#: largest image (positions) the theory and the conv simulator take
+MAX_POSITIONS = 65536
 #: largest B x positions the zero-padding iteration takes (its state is an n x n matrix)
 MAX_ZERO_PAIRS = 1024
 
@@ -77,6 +79,29 @@ class SpatialResult:
         out["spatial"] = "x".join(map(str, self.spatial))
         out["notes"] = list(self.notes)
         return out
+
+
+def check_conv_shape(spatial, kernel: int, padding: str) -> tuple[int, ...]:
+    """The image shape ``(L,)`` or ``(H, W)`` (or text ``"L"`` / ``"HxW"``), an odd kernel and a padding (a periodic
+    kernel no larger than the image); returns the shape as a tuple. Shared by the theory and the conv simulator."""
+    if isinstance(spatial, str):
+        try:
+            spatial = tuple(int(v) for v in spatial.lower().split("x"))
+        except ValueError:
+            raise InputError(f"spatial must be 'L' or 'HxW' (positive integers), got {spatial!r}") from None
+    shape = tuple(spatial)
+    if not 1 <= len(shape) <= 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+        raise InputError(f"spatial must be (L,) or (H, W) with positive integers, got {spatial!r}")
+    if math.prod(shape) > MAX_POSITIONS:
+        raise InputError(f"spatial: at most {MAX_POSITIONS} positions, got {shape}")
+    check_int("kernel", kernel)
+    if kernel % 2 == 0:
+        raise InputError(f"kernel must be odd (a centred k x k kernel), got {kernel}")
+    if padding not in PADDINGS:
+        raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if padding == "periodic" and kernel > min(shape):
+        raise InputError(f"kernel={kernel} is larger than the image {shape} (periodic padding wraps it)")
+    return shape
 
 
 def conv_average(sigma: np.ndarray, b: int, spatial: tuple[int, ...], kernel: int, padding: str) -> np.ndarray:
@@ -183,16 +208,7 @@ def spatial_theory(
         :class:`SpatialResult`.
     """
     b = check_int("batch_size", batch_size, 1)
-    spatial = tuple(spatial)
-    if not 1 <= len(spatial) <= 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in spatial):
-        raise InputError(f"spatial must be (L,) or (H, W) with positive integers, got {spatial!r}")
-    check_int("kernel", kernel)
-    if kernel % 2 == 0:
-        raise InputError(f"kernel must be odd, got {kernel}")
-    if padding not in PADDINGS:
-        raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    if padding == "periodic" and kernel > min(spatial):
-        raise InputError(f"kernel={kernel} is larger than the image {spatial} (periodic padding wraps it)")
+    spatial = check_conv_shape(spatial, kernel, padding)
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     n = b * math.prod(spatial)
     if n < 4:

@@ -25,8 +25,6 @@ import torch.nn.functional as F
 from .network import NetworkSpec, batch_norm
 from .torch_phi import TorchFn
 
-PADDINGS = ("periodic", "zero")
-
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -192,9 +190,8 @@ def simulate_conv(
         :class:`ConvSimulation`.
     """
     from ..errors import InputError
-    from ..meanfield.spatial import spatial_theory
+    from ..meanfield.spatial import check_conv_shape, spatial_theory
     from ..nonlinearity import get_nonlinearity
-    from ..options import check_int
     from .api import DTYPES, SimulationConfig, _mean_se, growth_rates, validate
     from .torch_phi import to_torch
 
@@ -203,14 +200,7 @@ def simulate_conv(
     if unknown:
         raise InputError(f"unknown option {sorted(unknown)[0]!r}")
     options = {key: v for key, v in options.items() if v is not None}
-    spatial = check_spatial(spatial)
-    check_int("kernel", kernel)
-    if kernel % 2 == 0:
-        raise InputError(f"kernel must be odd (a centred k x k kernel), got {kernel}")
-    if kernel > min(spatial) and padding == "periodic":
-        raise InputError(f"kernel={kernel} is larger than the image {spatial} (periodic padding wraps it)")
-    if padding not in PADDINGS:
-        raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    spatial = check_conv_shape(spatial, kernel, padding)
     net_keys = {"eps", "sigma_w", "detach_stats", "ghost_size"}
     network = NetworkSpec(channels, depth, **{key: v for key, v in options.items() if key in net_keys})
     rest = {key: v for key, v in options.items() if key not in net_keys}
@@ -257,20 +247,3 @@ def simulate_conv(
     for drop in ("placement", "two_batches", "init"):
         settings.pop(drop, None)
     return ConvSimulation(spec, settings, run, summary)
-
-
-def check_spatial(spatial) -> tuple[int, ...]:
-    """``(L,)`` or ``(H, W)``, positive integers (also ``"HxW"`` / ``"L"`` text)."""
-    from ..errors import InputError
-
-    if isinstance(spatial, str):
-        try:
-            spatial = tuple(int(v) for v in spatial.lower().split("x"))
-        except ValueError:
-            raise InputError(f"spatial must be 'L' or 'HxW' (positive integers), got {spatial!r}") from None
-    values = tuple(spatial)
-    if not 1 <= len(values) <= 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise InputError(f"spatial must be (L,) or (H, W) with positive integers, got {spatial!r}")
-    if math.prod(values) > 65536:
-        raise InputError(f"spatial: at most 65536 positions, got {values}")
-    return values

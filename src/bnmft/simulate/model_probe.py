@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
+from .network import Segment, _gram_stats
 
 NORMS = {
     torch.nn.BatchNorm1d: "batchnorm",
@@ -89,11 +90,7 @@ def _forward_stats(out: torch.Tensor) -> dict:
     diag = torch.diagonal(gram)
     corr = gram / torch.sqrt(torch.outer(diag, diag)).clamp_min(1e-300)
     off = (corr.sum() - torch.diagonal(corr).sum()) / max(b * (b - 1), 1)
-    cen = gram - gram.mean(dim=0, keepdim=True)
-    cen = cen - cen.mean(dim=1, keepdim=True)
-    tr = torch.trace(cen).clamp_min(1e-300)
-    target = (torch.eye(b, dtype=x.dtype) - 1.0 / b) / max(b - 1, 1)
-    dist = torch.linalg.matrix_norm(cen / tr - target) / torch.linalg.matrix_norm(target)
+    dist = _gram_stats(flat[None], Segment(0, b, b))[2][0]  # the simulator's distance to BSB1
     return {
         "shape": list(x.shape),
         "channel_mean": float(mean.mean()),

@@ -27,7 +27,7 @@ import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..meanfield.resnet import BRANCHES, ResidualResult, residual
+from ..meanfield.resnet import BRANCHES, ResidualResult, check_alpha, residual
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_int, check_real
 from .api import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
@@ -227,17 +227,8 @@ def simulate_residual(
     check_int("branch_depth", branch_depth)
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
-    if isinstance(alpha, int | float) and not isinstance(alpha, bool):
-        alphas = (float(check_real("alpha", alpha)),) * depth
-    else:
-        alphas = tuple(float(check_real("alpha", a)) for a in alpha)
-        if len(alphas) != depth:
-            raise InputError(f"alpha: one value per block (depth={depth}), got {len(alphas)}")
-    if any(not math.isfinite(a) or a < 0 for a in alphas):
-        raise InputError("alpha must be finite and >= 0")
-    q_in = float(check_real("input_variance", input_variance))
-    if not (math.isfinite(q_in) and q_in > 0):
-        raise InputError(f"input_variance must be finite and > 0, got {input_variance!r}")
+    alphas = check_alpha(alpha, depth)
+    q_in = check_real("input_variance", input_variance, positive=True)
     network_keys = {"eps", "sigma_w", "init", "detach_stats", "ghost_size", "sampler"}
     base = get_nonlinearity(phi)
     network = NetworkSpec(width, depth, **{key: v for key, v in options.items() if key in network_keys})
