@@ -141,7 +141,8 @@ def _cases():
     add(sym, "--plot", ["{d}/adir"])
     # simulate
     add(sim, "-B", ["1", "0", "abc", HUGE_INT])
-    add(sim, "-N", ["0", "-1", "abc", "10000000", HUGE_INT])
+    add(sim, "-N", ["0", "-1", "abc", "3000000000", HUGE_INT])
+    cases.append([*sim, "--sampler", "dense", "-N", "10000000"])  # a 1e7 x 1e7 weight matrix (conditional: fine)
     add(sim, "-L", ["0", "3", "abc"])
     add(sim, "-K", ["0", "abc"])
     add(sim, "--eps", [*NOT_NUMBERS, "-1", "1e308"])

@@ -636,9 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=("gaussian", "orthogonal"), default="gaussian")
     p.add_argument(
         "--sampler",
-        choices=("dense", "conditional"),
-        default="dense",
-        help="draw every weight matrix, or only what the pass sees (exact in distribution, O(N B^2) per layer)",
+        choices=("auto", "dense", "conditional"),
+        default="auto",
+        help="draw every weight matrix, or only what the pass sees (exact in distribution, O(N B^2) per layer); "
+        "auto: the faster one",
     )
     p.add_argument("--placement", choices=("before", "after"), default="before", help="BN before phi (paper) or after")
     p.add_argument("--detach-stats", action="store_true", help="no backprop through the batch mean and variance")

@@ -81,7 +81,7 @@ def simulate_spatial(args, phi_params: dict) -> int:
     if args.width is not None:
         raise InputError("--width does not apply with --spatial: use --channels")
     for flag, bad in (("--init", args.init != "gaussian"), ("--placement", args.placement != "before"),
-                      ("--sampler", args.sampler != "dense"),
+                      ("--sampler", args.sampler == "conditional"),
                       ("--two-batches", args.two_batches)):  # fmt: skip
         if bad:
             raise InputError(f"{flag} is not available with --spatial")

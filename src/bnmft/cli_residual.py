@@ -48,7 +48,9 @@ def add_parsers(sub, *, finite_float, bn_option, positive_int, batch_size_arg, s
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--device", default="cpu", help="cpu or cuda (simulation)")
-    p.add_argument("--sampler", choices=("dense", "conditional"), default="dense", help="simulation's weights")
+    p.add_argument(
+        "--sampler", choices=("auto", "dense", "conditional"), default="auto", help="weights (auto: the faster)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (keys blocks, exponent, ...)")
     p.add_argument("--plot", metavar="FILE", help="log gradient ratio and stream variance against block")
     p.set_defaults(func=cmd_residual)

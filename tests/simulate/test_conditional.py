@@ -88,3 +88,60 @@ def test_residual_networks_with_the_conditional_sampler():
         assert abs(b["log_grad_ratio"] - b["log_grad_ratio_theory"]) <= 3 * b["log_grad_ratio_stderr"] + 0.05 * abs(
             b["log_grad_ratio_theory"]
         )
+
+
+@pytest.mark.parametrize("rank", [6, 3])
+def test_one_layer_exact_identities(rank):
+    """For any W: ``x dx^T = h dh^T`` (X^T W^T dH = (W X)^T dH) exactly, and the forward's rows have covariance
+    s^2 x x^T; both hold for the Cholesky path (full rank) and the float64 eigen path (rank 3 of 6 rows)."""
+    import torch
+
+    from bnmft.simulate.conditional import conditional_linear
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(4, rank, 300, generator=gen, dtype=torch.float64)
+    x = (torch.randn(4, 6, rank, generator=gen, dtype=torch.float64) @ base).float().requires_grad_(True)
+    noise = torch.Generator().manual_seed(1)
+    h = conditional_linear(x, 500, 1.3, gen, noise)
+    dh = torch.randn(h.shape, generator=gen)
+    (h * dh).sum().backward()
+    lhs = x.detach() @ x.grad.transpose(1, 2)
+    rhs = h.detach() @ dh.transpose(1, 2)
+    assert torch.allclose(lhs, rhs, rtol=1e-4, atol=1e-3 * rhs.abs().max().item())
+    # forward covariance: pooled over 500 output rows and 4 networks, E[h h^T] / 500 = s^2 x x^T
+    xx = x.detach().double() @ x.detach().double().transpose(1, 2) * 1.3**2 / 300
+    hh = h.detach().double().transpose(1, 2)
+    emp = torch.einsum("kni,knj->kij", hh, hh) / 500
+    assert torch.allclose(emp, xx, atol=4 * xx.diagonal(dim1=1, dim2=2).max().item() / math.sqrt(500))
+    # the unseen part of dx: (I - P) dx has E||.||^2 = s^2 (fan_in - rank) ||dh||^2 (fresh noise)
+    q, _ = torch.linalg.qr(x.detach().double().transpose(1, 2))
+    q = q[:, :, :rank] if rank < 6 else q
+    g = x.grad.double().transpose(1, 2)
+    perp = g - q @ (q.transpose(1, 2) @ g)
+    ratio = perp.pow(2).sum() / (1.3**2 / 300 * (300 - rank) * dh.double().pow(2).sum())
+    assert abs(ratio.item() - 1) < 0.05
+
+
+def test_auto_picks_the_faster_valid_sampler():
+    from bnmft.simulate.conditional import choose_sampler
+
+    assert choose_sampler(1000, [32], "gaussian") == "conditional"
+    assert choose_sampler(1000, [4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128], "gaussian") == "conditional"
+    assert choose_sampler(64, [128], "gaussian") == "dense"  # rows > width: nothing to save
+    assert choose_sampler(4096, [32], "orthogonal") == "dense"
+    kw = dict(depth=8, networks=2, seed=1)
+    assert simulate("relu", [8], width=512, **kw).config.network.sampler == "conditional"
+    assert simulate("relu", [64], width=32, **kw).config.network.sampler == "dense"
+    assert simulate("relu", [8], width=512, init="orthogonal", **kw).config.network.sampler == "dense"
+    rows = simulate("relu", [8], width=512, **kw).rows()
+    assert {r["sampler"] for r in rows} == {"conditional"}
+
+
+def test_float32_path_agrees_with_float64():
+    """The working-dtype (float32) Cholesky path against float64 runs, relu and tanh at B = 32."""
+    for phi in ("relu", "tanh"):
+        kw = dict(width=256, depth=20, networks=24, sampler="conditional")
+        a = simulate(phi, [32], seed=1, **kw).summaries[0]
+        b = simulate(phi, [32], seed=2, dtype="float64", **kw).summaries[0]
+        for name in ("lambda_G", "c_star", "q_star"):
+            _agree(a, b, name)

@@ -36,6 +36,7 @@ from ..errors import InputError
 from ..meanfield import theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_bn_options, check_int, check_memory, check_seed
+from .conditional import choose_sampler
 from .extrapolation import WidthExtrapolation, extrapolate
 from .network import INITS, PLACEMENTS, SAMPLERS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
 from .torch_phi import to_torch
@@ -177,8 +178,10 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
             )
         bytes_per = 4 if config.dtype == "float32" else 8
         rows = sum(2 * b if config.two_batches else b for b in batch_sizes)
-        # one network at a time at least: its largest weight matrix, and the activations kept for backprop
-        one = bytes_per * (net.width * max(net.width, rows) + 4 * rows * net.width * net.depth)
+        # one network at a time at least: its largest weight matrix (the dense sampler's), and the activations
+        # kept for backprop
+        weights = net.width * max(net.width, rows) if net.sampler != "conditional" else 0
+        one = bytes_per * (weights + 4 * rows * net.width * net.depth)
         check_memory(one, f"one network (width {net.width}, depth {net.depth}, {rows} rows)", "width")
     if net.init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {net.init!r}")
@@ -289,8 +292,12 @@ def simulate(
     base = get_nonlinearity(phi, **params)
     network = NetworkSpec(width, depth, **{k: v for k, v in options.items() if k in network_keys})
     rest = {k: v for k, v in options.items() if k not in network_keys}
-    config = SimulationConfig(phi=base.name, network=network, networks=networks, params=params, **rest)
     batch_sizes = list(batch_sizes)
+    if network.sampler == "auto":  # the faster valid one (recorded in the result's settings)
+        two = bool(options.get("two_batches"))
+        rows = [2 * b if two else b for b in batch_sizes]
+        network = replace(network, sampler=choose_sampler(width, rows, network.init))
+    config = SimulationConfig(phi=base.name, network=network, networks=networks, params=params, **rest)
     validate(config, batch_sizes)
     effective = base.affine_input(config.gamma, config.beta)
     phi_t = to_torch(effective)
@@ -301,8 +308,10 @@ def simulate(
     # all batch sizes run through the same networks (BN never mixes them): the weights, whose generation costs
     # more than the matmuls at small B, are drawn once per layer for all of them
     segments = segments_for(batch_sizes, network.ghost_size, config.two_batches)
-    rows_total = sum(seg.length for seg in segments)
-    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_total * network.width * network.depth)))
+    # (the conditional sampler runs each batch through its own networks: its chunks hold the largest one)
+    conditional = network.sampler == "conditional"
+    rows_run = max(s.length for s in segments) if conditional else sum(s.length for s in segments)
+    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_run * network.width * network.depth)))
     spec = network
     gen = torch.Generator(device=device).manual_seed(config.seed)
     parts: list[list[EnsembleRun]] = []
@@ -310,7 +319,7 @@ def simulate(
     for first in range(0, config.networks, chunk):
         k = min(chunk, config.networks - first)
         xs = [_inputs(inputs, k, b, config, gen, device, dtype) for b in batch_sizes]
-        if network.sampler == "conditional":
+        if conditional:
             # each batch size through its own networks: the conditional sampler's cost is O(N rows^2) per layer, so
             # sharing the weights across batch sizes (all rows at once) would cost more than it saves
             parts.append(

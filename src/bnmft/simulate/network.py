@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .conditional import conditional_linear, gram
 from .torch_phi import TorchFn
 
 INITS = ("gaussian", "orthogonal")
@@ -41,7 +42,7 @@ class NetworkSpec:
     placement: str = "before"
     detach_stats: bool = False
     ghost_size: int | None = None
-    sampler: str = "dense"
+    sampler: str = "auto"
 
 
 @dataclass
@@ -154,12 +155,16 @@ def _segment_bn(h: torch.Tensor, segments: list[Segment], eps: float, detach: bo
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def _gram_stats(x: torch.Tensor, seg: Segment):
-    """q, c, distance (and the cross-batch correlation of a pair) of one segment, per network."""
+def _gram_stats(x: torch.Tensor, seg: Segment, full_gram: torch.Tensor | None = None):
+    """q, c, distance (and the cross-batch correlation of a pair) of one segment, per network; ``full_gram``:
+    ``x x^T`` of all rows when already computed (the conditional sampler's)."""
     n = x.shape[-1]
     b = seg.size
     first = x[:, seg.offset : seg.offset + b]
-    gram = first @ first.transpose(1, 2) / n
+    if full_gram is None:
+        gram = first @ first.transpose(1, 2) / n
+    else:
+        gram = full_gram[:, seg.offset : seg.offset + b, seg.offset : seg.offset + b] / n
     diag = torch.diagonal(gram, dim1=1, dim2=2).mean(dim=1)
     off = (gram.sum(dim=(1, 2)) - torch.diagonal(gram, dim1=1, dim2=2).sum(dim=1)) / (b * (b - 1))
     cen = gram - gram.mean(dim=1, keepdim=True)
@@ -204,18 +209,25 @@ def run_ensemble(
         segments = segments_for([segments], spec.ghost_size, inputs.shape[1] == 2 * segments)
     k, _, d = inputs.shape
     device, dtype = inputs.device, inputs.dtype
+    nseg = len(segments)
+    logs = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
+    logs_w = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
+    lengths = torch.tensor([s.length for s in segments], device=device)
     x = inputs
     pre, acts, stats = [], [], []
-    noise_gen = None
-    if spec.sampler == "conditional":  # the backward pass's draws: their own stream, seeded from gen
+    conditional = spec.sampler == "conditional"
+    if conditional:  # the backward pass's draws: their own stream, seeded from gen
         seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=device).item())
         noise_gen = torch.Generator(device=device).manual_seed(seed)
+        x = x.detach().requires_grad_(True)  # the conditional backward needs a graph from the first layer
+        gram_x = gram(x)
     for layer in range(spec.depth):
         acts.append(x.detach())
-        if spec.sampler == "conditional":
-            if layer == 0:
-                x = x.detach().requires_grad_(True)  # the conditional backward needs a graph from the first layer
-            h = conditional_linear(x, spec.width, spec, gen, noise_gen)
+        if conditional:
+            record = _recorder(logs[layer], logs_w[layer], gram_x, segments)
+            h = conditional_linear(
+                x, spec.width, spec.sigma_w, gen, noise_gen, gram_x=gram_x, record=record, input_grad=layer > 0
+            )
         else:
             w = init_weights(k, spec.width, d if layer == 0 else spec.width, spec, gen, device, dtype)
             h = torch.bmm(x, w.transpose(1, 2))
@@ -227,12 +239,9 @@ def run_ensemble(
             x = _segment_bn(phi(h), segments, spec.eps, spec.detach_stats)
         pre.append(h)
         with torch.no_grad():
-            stats.append([_gram_stats(x.detach(), seg) for seg in segments])
+            gram_x = gram(x) if conditional else None
+            stats.append([_gram_stats(x.detach(), seg, gram_x) for seg in segments])
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
-    nseg = len(segments)
-    logs = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
-    logs_w = torch.zeros(spec.depth, nseg, k, dtype=torch.float64)
-    lengths = torch.tensor([s.length for s in segments], device=device)
 
     def make_hook(layer):
         def hook(grad):
@@ -247,16 +256,17 @@ def run_ensemble(
                 logs[layer, i] = torch.log(sq).cpu()
                 # ||g^T x||_F^2 = sum((g g^T) * (x x^T)): the weight-gradient norm without forming dW
                 gram_g = torch.bmm(g, g.transpose(1, 2))
-                gram_x = torch.bmm(xin, xin.transpose(1, 2))
-                logs_w[layer, i] = torch.log((gram_g * gram_x).sum(dim=(1, 2), dtype=torch.float64)).cpu()
+                gram_in = torch.bmm(xin, xin.transpose(1, 2))
+                logs_w[layer, i] = torch.log((gram_g * gram_in).sum(dim=(1, 2), dtype=torch.float64)).cpu()
                 scales.append(torch.rsqrt(sq).clamp(max=1e300))
             scale = torch.repeat_interleave(torch.stack(scales, 1), lengths, dim=1)  # (K, T)
             return grad * scale.to(grad.dtype)[:, :, None]
 
         return hook
 
-    for layer, h in enumerate(pre):
-        h.register_hook(make_hook(layer))
+    if not conditional:  # (the conditional layers record inside their backward, from Grams they compute anyway)
+        for layer, h in enumerate(pre):
+            h.register_hook(make_hook(layer))
     (x * readout).sum().backward()
     # the gradient reaching layer l was divided by the norms of all layers above: add their logs back
     suffix = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])  # sum over layers >= l
@@ -279,58 +289,23 @@ def run_ensemble(
     return runs
 
 
-SAMPLERS = ("dense", "conditional")
+SAMPLERS = ("auto", "dense", "conditional")
 
 
-class _ConditionalLinear(torch.autograd.Function):
-    """``h = x W^T`` for a fresh Gaussian W (entries N(0, sigma^2/fan_in)) sampled only where the pass looks at it
-    (issue 14; exact in distribution at every width). With Q an orthonormal basis of a space holding the columns of
-    ``X = x^T`` (fan_in x B), the forward needs only ``A = W Q`` (i.i.d. Gaussian, fan_out x r): ``h^T = A (Q^T X)``.
-    The backward's ``W^T dH = Q A^T dH + Q_perp (W Q_perp)^T dH``, where ``W Q_perp`` is independent of everything
-    else, so the second term is drawn as ``(I - Q Q^T) Z`` with Z's rows i.i.d. ``N(0, sigma^2/fan_in dH^T dH)``.
-    Cost O(fan_in B^2 + fan_out B r) per network instead of O(fan_in fan_out B)."""
+def _recorder(logs: torch.Tensor, logs_w: torch.Tensor, gram_in: torch.Tensor, segments: list[Segment]):
+    """The conditional layers' version of the dense path's hook: from ``dh dh^T`` (K, T, T), record each segment's
+    log squared gradient norm into ``logs`` (nseg, K) and weight-gradient norm (``sum((g g^T) * (x x^T))``) into
+    ``logs_w``; return the per-row factors (K, T) that rescale each segment's gradient to norm 1."""
 
-    @staticmethod
-    def forward(ctx, x, q, a, scale, gen):  # x (K, B, n_in), q (K, n_in, r), a (K, n_out, r)
-        ctx.save_for_backward(q, a)
-        ctx.scale, ctx.gen = scale, gen
-        coeff = q.transpose(1, 2) @ x.transpose(1, 2)  # (K, r, B)
-        return (a @ coeff).transpose(1, 2)  # (K, B, n_out)
+    def record(gram_d: torch.Tensor) -> torch.Tensor:
+        factors = []
+        for i, seg in enumerate(segments):
+            rows = slice(seg.offset, seg.offset + seg.length)
+            block = gram_d[:, rows, rows]
+            sq = torch.diagonal(block, dim1=1, dim2=2).sum(dim=1)
+            logs[i] = torch.log(sq).cpu()
+            logs_w[i] = torch.log((block * gram_in[:, rows, rows]).sum(dim=(1, 2))).cpu()
+            factors.append(torch.rsqrt(sq).clamp(max=1e300)[:, None].expand(-1, seg.length))
+        return torch.cat(factors, dim=1)
 
-    @staticmethod
-    def backward(ctx, grad):  # grad (K, B, n_out)
-        q, a = ctx.saved_tensors
-        dh = grad.transpose(1, 2)  # (K, n_out, B)
-        first = q @ (a.transpose(1, 2) @ dh)  # (K, n_in, B)
-        cov = (dh.transpose(1, 2) @ dh).double() * (ctx.scale**2)  # (K, B, B)
-        vals, vecs = torch.linalg.eigh(cov)
-        root = (vecs * vals.clamp_min(0).sqrt()[:, None, :]).to(grad.dtype)  # cov = root root^T
-        z = torch.randn(q.shape[0], q.shape[1], dh.shape[2], generator=ctx.gen, device=grad.device, dtype=grad.dtype)
-        z = z @ root.transpose(1, 2)  # rows i.i.d. N(0, cov)
-        z = z - q @ (q.transpose(1, 2) @ z)
-        return (first + z).transpose(1, 2), None, None, None, None
-
-
-def _orthonormal_basis(xt: torch.Tensor) -> torch.Tensor:
-    """Orthonormal columns spanning col(X), X = xt (K, fan_in, B): ``Q = X V diag(lambda^-1/2)`` from the
-    eigendecomposition of the B x B Gram ``X^T X`` (in float64; two matrix products, much faster than a QR of the
-    tall X). Directions with ``lambda <= 1e-10 lambda_max`` (rank deficiency: a centred batch has rank B - 1) get a
-    zero column, which changes nothing downstream (A Q^T X and the projection ignore it); when fan_in < B, a QR."""
-    _, fan_in, b = xt.shape
-    if fan_in < b:
-        return torch.linalg.qr(xt)[0]
-    x64 = xt.double()
-    vals, vecs = torch.linalg.eigh(x64.transpose(1, 2) @ x64)
-    keep = vals > 1e-10 * vals[:, -1:].clamp_min(1e-300)  # singular values below 1e-5 of the largest: rank deficiency
-    inv = torch.where(keep, vals.clamp_min(1e-300).rsqrt(), torch.zeros_like(vals))
-    return (x64 @ (vecs * inv[:, None, :])).to(xt.dtype)
-
-
-def conditional_linear(x: torch.Tensor, fan_out: int, spec: NetworkSpec, gen, noise_gen) -> torch.Tensor:
-    """``x W^T`` with Gaussian ``W ~ N(0, sigma_w^2/fan_in)`` (K networks), by the conditional sampler
-    (:class:`_ConditionalLinear`); ``gen`` draws A in the forward pass, ``noise_gen`` the backward's Z."""
-    k, _, fan_in = x.shape
-    q = _orthonormal_basis(x.detach().transpose(1, 2))
-    scale = spec.sigma_w / math.sqrt(fan_in)
-    a = torch.randn(k, fan_out, q.shape[2], generator=gen, device=x.device, dtype=x.dtype) * scale
-    return _ConditionalLinear.apply(x, q, a, scale, noise_gen)
+    return record

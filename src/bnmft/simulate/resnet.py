@@ -31,7 +31,8 @@ from ..meanfield.resnet import BRANCHES, ResidualResult, check_alpha, residual
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_int, check_real
 from .api import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
-from .network import NetworkSpec, Segment, _gram_stats, batch_norm, conditional_linear, init_weights
+from .conditional import choose_sampler, conditional_linear
+from .network import NetworkSpec, Segment, _gram_stats, batch_norm, init_weights
 from .torch_phi import TorchFn, to_torch
 
 
@@ -88,7 +89,7 @@ def run_residual_ensemble(
 
     def linear(v: torch.Tensor) -> torch.Tensor:
         if spec.sampler == "conditional":
-            return conditional_linear(v, n, spec, gen, noise_gen)
+            return conditional_linear(v, n, spec.sigma_w, gen, noise_gen)
         return torch.bmm(v, init_weights(k, n, n, spec, gen, device, dtype).transpose(1, 2))
 
     for block in range(spec.depth):
@@ -232,6 +233,8 @@ def simulate_residual(
     network_keys = {"eps", "sigma_w", "init", "detach_stats", "ghost_size", "sampler"}
     base = get_nonlinearity(phi)
     network = NetworkSpec(width, depth, **{key: v for key, v in options.items() if key in network_keys})
+    if network.sampler == "auto":  # the faster valid one (recorded in the settings)
+        network = replace(network, sampler=choose_sampler(width, [batch_size], network.init))
     rest = {key: v for key, v in options.items() if key not in network_keys}
     sim = SimulationConfig(phi=base.name, network=network, networks=networks, window_start=0, **rest)
     cfg = ResidualConfig(sim, batch_size, branch_depth, alphas, branch, q_in)

@@ -1,0 +1,196 @@
+"""The conditional sampler: a fresh Gaussian layer sampled only where a forward-and-backward pass looks at it.
+
+For ``W`` (fan_out x fan_in, entries ``N(0, s^2)``, ``s = sigma_w / sqrt(fan_in)``) and a layer input
+``X = x^T`` (fan_in x T, T rows of the batch) write ``X = Q R`` with Q orthonormal (fan_in x r) and R (r x T).
+``A = W Q`` is i.i.d. Gaussian and the forward pass needs only it: ``H = W X = A R``. In the backward pass
+``W^T dH = Q A^T dH + Q_perp (W Q_perp)^T dH``; ``W Q_perp`` is independent of everything else, so the second
+term is distributed exactly as ``(I - Q Q^T) Z`` with Z's rows i.i.d. ``N(0, s^2 dH^T dH)``. The trajectory is
+reproduced exactly in distribution at every finite width for O(fan B^2) per layer instead of O(fan^2 B).
+
+How it is computed (never forming Q): ``G = X^T X`` is factored (in float64) as ``R^T R`` by Cholesky and
+``P = R^{-1}``, so ``Q = X P`` and, with ``M M^T = s^2 dH^T dH``, ``Z = Y M^T`` (Y standard normal),
+
+    ``h = R^T A^T``,    ``dx = z + (dh A - (z x^T) P) P^T x``     (rows-first layout, ``z = Z^T``).
+
+Networks whose Gram is singular or ill-conditioned (``||R||_F ||P||_F > 1e3``: a centred batch through an
+identity network has rank T - 1) take a float64 path instead: an eigendecomposition ``G = V L V^T``
+with ``R = L^1/2 V^T`` and ``P = V L^-1/2`` over the directions with ``lambda > 1e-10 lambda_max`` (the others
+carry singular values below 1e-5 of the largest: treated as unseen, which is exact for a zero one). The noise
+factor M is a Cholesky factor of ``s^2 dH^T dH + delta I`` with ``delta = 1e-6`` of its mean eigenvalue (BN's
+backward makes ``dH^T dH`` singular; float32 rounding of it is ~1e-7): an extra variance of 1e-6 of the
+backward noise's, far below any statistical error here (an eigendecomposition where Cholesky still fails).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+#: accept the float32 Cholesky path while ||R||_F ||P||_F (>= the condition number of R) stays below this
+MAX_CONDITION = 1e3
+#: eigenvalues of the Gram below this fraction of the largest count as zero (rank deficiency)
+RANK_TOLERANCE = 1e-10
+#: jitter of the backward noise covariance, relative to its mean eigenvalue
+NOISE_JITTER = 1e-6
+
+Recorder = Callable[[torch.Tensor], torch.Tensor]
+
+#: the cost model of :func:`choose_sampler`, in ns per normal draw and per multiply-add of a square-ish and of a
+#: tall-skinny batched product; measured on 2 CPU cores (benchmarks/bench_sampler.py)
+_NS_PER_NORMAL, _NS_PER_FLOP_DENSE, _NS_PER_FLOP_THIN = 5.5, 0.0143, 0.015
+
+
+def choose_sampler(width: int, rows: list[int], init: str) -> str:
+    """The faster valid sampler for ``width``-wide layers: "dense" draws one N x N matrix per layer shared by all
+    batches (``rows``: the rows of each batch, 2B for a pair) and costs N^2 normals + 4 N^2 sum(rows) flops;
+    "conditional" runs each batch through its own networks for sum(2 N T normals + 14 N T^2 flops). Orthogonal
+    weights are always dense.
+
+    Args:
+        width: layer width N.
+        rows: rows per batch (T).
+        init: weight init ("gaussian" or "orthogonal").
+
+    Returns:
+        "dense" or "conditional".
+    """
+    if init != "gaussian":
+        return "dense"
+    dense = width * width * (_NS_PER_NORMAL + 4 * sum(rows) * _NS_PER_FLOP_DENSE)
+    conditional = sum(2 * width * t * _NS_PER_NORMAL + 14 * width * t * t * _NS_PER_FLOP_THIN for t in rows)
+    return "conditional" if conditional < dense else "dense"
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """``x x^T`` for x (K, T, n), in x's dtype: the Gram the sampler factors (and the statistics reuse)."""
+    x = x.detach()
+    return x @ x.transpose(1, 2)
+
+
+def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R^T and P for each network's layer input x (K, T, n) with Gram g = x x^T (working dtype), and a mask of the
+    networks that need the float64 path (whose Gram is then recomputed from x in float64).
+
+    A float32 Gram's rounding error, relative to its smallest eigenvalue, is ~1e-7 x cond(G) / sqrt(n) (sums of n
+    products); with cond(R) <= MAX_CONDITION (cond(G) <= 1e6) the basis is orthonormal to ~1e-4 at worst, ~1e-8
+    for a typical ReLU batch (cond(G) ~ 1e2).
+
+    Returns:
+        (rt, p, exact): rt = R^T (K, T, T), p = P (K, T, T) with ``R^T R = G`` on the seen directions and
+        ``P = R^{-1}`` there (zero columns for unseen ones); exact (K,) bool: True where the eigendecomposition
+        (float64 products) is used.
+    """
+    g = g.double()
+    t = g.shape[-1]
+    chol, info = torch.linalg.cholesky_ex(g)
+    eye = torch.eye(t, dtype=g.dtype, device=g.device).expand_as(g)
+    p = torch.linalg.solve_triangular(chol.transpose(1, 2), eye, upper=True)  # R^{-1}, R = L^T
+    size = torch.linalg.matrix_norm(chol) * torch.linalg.matrix_norm(p)
+    exact = (info != 0) | ~torch.isfinite(size) | (size > MAX_CONDITION)
+    rt = chol
+    if bool(exact.any()):
+        x64 = x[exact].detach().double()
+        vals, vecs = torch.linalg.eigh(x64 @ x64.transpose(1, 2))
+        keep = vals > RANK_TOLERANCE * vals[:, -1:].clamp_min(1e-300)
+        root = torch.where(keep, vals.clamp_min(0).sqrt(), torch.zeros_like(vals))
+        inv = torch.where(keep, vals.clamp_min(1e-300).rsqrt(), torch.zeros_like(vals))
+        rt, p = rt.clone(), p.clone()
+        rt[exact] = vecs * root[:, None, :]
+        p[exact] = vecs * inv[:, None, :]
+    return rt, p, exact
+
+
+def _noise_factor(cov: torch.Tensor) -> torch.Tensor:
+    """M with ``M M^T = cov + delta I`` (module docstring) for cov (K, T, T) float64."""
+    t = cov.shape[-1]
+    delta = NOISE_JITTER * torch.diagonal(cov, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
+    jittered = cov + delta[:, None, None] * torch.eye(t, dtype=cov.dtype, device=cov.device)
+    m, info = torch.linalg.cholesky_ex(jittered)
+    bad = info != 0
+    if bool(bad.any()):
+        vals, vecs = torch.linalg.eigh(jittered[bad])
+        m = m.clone()
+        m[bad] = vecs * vals.clamp_min(0).sqrt()[:, None, :]
+    return m
+
+
+def _backward_rows(u, p, x, m, y):
+    """``dx = z + (u - (z x^T) P) P^T x`` with ``z = M y`` and ``u = dh A``; tensors (k, ., .) in one dtype."""
+    z = m @ y
+    w = (u - (m @ (y @ x.transpose(1, 2))) @ p) @ p.transpose(1, 2)
+    return torch.baddbmm(z, w, x)
+
+
+class _ConditionalLinear(torch.autograd.Function):
+    """``h = x W^T`` for a fresh Gaussian W (module docstring); x (K, T, n_in) -> h (K, T, n_out)."""
+
+    @staticmethod
+    def forward(ctx, x, at, rt, p, exact, scale, noise_gen, record, input_grad):
+        # at = A^T / scale (K, T, n_out), standard normal; rt = R^T, p = P (K, T, T) float64; exact (K,) bool
+        h = (rt * scale).to(x.dtype) @ at
+        if bool(exact.any()):
+            h[exact] = ((rt[exact] * scale) @ at[exact].double()).to(x.dtype)
+        ctx.save_for_backward(x, at, p, exact)
+        ctx.scale, ctx.noise_gen, ctx.record, ctx.input_grad = scale, noise_gen, record, input_grad
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, at, p, exact = ctx.saved_tensors
+        k, t, n_in = x.shape
+        gd = (dh @ dh.transpose(1, 2)).double()
+        factor = torch.ones(k, t, dtype=torch.float64, device=dh.device)
+        if ctx.record is not None:  # log-space bookkeeping: record, then go on as if dh had unit norm
+            factor = ctx.record(gd).double()
+            gd = gd * factor[:, :, None] * factor[:, None, :]  # (dh itself is never rescaled: only u below)
+        if not ctx.input_grad:
+            return (None,) * 9
+        u = (dh @ at.transpose(1, 2)).double()
+        if bool(exact.any()):
+            u[exact] = dh[exact].double() @ at[exact].double().transpose(1, 2)
+        u = u * (factor[:, :, None] * ctx.scale)
+        m = _noise_factor(gd * ctx.scale**2)
+        y = torch.randn(k, t, n_in, generator=ctx.noise_gen, device=x.device, dtype=x.dtype)
+        dtype = x.dtype
+        dx = _backward_rows(u.to(dtype), p.to(dtype), x, m.to(dtype), y)
+        if bool(exact.any()):
+            e = exact
+            dx[e] = _backward_rows(u[e], p[e], x[e].double(), m[e], y[e].double()).to(dtype)
+        return dx, None, None, None, None, None, None, None, None
+
+
+def conditional_linear(
+    x: torch.Tensor,
+    fan_out: int,
+    sigma_w: float,
+    gen: torch.Generator,
+    noise_gen: torch.Generator,
+    *,
+    gram_x: torch.Tensor | None = None,
+    record: Recorder | None = None,
+    input_grad: bool = True,
+) -> torch.Tensor:
+    """``x W^T`` for K fresh Gaussian layers ``W ~ N(0, sigma_w^2 / fan_in)``, by the conditional sampler.
+
+    Args:
+        x: (K, T, fan_in) layer input (T rows: the batch, or two batches).
+        fan_out: output width.
+        sigma_w: weight scale.
+        gen: draws A in the forward pass; noise_gen: the backward's Z (own stream, so the backward's draws do
+            not shift the forward's).
+        gram_x: ``x x^T`` (:func:`gram`) when already computed.
+        record: called in the backward with ``dh dh^T`` (K, T, T float64) of the incoming gradient; returns
+            per-row factors (K, T) the gradient is multiplied by before it travels on (log-space bookkeeping).
+        input_grad: False at the first layer: only ``record`` runs in the backward.
+
+    Returns:
+        (K, T, fan_out) pre-activations, differentiable in x as described in the module docstring.
+    """
+    k, _, fan_in = x.shape
+    g = gram(x) if gram_x is None else gram_x
+    rt, p, exact = _factor(x, g)
+    scale = sigma_w / math.sqrt(fan_in)
+    at = torch.randn(k, g.shape[-1], fan_out, generator=gen, device=x.device, dtype=x.dtype)
+    return _ConditionalLinear.apply(x, at, rt, p, exact, scale, noise_gen, record, input_grad)
