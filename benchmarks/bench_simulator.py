@@ -5,8 +5,9 @@ In one run on this machine:
 1. the raw rate: ``torch.bmm`` of (K, B, N) x (K, N, N), the simulator's own shapes, repeated (FLOP/s);
 2. the simulator: forward + backward of K BN networks of width N and depth L (``run_ensemble``), counting
    the matmul work only (forward ``2 K B N^2`` per layer, backward twice that): FLOP/s and the fraction of (1);
-3. the paper's Fig 1a setting (200 ReLU networks of width 1000, here depth 50 and B in 4 ... 128): 10 of the
-   200 networks timed and extrapolated, or run in full with ``--full``.
+3. the paper's Fig 1a setting (200 ReLU networks of width 1000, here depth 50 and B in 4 ... 128), with the dense
+   sampler (benchmarks/bench_sampler.py compares the conditional one): 10 of the 200 networks timed and
+   extrapolated, or run in full with ``--full``.
 
 Target (issue 4): >= 50% of the raw rate at width 1000 on CPU.
 
@@ -56,7 +57,7 @@ def fig1a_time(full: bool, width: int, networks: int = 200, depth: int = 50) -> 
     """All batch sizes run through the same networks; without --full, 10 of the 200 networks are timed."""
     count = networks if full else 10
     start = time.perf_counter()
-    simulate("relu", list(FIG1A_BATCHES), width=width, depth=depth, networks=count)
+    simulate("relu", list(FIG1A_BATCHES), width=width, depth=depth, networks=count, sampler="dense")
     seconds = time.perf_counter() - start
     return seconds * networks / count, full
 

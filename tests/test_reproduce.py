@@ -35,6 +35,9 @@ def test_reproduce_writes_everything(run):
         "fig1d_gram_examples.png",
         "fig2_two_batches.png",
         "width_sweep.png",
+        "width_sweep.csv",
+        "width_fits.csv",
+        "finite_width.csv",
         "fig1_simulation.csv",
         "fig4_first_steps.png",
         "eps_phase_tanh.png",
@@ -107,7 +110,7 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     cached = sorted((run / ".cache").glob("*.pickle"))
-    assert len(cached) == 7  # the five simulation figures, the residual networks and the VGG stack
+    assert len(cached) == 8  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, residual networks, VGG stack
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"
     before = figure.stat().st_mtime_ns

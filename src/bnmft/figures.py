@@ -203,49 +203,6 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
     }
 
 
-def width_sweep(out: Path, preset: str = "quick") -> dict:
-    """Finite-width deviation from the theory against width (relu, B = 32): |c*_sim - c*| and
-    |lambda_G,sim - lambda_G| on log-log axes with a 1/N reference line; the fitted slope of the c* deviation."""
-    widths = {"tiny": [32, 64, 128], "quick": [64, 128, 256, 512]}.get(preset, [64, 128, 256, 512, 1024, 2048])
-    b = 32
-    rows = []
-    for n in widths:
-        s = simulate("relu", [b], width=n, depth=24, networks=max(8, 4096 // n), seed=3).summaries[0]
-        rows.append(
-            {
-                "width": n,
-                "batch_size": b,
-                "networks": s.networks,
-                "c_dev": abs(s.c_star_mean - s.c_star_theory),
-                "c_stderr": s.c_star_stderr,
-                "lambda_dev": abs(s.lambda_G_mean - s.lambda_G_theory),
-                "lambda_stderr": s.lambda_G_stderr,
-            }
-        )
-    n = np.array(widths, dtype=float)
-    c_dev = np.array([r["c_dev"] for r in rows])
-    slope = float(np.polyfit(np.log(n), np.log(c_dev), 1)[0])
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
-    ax.errorbar(n, c_dev, yerr=[r["c_stderr"] for r in rows], fmt="o-", label=r"$|c^*_{sim} - c^*|$")
-    ax.errorbar(
-        n,
-        [r["lambda_dev"] for r in rows],
-        yerr=[r["lambda_stderr"] for r in rows],
-        fmt="s-",
-        label=r"$|\lambda_{G,sim} - \lambda_G|$",
-    )
-    ax.loglog(n, c_dev[0] * n[0] / n, "k--", lw=0.8, label="slope -1 (1/N)")
-    ax.set_xlabel("width N")
-    ax.set_ylabel("deviation from the mean field theory")
-    ax.set_title(f"relu, B = {b}: fitted slope of the c* deviation {slope:.2f}")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    save_figure(fig, out / "width_sweep.png", dpi=150)
-    write_csv(out / "width_sweep.csv", rows)
-    return {"slope": slope, "rows": rows}
-
-
 def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, seed: int = 0) -> dict:
     """Fig 4: the first ``steps`` SGD steps (paper's learning rate 1e-5 * B) of ReLU-BN networks of several depths
     on MNIST: per-layer norms of the weights, of the pre-activation gradients and of the weight gradients.

@@ -60,6 +60,7 @@ from .report_residual import (
     residual_simulation_report,
     theory_line_text,
 )
+from .report_width import width_checks, width_report
 
 PRESETS = ("tiny", "quick", "paper")
 
@@ -143,7 +144,7 @@ def reproduce(
     mark = time.perf_counter()
     sims = _simulation_figures(out, preset, quiet)
     stages["simulations (Figs 1, 2, 4)"] = time.perf_counter() - mark
-    checks += _simulation_checks(sims) + residual_checks(sims)
+    checks += _simulation_checks(sims) + residual_checks(sims) + width_checks(sims)
     mark = time.perf_counter()
     sims["training"] = _training(out, preset, quiet, workers=workers, scheduler=scheduler, device=device)
     stages["training sweeps (Figs 3, 5)"] = time.perf_counter() - mark
@@ -233,14 +234,15 @@ def _checks() -> list[tuple[str, float, float, float, float]]:
 
 def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
     """Fig 1a-d and Fig 2 from the finite-width simulator (imports torch)."""
-    from . import figures
+    from . import figures, report_width
 
     results = {}
     steps = (
         ("fig1ab", figures.fig1ab),
         ("fig1cd", figures.fig1cd),
         ("fig2", figures.fig2),
-        ("width_sweep", figures.width_sweep),
+        ("width_sweep", report_width.width_sweep),
+        ("finite_width", report_width.finite_width_table),
         ("residual", figures.residual_networks),
         ("vgg", figures.vgg_appendix),
         ("fig4", lambda o, p: figures.fig4(o, **figures.PRESETS[p]["fig4"])),
@@ -603,10 +605,5 @@ def _simulation_report(sims: dict) -> list[str]:
         "",
         "![Fig 2](fig2_two_batches.png)",
         "",
-        "Width sweep: the deviation of the simulation from the theory falls like 1/N "
-        f"(fitted slope {sims['width_sweep']['slope']:.2f}).",
-        "",
-        "![width sweep](width_sweep.png)",
-        "",
     ]
-    return lines
+    return lines + width_report(sims)

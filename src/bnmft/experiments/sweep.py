@@ -400,7 +400,12 @@ class _DaskRunner:
             from distributed import Client
         except ImportError:  # pragma: no cover - a declared dependency
             raise InputError("--scheduler needs the 'distributed' package") from None
+        from distributed.comm.addressing import parse_address, parse_host_port
+
         try:
+            # parsed here first: a malformed address otherwise fails inside distributed's IO-loop thread, which on a
+            # loaded machine can surface as a bare AssertionError instead of the parse error
+            parse_host_port(parse_address(scheduler)[1], default_port=8786)
             self.client = Client(scheduler, timeout=20)
         except (OSError, ValueError, TypeError) as err:  # unreachable, or not an address distributed can parse
             raise InputError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
