@@ -8,6 +8,8 @@
 2. One batch size at a time (width 1000, B = 4, 32, 128): the ratio when the dense path cannot share its weights.
 3. Width 65536, relu, B = 32, depth 50 with the conditional sampler: wall time for ``--wide-networks`` networks
    (the issue's target: 20 networks in under a minute) and lambda_G against the theory.
+4. Orthogonal weights (the Fig 2 network: identity, two batches of 32 through the same weights, depth 30), widths
+   1024 and 2048, 4 networks: dense (a QR of an N x N matrix per layer) against the conditional sampler.
 
 Why setting 1 cannot reach 10x: per layer and network the conditional sampler must draw 2 N T normals for a batch
 of T rows (A = W Q and the backward's Z), 2 N sum(T) = 0.89 N^2 here, while the dense path draws N^2 once for all
@@ -31,9 +33,9 @@ from bnmft.simulate import simulate
 FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
-def _timed(**kw):
+def _timed(phi: str = "relu", **kw):
     start = time.perf_counter()
-    result = simulate("relu", **kw)
+    result = simulate(phi, **kw)
     return time.perf_counter() - start, result
 
 
@@ -42,12 +44,24 @@ def main() -> None:
     parser.add_argument("--networks", type=int, default=10)
     parser.add_argument("--single-networks", type=int, default=6, help="networks per batch size in setting 2")
     parser.add_argument("--wide-networks", type=int, default=20)
-    parser.add_argument("--skip-wide", action="store_true", help="settings 1 and 2 only")
+    parser.add_argument("--skip-wide", action="store_true", help="without setting 3")
+    parser.add_argument("--only-orthogonal", action="store_true", help="setting 4 only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     simulate("relu", [8], width=64, depth=8, networks=2, sampler="conditional")  # warm-up (lazy imports, BLAS)
     out: dict = {"setting": {"width": 1000, "depth": 50, "batch_sizes": FIG1A_BATCHES, "networks": args.networks}}
+    out["orthogonal"] = []
+    for width in (1024, 2048):
+        kw = dict(batch_sizes=[32], width=width, depth=30, networks=4, seed=1, init="orthogonal", two_batches=True)
+        td, rd = _timed(phi="identity", sampler="dense", **kw)
+        tc, rc = _timed(phi="identity", sampler="conditional", **kw)
+        a, b = rd.summaries[0], rc.summaries[0]
+        out["orthogonal"].append({"width": width, "dense_s": td, "conditional_s": tc, "speedup": td / tc,
+                                  "lambda_G": [a.lambda_G_mean, b.lambda_G_mean]})  # fmt: skip
+    if args.only_orthogonal:
+        _print(out, args)
+        return
     times, results = {}, {}
     for sampler in ("dense", "conditional"):
         times[sampler], results[sampler] = _timed(
@@ -74,20 +88,28 @@ def main() -> None:
         s = wide.summaries[0]
         out["wide"] = {"width": 65536, "networks": args.wide_networks, "seconds": seconds, "lambda_G": s.lambda_G_mean,
                        "stderr": s.lambda_G_stderr, "theory": s.lambda_G_theory}  # fmt: skip
+    _print(out, args)
+
+
+def _print(out: dict, args) -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"Fig 1a setting, {args.networks} networks: dense {times['dense']:.1f} s, conditional "
-          f"{times['conditional']:.1f} s: {out['speedup']:.1f}x")  # fmt: skip
-    print("lambda_G dense vs conditional (z = difference / combined s.e.): " + ", ".join(
-        f"B={r['batch_size']}: {r['z']:+.1f}" for r in z))  # fmt: skip
-    print(f"one batch size at a time, width 1000, depth 50, {args.single_networks} networks: " + ", ".join(
-        f"B={r['batch_size']}: {r['speedup']:.1f}x ({r['dense_s']:.2f} s / {r['conditional_s']:.2f} s)"
-        for r in single))  # fmt: skip
+    if "dense_s" in out:
+        print(f"Fig 1a setting, {args.networks} networks: dense {out['dense_s']:.1f} s, conditional "
+              f"{out['conditional_s']:.1f} s: {out['speedup']:.1f}x")  # fmt: skip
+        print("lambda_G dense vs conditional (z = difference / combined s.e.): " + ", ".join(
+            f"B={r['batch_size']}: {r['z']:+.1f}" for r in out["agreement"]))  # fmt: skip
+        print(f"one batch size at a time, width 1000, depth 50, {args.single_networks} networks: " + ", ".join(
+            f"B={r['batch_size']}: {r['speedup']:.1f}x ({r['dense_s']:.2f} s / {r['conditional_s']:.2f} s)"
+            for r in out["single_batch"]))  # fmt: skip
     if "wide" in out:
         w = out["wide"]
         print(f"width 65536, B = 32, depth 50, {w['networks']} networks: {w['seconds']:.1f} s; lambda_G "
               f"{w['lambda_G']:.4f} +- {w['stderr']:.4f} (theory {w['theory']:.4f})")  # fmt: skip
+    print("orthogonal weights (identity, two batches of 32, depth 30, 4 networks): " + ", ".join(
+        f"width {r['width']}: {r['speedup']:.1f}x ({r['dense_s']:.1f} s / {r['conditional_s']:.2f} s)"
+        for r in out["orthogonal"]))  # fmt: skip
 
 
 if __name__ == "__main__":

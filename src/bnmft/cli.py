@@ -18,87 +18,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .cli_simulate import add_simulate_parser
+from .cli_types import SmallBatch, batch_size_arg, bn_option, finite_float, phi_params, positive_int, theory_batch_size
 from .errors import InputError
 from .meanfield import TheoryResult, theory
 from .meanfield.result import SUMMARY_KEYS
 from .nonlinearity import available
-from .options import check_batch_size, check_bn_option, check_output_path
-
-
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def bn_option(name: str):
-    """An argparse type for one of the shared options (eps, sigma_w, gamma, beta): the library's own check."""
-
-    def parse(text: str) -> float:
-        try:
-            return check_bn_option(name, finite_float(text))
-        except InputError as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{name} ")) from None
-
-    parse.__name__ = name  # argparse names the type in its messages
-    return parse
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def sim_batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (batch norm needs two examples), got {text!r}")
-    return value
-
-
-def theory_batch_size(text: str):
-    """``bnmft theory -B``: a batch size (checked fully in the command: with --spatial, B >= 1 is enough)."""
-    try:
-        return check_batch_size(text)
-    except ValueError as err:
-        try:
-            small = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(str(err)) from None
-        if small >= 1:
-            return _SmallBatch(small, str(err))
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-class _SmallBatch(int):
-    """A batch size below 4: valid only for a convolutional network (--spatial); the MLP theory's message kept."""
-
-    message: str
-
-    def __new__(cls, value: int, message: str):
-        obj = super().__new__(cls, value)
-        obj.message = message
-        return obj
-
-
-def batch_size_arg(text: str):
-    try:
-        return check_batch_size(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
+from .options import check_output_path
 
 TABLE_COLUMNS = (  # header, TheoryResult attribute, width, significant digits
     ("B", "batch_size", 7, 0),
@@ -160,16 +86,12 @@ def to_json(results: Sequence[TheoryResult]) -> str:
     return json.dumps([{k: r.to_dict()[k] for k in JSON_KEYS} for r in results], indent=2)
 
 
-def _phi_params(args) -> dict[str, float]:
-    return {k: v for k, v in (("alpha", args.alpha), ("slope", args.slope)) if v is not None}
-
-
 def cmd_theory(args) -> int:
     if args.spatial:
         from .cli_conv import theory_spatial
 
-        return theory_spatial(args, _phi_params(args))
-    small = [b for b in args.batch_size if isinstance(b, _SmallBatch)]
+        return theory_spatial(args, phi_params(args))
+    small = [b for b in args.batch_size if isinstance(b, SmallBatch)]
     if small:
         raise InputError(f"--batch-size: {small[0].message}")
     eps_values = args.eps or [0.0]
@@ -178,7 +100,7 @@ def cmd_theory(args) -> int:
         "beta": args.beta,
         "method": args.method,
         "sigma_w": args.sigma_w,
-        **_phi_params(args),
+        **phi_params(args),
     }
     results = [theory(args.phi, b, eps=e, **kwargs) for b in args.batch_size for e in eps_values]
     if args.plot:
@@ -230,7 +152,7 @@ def cmd_propagate(args) -> int:
             samples=args.samples,
             seed=args.seed,
             progress=lambda _: bar.update(1),
-            **_phi_params(args),
+            **phi_params(args),
         )
     if args.save:
         import numpy as np
@@ -295,7 +217,7 @@ def cmd_symmetry(args) -> int:
             raise InputError("--phi and --parameter go together (and --bracket LOW HIGH; default 1 alpha_max)")
         bracket = tuple(args.bracket) if args.bracket else (1.0, args.alpha_max)
         fixed = dict(
-            _phi_params(args), **{k: getattr(args, k) for k in ("gamma", "beta") if getattr(args, k) is not None}
+            phi_params(args), **{k: getattr(args, k) for k in ("gamma", "beta") if getattr(args, k) is not None}
         )
 
         def find(b):
@@ -320,131 +242,6 @@ def cmd_symmetry(args) -> int:
     for r in results:
         star = f"none <= {r.bracket[1]:g}" if math.isinf(r.critical) else f"{r.critical:.10g}"
         print(f"{r.batch_size:>8}  {star:>14}  {r.eigenvalue or '-'}")
-    return 0
-
-
-SIMULATE_JSON_KEYS = (
-    "batch_size",
-    "width",
-    "depth",
-    "networks",
-    "lambda_G_mean",
-    "lambda_G_stderr",
-    "lambda_G_theory",
-    "c_star_mean",
-    "c_star_stderr",
-    "c_star_theory",
-    "q_star_mean",
-    "q_star_stderr",
-    "q_star_theory",
-    "lambda_G_geometric",
-    "lambda_G_geometric_stderr",
-    "lambda_W_mean",
-    "lambda_W_stderr",
-    "lambda_W_theory",
-)
-
-
-def cmd_simulate(args) -> int:
-    from dataclasses import asdict
-
-    from tqdm import tqdm
-
-    from .simulate import simulate
-
-    if args.spatial:
-        from .cli_conv import simulate_spatial
-
-        return simulate_spatial(args, _phi_params(args))
-    if args.widths:
-        return _simulate_widths(args)
-    if args.width is None:
-        raise InputError("--width is required (or --spatial with --channels for a convolutional network)")
-
-    total = args.networks * len(args.batch_size)
-    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
-        result = simulate(
-            args.phi,
-            args.batch_size,
-            width=args.width,
-            depth=args.depth,
-            networks=args.networks,
-            two_batches=args.two_batches,
-            progress=lambda done: bar.update(done - bar.n),
-            **_simulation_options(args),
-        )
-    if args.out:
-        from .plots import plot_gradient_depth, plot_simulation_summary
-
-        paths = result.save(args.out)
-        theory_ok = args.eps == 0 and args.placement == "before" and not args.detach_stats
-        plot_simulation_summary(
-            result.summaries,
-            Path(args.out) / "lambda_G.png",
-            phi=args.phi if theory_ok and len(args.batch_size) > 1 else None,
-            theory_kwargs={"gamma": args.gamma, "beta": args.beta, **_phi_params(args)},
-            title=f"{result.config.phi}: width {args.width}, depth {args.depth}",
-        )
-        plot_gradient_depth(
-            result.rows(),
-            Path(args.out) / "gradients.png",
-            rates={s.batch_size: s.lambda_G_theory for s in result.summaries},
-        )
-        if not args.json:
-            print(f"wrote {paths['layers']}, {paths['summary']}, lambda_G.png, gradients.png in {args.out}")
-    summaries = [asdict(s) for s in result.summaries]
-    if args.json:
-        print(json.dumps([{k: s[k] for k in SIMULATE_JSON_KEYS} for s in summaries], indent=2, default=float))
-        return 0
-    print(f"phi = {result.config.phi}, width = {args.width}, depth = {args.depth}, networks = {args.networks}")
-    print(f"{'B':>6}  {'lambda_G (sim)':>22}  {'theory':>10}  {'c* (sim)':>22}  {'theory':>10}")
-    for s in result.summaries:
-        lt = "-" if s.lambda_G_theory is None else f"{s.lambda_G_theory:.5f}"
-        ct = "-" if s.c_star_theory is None else f"{s.c_star_theory:.5f}"
-        print(
-            f"{s.batch_size:>6}  {s.lambda_G_mean:>12.5f} +- {s.lambda_G_stderr:<7.5f}  {lt:>10}  "
-            f"{s.c_star_mean:>12.5f} +- {s.c_star_stderr:<7.5f}  {ct:>10}"
-        )
-    return 0
-
-
-def _simulation_options(args) -> dict:
-    """The simulator's options from ``bnmft simulate``'s arguments (one width or several)."""
-    names = ("eps", "gamma", "beta", "sigma_w", "init", "sampler", "placement", "detach_stats", "ghost_size", "seed")
-    return {name: getattr(args, name) for name in (*names, "device", "dtype", "chunk", "alpha", "slope")}
-
-
-def _simulate_widths(args) -> int:
-    """``bnmft simulate --widths ...``: every estimate fitted as a + b/N (+ c/N^2), beside the theory."""
-    from tqdm import tqdm
-
-    from .simulate import simulate
-
-    if args.width is not None:
-        raise InputError("--width and --widths: give one of them")
-    total = args.networks * len(args.batch_size) * len(args.widths)
-    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
-        result = simulate(
-            args.phi,
-            args.batch_size,
-            widths=args.widths,
-            depth=args.depth,
-            networks=args.networks,
-            progress=lambda done: bar.update(done - bar.n),
-            **_simulation_options(args),
-        )
-    rows = result.rows()
-    if args.json:
-        print(json.dumps(rows, indent=2, default=float))
-        return 0
-    print(f"phi = {args.phi}: estimates fitted as a + b/N over widths {sorted(args.widths)}")
-    print(f"{'B':>6}  {'estimate':>9}  {'a (N = inf)':>22}  {'theory':>10}  {'b (1/N)':>20}  {'chi2/dof':>9}")
-    for r in rows:
-        t = "-" if r["theory"] is None else f"{r['theory']:.5f}"
-        print(
-            f"{r['batch_size']:>6}  {r['estimate']:>9}  {r['a']:>12.5f} +- {r['a_stderr']:<7.5f}  {t:>10}  "
-            f"{r['b']:>9.3f} +- {r['b_stderr']:<7.3f}  {r['chi2']:>5.1f}/{r['dof']}"
-        )
     return 0
 
 
@@ -620,53 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="alpha* against batch size")
     p.set_defaults(func=cmd_symmetry)
 
-    p = sub.add_parser("simulate", help="finite-width BN networks: measured lambda_G and c* against the theory")
-    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
-    p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
-    p.add_argument("--width", "-N", type=positive_int, help="width (MLP); --channels with --spatial")
-    p.add_argument("--widths", nargs="+", type=positive_int, metavar="N", help="extrapolate in 1/N over these widths")
-    p.add_argument("--depth", "-L", required=True, type=positive_int)
-    p.add_argument("--networks", "-K", required=True, type=positive_int)
-    p.add_argument("--eps", type=bn_option("eps"), default=0.0)
-    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
-    p.add_argument("--beta", type=bn_option("beta"), default=0.0)
-    p.add_argument("--alpha", type=finite_float)
-    p.add_argument("--slope", type=finite_float)
-    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
-    p.add_argument("--init", choices=("gaussian", "orthogonal"), default="gaussian")
-    p.add_argument(
-        "--sampler",
-        choices=("auto", "dense", "conditional"),
-        default="auto",
-        help="draw every weight matrix, or only what the pass sees (exact in distribution, O(N B^2) per layer); "
-        "auto: the faster one",
-    )
-    p.add_argument("--placement", choices=("before", "after"), default="before", help="BN before phi (paper) or after")
-    p.add_argument("--detach-stats", action="store_true", help="no backprop through the batch mean and variance")
-    p.add_argument("--ghost-size", type=positive_int, help="BN statistics over sub-batches of this size")
-    p.add_argument("--two-batches", action="store_true", help="also record the correlation between two batches")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--chunk", type=positive_int, default=50, help="networks run together (memory vs speed)")
-    p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
-    p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
-    p.set_defaults(func=cmd_simulate)
+    p = add_simulate_parser(sub)
     from .cli_conv import add_probe_parser, add_spatial_arguments
 
-    add_spatial_arguments(sub.choices["theory"], p, positive_int)
-    add_probe_parser(sub, positive_int)
+    add_spatial_arguments(sub.choices["theory"], p)
+    add_probe_parser(sub)
 
     from .cli_residual import add_parsers
 
-    add_parsers(
-        sub,
-        finite_float=finite_float,
-        bn_option=bn_option,
-        positive_int=positive_int,
-        batch_size_arg=batch_size_arg,
-        sim_batch_size=sim_batch_size,
-    )
+    add_parsers(sub)
 
     p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
     p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")

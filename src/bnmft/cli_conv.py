@@ -7,10 +7,11 @@ import json
 import math
 import sys
 
+from .cli_types import positive_int
 from .errors import InputError
 
 
-def add_spatial_arguments(theory_parser, simulate_parser, positive_int) -> None:
+def add_spatial_arguments(theory_parser, simulate_parser) -> None:
     for p in (theory_parser, simulate_parser):
         p.add_argument(
             "--spatial", metavar="HxW", help="convolutional network on L or HxW images (BN over batch x positions)"
@@ -118,7 +119,7 @@ def simulate_spatial(args, phi_params: dict) -> int:
     return 0
 
 
-def add_probe_parser(sub, positive_int) -> None:
+def add_probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="any PyTorch model: per-layer statistics and gradients, BN layers vs theory")
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="MODULE importable from here")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 3x32x32 or 784 (default: "

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 
+from .cli_types import batch_size_arg, bn_option, finite_float, positive_int
 from .errors import InputError
 
 
@@ -23,7 +24,7 @@ def alpha_list(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
-def add_parsers(sub, *, finite_float, bn_option, positive_int, batch_size_arg, sim_batch_size) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("residual", help="residual BN network: per-block stream variance and gradient growth")
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument("--batch-size", "-B", required=True, type=batch_size_arg, metavar="B", help="batch size (>= 4)")

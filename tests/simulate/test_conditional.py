@@ -71,8 +71,11 @@ def test_same_seed_same_numbers_and_bad_input():
     assert a.summaries == b.summaries
     with pytest.raises(InputError, match="sampler"):
         simulate("relu", [8], width=32, depth=8, networks=2, sampler="magic")
-    with pytest.raises(InputError, match="orthogonal"):
-        simulate("relu", [8], width=32, depth=8, networks=2, sampler="conditional", init="orthogonal")
+    with pytest.raises(InputError, match=r"orthogonal.*width >= 2 x rows"):
+        simulate("relu", [8], width=12, depth=8, networks=2, sampler="conditional", init="orthogonal")
+    with pytest.raises(InputError, match="square layers"):
+        inputs = np.random.default_rng(0).standard_normal((8, 20))
+        simulate("relu", [8], width=32, depth=8, networks=2, sampler="conditional", init="orthogonal", inputs=inputs)
 
 
 def test_residual_networks_with_the_conditional_sampler():
@@ -88,6 +91,61 @@ def test_residual_networks_with_the_conditional_sampler():
         assert abs(b["log_grad_ratio"] - b["log_grad_ratio_theory"]) <= 3 * b["log_grad_ratio_stderr"] + 0.05 * abs(
             b["log_grad_ratio_theory"]
         )
+
+
+@pytest.mark.parametrize("rank", [6, 3])
+def test_orthogonal_layer_exact_identities(rank):
+    """W = s O with O orthogonal: ``h h^T = s^2 x x^T``, ``||dx|| = s ||dh||`` and ``x dx^T = h dh^T``, exactly for
+    every draw; the part of dx outside col(x) points in a uniformly random direction there (its mean is 0)."""
+    import torch
+
+    from bnmft.simulate.conditional import conditional_linear
+
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    base = torch.randn(200, rank, n, generator=gen, dtype=torch.float64)
+    x = (torch.randn(200, 6, rank, generator=gen, dtype=torch.float64) @ base).float().requires_grad_(True)
+    h = conditional_linear(x, n, 1.7, gen, torch.Generator().manual_seed(1), init="orthogonal")
+    dh = torch.randn(h.shape, generator=gen)
+    (h * dh).sum().backward()
+    xd, hd = x.detach().double(), h.detach().double()
+    tol = 1e-4 * (xd @ xd.transpose(1, 2)).abs().amax()
+    assert torch.allclose(hd @ hd.transpose(1, 2), 1.7**2 * xd @ xd.transpose(1, 2), atol=tol.item())
+    ratio = x.grad.double().pow(2).sum(dim=(1, 2)) / (1.7**2 * dh.double().pow(2).sum(dim=(1, 2)))
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-4)
+    lhs, rhs = xd @ x.grad.double().transpose(1, 2), hd @ dh.double().transpose(1, 2)
+    assert torch.allclose(lhs, rhs, atol=1e-4 * rhs.abs().amax().item())
+    q, _ = torch.linalg.qr(xd.transpose(1, 2))
+    q = q[:, :, :rank]
+    g = x.grad.double().transpose(1, 2)
+    perp = g - q @ (q.transpose(1, 2) @ g)
+    assert perp.mean(dim=0).abs().max() < 5 * perp.std(dim=0).max() / math.sqrt(200)
+
+
+@pytest.mark.parametrize(
+    "phi, batch_sizes, options",
+    [
+        ("relu", [8], {}),
+        ("tanh", [16], {"eps": 0.1}),
+        ("identity", [8], {"two_batches": True}),
+    ],
+)
+def test_orthogonal_conditional_agrees_with_dense(phi, batch_sizes, options):
+    kw = dict(width=96, depth=20, networks=30, dtype="float64", init="orthogonal", **options)
+    dense = simulate(phi, batch_sizes, seed=1, sampler="dense", **kw)
+    cond = simulate(phi, batch_sizes, seed=2, sampler="conditional", **kw)
+    for a, b in zip(dense.summaries, cond.summaries, strict=True):
+        for name in ("lambda_G", "c_star", "q_star"):
+            _agree(a, b, name)
+    for b_ in batch_sizes:
+        ld, lc = dense.runs[b_].log_grad_h.numpy(), cond.runs[b_].log_grad_h.numpy()
+        se = np.sqrt(ld.var(0, ddof=1) / len(ld) + lc.var(0, ddof=1) / len(lc))
+        assert np.all(np.abs(ld.mean(0) - lc.mean(0)) <= 4.5 * se + 1e-9)
+    if options.get("two_batches"):
+        cd, cc = dense.runs[8].cross.numpy(), cond.runs[8].cross.numpy()
+        for layer in (3, 10, 16):
+            se = math.hypot(cd[:, layer].std(), cc[:, layer].std()) / math.sqrt(30)
+            assert abs(cd[:, layer].mean() - cc[:, layer].mean()) < 4 * se + 1e-9
 
 
 @pytest.mark.parametrize("rank", [6, 3])
@@ -128,11 +186,14 @@ def test_auto_picks_the_faster_valid_sampler():
     assert choose_sampler(1000, [32], "gaussian") == "conditional"
     assert choose_sampler(1000, [4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128], "gaussian") == "conditional"
     assert choose_sampler(64, [128], "gaussian") == "dense"  # rows > width: nothing to save
-    assert choose_sampler(4096, [32], "orthogonal") == "dense"
+    assert choose_sampler(4096, [32], "orthogonal") == "conditional"  # the dense path needs an N x N QR per layer
+    assert choose_sampler(48, [32], "orthogonal") == "dense"  # no room for the frame: width < 2 rows
+    assert choose_sampler(4096, [32], "orthogonal", input_dim=100) == "dense"  # a rectangular first layer
     kw = dict(depth=8, networks=2, seed=1)
     assert simulate("relu", [8], width=512, **kw).config.network.sampler == "conditional"
     assert simulate("relu", [64], width=32, **kw).config.network.sampler == "dense"
-    assert simulate("relu", [8], width=512, init="orthogonal", **kw).config.network.sampler == "dense"
+    assert simulate("relu", [8], width=512, init="orthogonal", **kw).config.network.sampler == "conditional"
+    assert simulate("relu", [8], width=12, init="orthogonal", **kw).config.network.sampler == "dense"
     rows = simulate("relu", [8], width=512, **kw).rows()
     assert {r["sampler"] for r in rows} == {"conditional"}
 

@@ -147,8 +147,9 @@ class SimulationResult:
         return paths
 
 
-def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
-    """Reject bad settings before any work starts, naming the argument."""
+def validate(config: SimulationConfig, batch_sizes: Sequence[int], input_dim: int | None = None) -> None:
+    """Reject bad settings before any work starts, naming the argument (``input_dim``: the first layer's fan-in
+    when it is not the width)."""
     net = config.network
     check_int("width", net.width)
     check_int("depth", net.depth)
@@ -187,8 +188,14 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int]) -> None:
         raise InputError(f"init must be one of {INITS}, got {net.init!r}")
     if net.sampler not in SAMPLERS:
         raise InputError(f"sampler must be one of {SAMPLERS}, got {net.sampler!r}")
-    if net.sampler == "conditional" and net.init != "gaussian":
-        raise InputError("sampler='conditional' needs init='gaussian' (orthogonal weights are sampled densely)")
+    if net.sampler == "conditional" and net.init == "orthogonal":
+        rows = max(2 * b if config.two_batches else b for b in batch_sizes)
+        if net.width < 2 * rows or (input_dim is not None and input_dim != net.width):
+            raise InputError(
+                f"sampler='conditional' with init='orthogonal' needs square layers (inputs of dimension width) and "
+                f"width >= 2 x rows per batch ({2 * rows}), got width {net.width}, input dimension "
+                f"{input_dim or net.width}; use sampler='dense'"
+            )
     if net.placement not in PLACEMENTS:
         raise InputError(f"placement must be one of {PLACEMENTS}, got {net.placement!r}")
     if config.dtype not in DTYPES:
@@ -293,12 +300,13 @@ def simulate(
     network = NetworkSpec(width, depth, **{k: v for k, v in options.items() if k in network_keys})
     rest = {k: v for k, v in options.items() if k not in network_keys}
     batch_sizes = list(batch_sizes)
+    input_dim = None if inputs is None or np.ndim(inputs) == 0 else int(np.shape(inputs)[-1])
     if network.sampler == "auto":  # the faster valid one (recorded in the result's settings)
         two = bool(options.get("two_batches"))
         rows = [2 * b if two else b for b in batch_sizes]
-        network = replace(network, sampler=choose_sampler(width, rows, network.init))
+        network = replace(network, sampler=choose_sampler(width, rows, network.init, input_dim))
     config = SimulationConfig(phi=base.name, network=network, networks=networks, params=params, **rest)
-    validate(config, batch_sizes)
+    validate(config, batch_sizes, input_dim)
     effective = base.affine_input(config.gamma, config.beta)
     phi_t = to_torch(effective)
     device, dtype = torch.device(config.device), DTYPES[config.dtype]

@@ -42,22 +42,27 @@ Recorder = Callable[[torch.Tensor], torch.Tensor]
 _NS_PER_NORMAL, _NS_PER_FLOP_DENSE, _NS_PER_FLOP_THIN = 5.5, 0.0143, 0.015
 
 
-def choose_sampler(width: int, rows: list[int], init: str) -> str:
-    """The faster valid sampler for ``width``-wide layers: "dense" draws one N x N matrix per layer shared by all
-    batches (``rows``: the rows of each batch, 2B for a pair) and costs N^2 normals + 4 N^2 sum(rows) flops;
-    "conditional" runs each batch through its own networks for sum(2 N T normals + 14 N T^2 flops). Orthogonal
-    weights are always dense.
+def choose_sampler(width: int, rows: list[int], init: str, input_dim: int | None = None) -> str:
+    """The faster valid sampler for ``width``-wide layers.
+
+    Gaussian weights: "dense" draws one N x N matrix per layer shared by all batches (``rows``: the rows of each
+    batch, 2B for a pair) and costs N^2 normals + 4 N^2 sum(rows) flops; "conditional" runs each batch through its
+    own networks for sum(2 N T normals + 14 N T^2 flops). Orthogonal weights: the dense path also needs a QR of an
+    N x N matrix per layer (O(N^3)), so the conditional one is chosen wherever it applies: square layers
+    (``input_dim`` = width) with width >= 2 rows.
 
     Args:
         width: layer width N.
         rows: rows per batch (T).
         init: weight init ("gaussian" or "orthogonal").
+        input_dim: the first layer's fan-in (default: the width).
 
     Returns:
         "dense" or "conditional".
     """
-    if init != "gaussian":
-        return "dense"
+    if init == "orthogonal":
+        square = input_dim is None or input_dim == width
+        return "conditional" if square and width >= 2 * max(rows) else "dense"
     dense = width * width * (_NS_PER_NORMAL + 4 * sum(rows) * _NS_PER_FLOP_DENSE)
     conditional = sum(2 * width * t * _NS_PER_NORMAL + 14 * width * t * t * _NS_PER_FLOP_THIN for t in rows)
     return "conditional" if conditional < dense else "dense"
@@ -69,7 +74,7 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.transpose(1, 2)
 
 
-def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """R^T and P for each network's layer input x (K, T, n) with Gram g = x x^T (working dtype), and a mask of the
     networks that need the float64 path (whose Gram is then recomputed from x in float64).
 
@@ -78,9 +83,9 @@ def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     for a typical ReLU batch (cond(G) ~ 1e2).
 
     Returns:
-        (rt, p, exact): rt = R^T (K, T, T), p = P (K, T, T) with ``R^T R = G`` on the seen directions and
+        (rt, p, exact, seen): rt = R^T (K, T, T), p = P (K, T, T) with ``R^T R = G`` on the seen directions and
         ``P = R^{-1}`` there (zero columns for unseen ones); exact (K,) bool: True where the eigendecomposition
-        (float64 products) is used.
+        (float64 products) is used; seen (K, T) bool: the columns of Q = X P that are basis vectors.
     """
     g = g.double()
     t = g.shape[-1]
@@ -90,6 +95,7 @@ def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     size = torch.linalg.matrix_norm(chol) * torch.linalg.matrix_norm(p)
     exact = (info != 0) | ~torch.isfinite(size) | (size > MAX_CONDITION)
     rt = chol
+    seen = torch.ones(g.shape[:2], dtype=torch.bool, device=g.device)
     if bool(exact.any()):
         x64 = x[exact].detach().double()
         vals, vecs = torch.linalg.eigh(x64 @ x64.transpose(1, 2))
@@ -99,7 +105,8 @@ def _factor(x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         rt, p = rt.clone(), p.clone()
         rt[exact] = vecs * root[:, None, :]
         p[exact] = vecs * inv[:, None, :]
-    return rt, p, exact
+        seen[exact] = keep
+    return rt, p, exact, seen
 
 
 def _noise_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -123,6 +130,18 @@ def _backward_rows(u, p, x, m, y):
     return torch.baddbmm(z, w, x)
 
 
+def _recorded_gram(ctx, dh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dh dh^T`` (float64) and the per-row factors of the log-space bookkeeping: ``ctx.record`` sees the Gram of
+    the incoming gradient and returns the factors the gradient goes on with (unit norm); the Gram is returned
+    rescaled by them (dh itself is never rescaled: the callers fold the factors into B x B matrices)."""
+    gd = (dh @ dh.transpose(1, 2)).double()
+    factor = torch.ones(dh.shape[:2], dtype=torch.float64, device=dh.device)
+    if ctx.record is not None:
+        factor = ctx.record(gd).double()
+        gd = gd * factor[:, :, None] * factor[:, None, :]
+    return gd, factor
+
+
 class _ConditionalLinear(torch.autograd.Function):
     """``h = x W^T`` for a fresh Gaussian W (module docstring); x (K, T, n_in) -> h (K, T, n_out)."""
 
@@ -140,11 +159,7 @@ class _ConditionalLinear(torch.autograd.Function):
     def backward(ctx, dh):
         x, at, p, exact = ctx.saved_tensors
         k, t, n_in = x.shape
-        gd = (dh @ dh.transpose(1, 2)).double()
-        factor = torch.ones(k, t, dtype=torch.float64, device=dh.device)
-        if ctx.record is not None:  # log-space bookkeeping: record, then go on as if dh had unit norm
-            factor = ctx.record(gd).double()
-            gd = gd * factor[:, :, None] * factor[:, None, :]  # (dh itself is never rescaled: only u below)
+        gd, factor = _recorded_gram(ctx, dh)
         if not ctx.input_grad:
             return (None,) * 9
         u = (dh @ at.transpose(1, 2)).double()
@@ -161,6 +176,62 @@ class _ConditionalLinear(torch.autograd.Function):
         return dx, None, None, None, None, None, None, None, None
 
 
+def _orthogonal_rows(a_t, p, x, root, g_t):
+    """``dx / s = a^T Q^T + C^T F^T`` in rows: ``Q = X P``; F the orthonormal frame of ``Y = (I - Q Q^T) G`` by
+    Cholesky (``F = Y L^-T``, ``L L^T = Y^T Y``), C^T = root; tensors (k, ., .) in one dtype."""
+    y_t = torch.baddbmm(g_t, -(((g_t @ x.transpose(1, 2)) @ p) @ p.transpose(1, 2)), x)  # (P_perp G)^T
+    chol = torch.linalg.cholesky((y_t @ y_t.transpose(1, 2)).double())
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
+    frame = torch.linalg.solve_triangular(chol, eye, upper=False).to(x.dtype)  # L^-1: F^T = L^-1 Y^T
+    return torch.baddbmm((root @ frame) @ y_t, a_t @ p.transpose(1, 2), x)
+
+
+class _ConditionalOrthogonal(torch.autograd.Function):
+    """``h = x W^T`` for a fresh scaled Haar-orthogonal square W = s O (module docstring, orthogonal weights);
+    x (K, T, n) -> h (K, T, n)."""
+
+    @staticmethod
+    def forward(ctx, x, u_t, rt, p, exact, scale, noise_gen, record, input_grad):
+        # u_t = U^T (K, T, n): orthonormal rows (zero for unseen directions); rt, p (K, T, T) float64
+        h = (rt * scale).to(x.dtype) @ u_t
+        if bool(exact.any()):
+            h[exact] = ((rt[exact] * scale) @ u_t[exact].double()).to(x.dtype)
+        ctx.save_for_backward(x, u_t, p, exact)
+        ctx.scale, ctx.noise_gen, ctx.record, ctx.input_grad = scale, noise_gen, record, input_grad
+        return h
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, u_t, p, exact = ctx.saved_tensors
+        k, t, n = x.shape
+        gd, factor = _recorded_gram(ctx, dh)
+        if not ctx.input_grad:
+            return (None,) * 9
+        a_t = (dh @ u_t.transpose(1, 2)).double()  # (U^T dH)^T
+        if bool(exact.any()):
+            a_t[exact] = dh[exact].double() @ u_t[exact].double().transpose(1, 2)
+        a_t = a_t * factor[:, :, None]
+        # the part of dH outside col(U) has Gram dH^T dH - a^T a; W^T maps it by a Haar isometry into col(Q)^perp
+        root = _noise_factor(gd - a_t @ a_t.transpose(1, 2))
+        g_t = torch.randn(k, t, n, generator=ctx.noise_gen, device=x.device, dtype=x.dtype)
+        dtype = x.dtype
+        dx = _orthogonal_rows(a_t.to(dtype), p.to(dtype), x, root.to(dtype), g_t)
+        if bool(exact.any()):
+            e = exact
+            dx[e] = _orthogonal_rows(a_t[e], p[e], x[e].double(), root[e], g_t[e].double()).to(dtype)
+        return dx * ctx.scale, None, None, None, None, None, None, None, None
+
+
+def _haar_frame_rows(k: int, t: int, n: int, seen: torch.Tensor, gen, device, dtype) -> torch.Tensor:
+    """U^T (k, t, n): the rows of a Haar-uniform orthonormal t-frame in R^n (Cholesky-QR of a Gaussian, positive
+    diagonal: Gram-Schmidt, so rotation-equivariant), with the rows of unseen directions (``~seen``) zero."""
+    g_t = torch.randn(k, t, n, generator=gen, device=device, dtype=dtype) * seen[:, :, None].to(dtype)
+    gram_g = (g_t @ g_t.transpose(1, 2)).double() + torch.diag_embed((~seen).double())
+    chol = torch.linalg.cholesky(gram_g)
+    eye = torch.eye(t, dtype=chol.dtype, device=chol.device).expand_as(chol)
+    return torch.linalg.solve_triangular(chol, eye, upper=False).to(dtype) @ g_t
+
+
 def conditional_linear(
     x: torch.Tensor,
     fan_out: int,
@@ -171,8 +242,10 @@ def conditional_linear(
     gram_x: torch.Tensor | None = None,
     record: Recorder | None = None,
     input_grad: bool = True,
+    init: str = "gaussian",
 ) -> torch.Tensor:
-    """``x W^T`` for K fresh Gaussian layers ``W ~ N(0, sigma_w^2 / fan_in)``, by the conditional sampler.
+    """``x W^T`` for K fresh layers, Gaussian ``W ~ N(0, sigma_w^2 / fan_in)`` or (``init="orthogonal"``, square,
+    ``fan_in >= 2 T``) ``W = sigma_w O`` with O Haar-orthogonal, by the conditional sampler.
 
     Args:
         x: (K, T, fan_in) layer input (T rows: the batch, or two batches).
@@ -184,13 +257,17 @@ def conditional_linear(
         record: called in the backward with ``dh dh^T`` (K, T, T float64) of the incoming gradient; returns
             per-row factors (K, T) the gradient is multiplied by before it travels on (log-space bookkeeping).
         input_grad: False at the first layer: only ``record`` runs in the backward.
+        init: "gaussian" or "orthogonal".
 
     Returns:
         (K, T, fan_out) pre-activations, differentiable in x as described in the module docstring.
     """
     k, _, fan_in = x.shape
     g = gram(x) if gram_x is None else gram_x
-    rt, p, exact = _factor(x, g)
+    rt, p, exact, seen = _factor(x, g)
+    if init == "orthogonal":
+        u_t = _haar_frame_rows(k, g.shape[-1], fan_out, seen, gen, x.device, x.dtype)
+        return _ConditionalOrthogonal.apply(x, u_t, rt, p, exact, sigma_w, noise_gen, record, input_grad)
     scale = sigma_w / math.sqrt(fan_in)
     at = torch.randn(k, g.shape[-1], fan_out, generator=gen, device=x.device, dtype=x.dtype)
     return _ConditionalLinear.apply(x, at, rt, p, exact, scale, noise_gen, record, input_grad)

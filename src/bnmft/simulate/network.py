@@ -226,7 +226,15 @@ def run_ensemble(
         if conditional:
             record = _recorder(logs[layer], logs_w[layer], gram_x, segments)
             h = conditional_linear(
-                x, spec.width, spec.sigma_w, gen, noise_gen, gram_x=gram_x, record=record, input_grad=layer > 0
+                x,
+                spec.width,
+                spec.sigma_w,
+                gen,
+                noise_gen,
+                gram_x=gram_x,
+                record=record,
+                input_grad=layer > 0,
+                init=spec.init,
             )
         else:
             w = init_weights(k, spec.width, d if layer == 0 else spec.width, spec, gen, device, dtype)

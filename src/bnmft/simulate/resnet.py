@@ -89,7 +89,7 @@ def run_residual_ensemble(
 
     def linear(v: torch.Tensor) -> torch.Tensor:
         if spec.sampler == "conditional":
-            return conditional_linear(v, n, spec.sigma_w, gen, noise_gen)
+            return conditional_linear(v, n, spec.sigma_w, gen, noise_gen, init=spec.init)
         return torch.bmm(v, init_weights(k, n, n, spec, gen, device, dtype).transpose(1, 2))
 
     for block in range(spec.depth):

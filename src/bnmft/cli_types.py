@@ -1,0 +1,90 @@
+"""The ``bnmft`` command's argument types: each refuses bad text with a message naming what is allowed (argparse
+prefixes the argument), using the library's own checks where there is one."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from .errors import InputError
+from .options import check_batch_size, check_bn_option
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def bn_option(name: str):
+    """An argparse type for one of the shared options (eps, sigma_w, gamma, beta): the library's own check."""
+
+    def parse(text: str) -> float:
+        try:
+            return check_bn_option(name, finite_float(text))
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{name} ")) from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def sim_batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2 (batch norm needs two examples), got {text!r}")
+    return value
+
+
+def theory_batch_size(text: str):
+    """``bnmft theory -B``: a batch size (checked fully in the command: with --spatial, B >= 1 is enough)."""
+    try:
+        return check_batch_size(text)
+    except ValueError as err:
+        try:
+            small = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        if small >= 1:
+            return SmallBatch(small, str(err))
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class SmallBatch(int):
+    """A batch size below 4: valid only for a convolutional network (--spatial); the MLP theory's message kept."""
+
+    message: str
+
+    def __new__(cls, value: int, message: str):
+        obj = super().__new__(cls, value)
+        obj.message = message
+        return obj
+
+
+def batch_size_arg(text: str):
+    try:
+        return check_batch_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def phi_params(args) -> dict[str, float]:
+    """The parameters of the parametric nonlinearities (alpha_relu's alpha, the slope) given on the command line."""
+    return {k: v for k, v in (("alpha", args.alpha), ("slope", args.slope)) if v is not None}
