@@ -191,8 +191,8 @@ def width_report(sims: dict) -> list[str]:
                      f"{' (+ c/N^2)' if r['c'] is not None else ''} | {width} |")  # fmt: skip
     lines += [
         "",
-        "At large B the finite-width Gram matrix drifts away from BSB1 with depth (README, \"Past the matmul "
-        "limit\"), so there the coefficients belong to this depth window.",
+        'At large B the finite-width Gram matrix drifts away from BSB1 with depth (README, "Past the matmul '
+        'limit"), so there the coefficients belong to this depth window.',
         "",
     ]
     return lines
