@@ -124,7 +124,8 @@ def _noise_factor(cov: torch.Tensor) -> torch.Tensor:
 
 
 def _backward_rows(u, p, x, m, y):
-    """``dx = z + (u - (z x^T) P) P^T x`` with ``z = M y`` and ``u = dh A``; tensors (k, ., .) in one dtype."""
+    """``dx / s = z + (u - (z x^T) P) P^T x`` with ``z = M y``, ``M M^T = dH^T dH`` and ``u = dh A / s``; tensors
+    (k, ., .) in one dtype."""
     z = m @ y
     w = (u - (m @ (y @ x.transpose(1, 2))) @ p) @ p.transpose(1, 2)
     return torch.baddbmm(z, w, x)
@@ -142,40 +143,6 @@ def _recorded_gram(ctx, dh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gd, factor
 
 
-class _ConditionalLinear(torch.autograd.Function):
-    """``h = x W^T`` for a fresh Gaussian W (module docstring); x (K, T, n_in) -> h (K, T, n_out)."""
-
-    @staticmethod
-    def forward(ctx, x, at, rt, p, exact, scale, noise_gen, record, input_grad):
-        # at = A^T / scale (K, T, n_out), standard normal; rt = R^T, p = P (K, T, T) float64; exact (K,) bool
-        h = (rt * scale).to(x.dtype) @ at
-        if bool(exact.any()):
-            h[exact] = ((rt[exact] * scale) @ at[exact].double()).to(x.dtype)
-        ctx.save_for_backward(x, at, p, exact)
-        ctx.scale, ctx.noise_gen, ctx.record, ctx.input_grad = scale, noise_gen, record, input_grad
-        return h
-
-    @staticmethod
-    def backward(ctx, dh):
-        x, at, p, exact = ctx.saved_tensors
-        k, t, n_in = x.shape
-        gd, factor = _recorded_gram(ctx, dh)
-        if not ctx.input_grad:
-            return (None,) * 9
-        u = (dh @ at.transpose(1, 2)).double()
-        if bool(exact.any()):
-            u[exact] = dh[exact].double() @ at[exact].double().transpose(1, 2)
-        u = u * (factor[:, :, None] * ctx.scale)
-        m = _noise_factor(gd * ctx.scale**2)
-        y = torch.randn(k, t, n_in, generator=ctx.noise_gen, device=x.device, dtype=x.dtype)
-        dtype = x.dtype
-        dx = _backward_rows(u.to(dtype), p.to(dtype), x, m.to(dtype), y)
-        if bool(exact.any()):
-            e = exact
-            dx[e] = _backward_rows(u[e], p[e], x[e].double(), m[e], y[e].double()).to(dtype)
-        return dx, None, None, None, None, None, None, None, None
-
-
 def _orthogonal_rows(a_t, p, x, root, g_t):
     """``dx / s = a^T Q^T + C^T F^T`` in rows: ``Q = X P``; F the orthonormal frame of ``Y = (I - Q Q^T) G`` by
     Cholesky (``F = Y L^-T``, ``L L^T = Y^T Y``), C^T = root; tensors (k, ., .) in one dtype."""
@@ -186,40 +153,44 @@ def _orthogonal_rows(a_t, p, x, root, g_t):
     return torch.baddbmm((root @ frame) @ y_t, a_t @ p.transpose(1, 2), x)
 
 
-class _ConditionalOrthogonal(torch.autograd.Function):
-    """``h = x W^T`` for a fresh scaled Haar-orthogonal square W = s O (module docstring, orthogonal weights);
-    x (K, T, n) -> h (K, T, n)."""
+class _ConditionalLayer(torch.autograd.Function):
+    """``h = x W^T`` for a fresh W (module docstring): x (K, T, n_in) -> h (K, T, n_out). Gaussian W: ``frame`` =
+    A^T / scale, standard normal; orthogonal W = scale O: ``frame`` = U^T, orthonormal rows (zero for unseen
+    directions). rt = R^T and p = P (K, T, T) float64; exact (K,) bool: the networks on the float64 path."""
 
     @staticmethod
-    def forward(ctx, x, u_t, rt, p, exact, scale, noise_gen, record, input_grad):
-        # u_t = U^T (K, T, n): orthonormal rows (zero for unseen directions); rt, p (K, T, T) float64
-        h = (rt * scale).to(x.dtype) @ u_t
+    def forward(ctx, x, frame, rt, p, exact, scale, noise_gen, record, input_grad, orthogonal):
+        h = (rt * scale).to(x.dtype) @ frame
         if bool(exact.any()):
-            h[exact] = ((rt[exact] * scale) @ u_t[exact].double()).to(x.dtype)
-        ctx.save_for_backward(x, u_t, p, exact)
+            h[exact] = ((rt[exact] * scale) @ frame[exact].double()).to(x.dtype)
+        ctx.save_for_backward(x, frame, p, exact)
         ctx.scale, ctx.noise_gen, ctx.record, ctx.input_grad = scale, noise_gen, record, input_grad
+        ctx.orthogonal = orthogonal
         return h
 
     @staticmethod
     def backward(ctx, dh):
-        x, u_t, p, exact = ctx.saved_tensors
-        k, t, n = x.shape
+        x, frame, p, exact = ctx.saved_tensors
+        k, t, n_in = x.shape
         gd, factor = _recorded_gram(ctx, dh)
         if not ctx.input_grad:
-            return (None,) * 9
-        a_t = (dh @ u_t.transpose(1, 2)).double()  # (U^T dH)^T
+            return (None,) * 10
+        u = (dh @ frame.transpose(1, 2)).double()  # dh A / scale (Gaussian), (U^T dH)^T (orthogonal)
         if bool(exact.any()):
-            a_t[exact] = dh[exact].double() @ u_t[exact].double().transpose(1, 2)
-        a_t = a_t * factor[:, :, None]
-        # the part of dH outside col(U) has Gram dH^T dH - a^T a; W^T maps it by a Haar isometry into col(Q)^perp
-        root = _noise_factor(gd - a_t @ a_t.transpose(1, 2))
-        g_t = torch.randn(k, t, n, generator=ctx.noise_gen, device=x.device, dtype=x.dtype)
+            u[exact] = dh[exact].double() @ frame[exact].double().transpose(1, 2)
+        u = u * factor[:, :, None]
+        if ctx.orthogonal:  # the part of dH outside col(U) (Gram dH^T dH - a^T a) goes by a Haar isometry
+            rows, root = _orthogonal_rows, _noise_factor(gd - u @ u.transpose(1, 2))
+        else:  # Z's rows have covariance s^2 dH^T dH
+            rows, root = _backward_rows, _noise_factor(gd)
+        u, root = u * ctx.scale, root * ctx.scale  # dx is linear in (u, root): the scale rides on the T x T factors
+        y = torch.randn(k, t, n_in, generator=ctx.noise_gen, device=x.device, dtype=x.dtype)
         dtype = x.dtype
-        dx = _orthogonal_rows(a_t.to(dtype), p.to(dtype), x, root.to(dtype), g_t)
+        dx = rows(u.to(dtype), p.to(dtype), x, root.to(dtype), y)
         if bool(exact.any()):
             e = exact
-            dx[e] = _orthogonal_rows(a_t[e], p[e], x[e].double(), root[e], g_t[e].double()).to(dtype)
-        return dx * ctx.scale, None, None, None, None, None, None, None, None
+            dx[e] = rows(u[e], p[e], x[e].double(), root[e], y[e].double()).to(dtype)
+        return (dx,) + (None,) * 9
 
 
 def _haar_frame_rows(k: int, t: int, n: int, seen: torch.Tensor, gen, device, dtype) -> torch.Tensor:
@@ -267,7 +238,7 @@ def conditional_linear(
     rt, p, exact, seen = _factor(x, g)
     if init == "orthogonal":
         u_t = _haar_frame_rows(k, g.shape[-1], fan_out, seen, gen, x.device, x.dtype)
-        return _ConditionalOrthogonal.apply(x, u_t, rt, p, exact, sigma_w, noise_gen, record, input_grad)
+        return _ConditionalLayer.apply(x, u_t, rt, p, exact, sigma_w, noise_gen, record, input_grad, True)
     scale = sigma_w / math.sqrt(fan_in)
     at = torch.randn(k, g.shape[-1], fan_out, generator=gen, device=x.device, dtype=x.dtype)
-    return _ConditionalLinear.apply(x, at, rt, p, exact, scale, noise_gen, record, input_grad)
+    return _ConditionalLayer.apply(x, at, rt, p, exact, scale, noise_gen, record, input_grad, False)
