@@ -228,6 +228,23 @@ def test_simulate_cli_json_out_and_seed(tmp_path, capsys):
     assert json.loads(again) == rows  # same seed, same numbers
 
 
+def test_simulate_widths_passes_every_option(capsys):
+    """--widths goes through the same options as one width (--two-batches included): the CLI's fits equal the
+    API's at the same settings, and differ from those without the option."""
+    from bnmft.simulate import simulate
+
+    argv = ["simulate", "--phi", "relu", "-B", "8", "--widths", "32", "64", "128", "-L", "10", "-K", "4"]
+    code, out, _ = run(capsys, *argv, "--two-batches", "--seed", "3", "--json")
+    assert code == 0
+    rows = {r["estimate"]: r for r in json.loads(out)}
+    kw = dict(widths=[32, 64, 128], depth=10, networks=4, seed=3)
+    fits = {f.estimate: f for f in simulate("relu", [8], two_batches=True, **kw).fits}
+    assert rows["lambda_G"]["a"] == pytest.approx(fits["lambda_G"].a, rel=1e-12)
+    assert rows["c_star"]["b"] == pytest.approx(fits["c_star"].b, rel=1e-12)
+    single = {f.estimate: f for f in simulate("relu", [8], **kw).fits}
+    assert rows["lambda_G"]["a"] != pytest.approx(single["lambda_G"].a, rel=1e-9)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -73,10 +73,6 @@ SIMULATE_JSON_KEYS = (
 def cmd_simulate(args) -> int:
     from dataclasses import asdict
 
-    from tqdm import tqdm
-
-    from .simulate import simulate
-
     if args.spatial:
         from .cli_conv import simulate_spatial
 
@@ -86,18 +82,7 @@ def cmd_simulate(args) -> int:
     if args.width is None:
         raise InputError("--width is required (or --spatial with --channels for a convolutional network)")
 
-    total = args.networks * len(args.batch_size)
-    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
-        result = simulate(
-            args.phi,
-            args.batch_size,
-            width=args.width,
-            depth=args.depth,
-            networks=args.networks,
-            two_batches=args.two_batches,
-            progress=lambda done: bar.update(done - bar.n),
-            **_simulation_options(args),
-        )
+    result = _run_simulation(args, width=args.width)
     if args.out:
         from .plots import plot_gradient_depth, plot_simulation_summary
 
@@ -133,31 +118,27 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _simulation_options(args) -> dict:
-    """The simulator's options from ``bnmft simulate``'s arguments (one width or several)."""
-    names = ("eps", "gamma", "beta", "sigma_w", "init", "sampler", "placement", "detach_stats", "ghost_size", "seed")
-    return {name: getattr(args, name) for name in (*names, "device", "dtype", "chunk", "alpha", "slope")}
-
-
-def _simulate_widths(args) -> int:
-    """``bnmft simulate --widths ...``: every estimate fitted as a + b/N (+ c/N^2), beside the theory."""
+def _run_simulation(args, **size):
+    """``simulate`` with ``bnmft simulate``'s options (``size``: width=N, or widths=[...]), a progress bar on stderr."""
     from tqdm import tqdm
 
     from .simulate import simulate
 
+    names = ("eps", "gamma", "beta", "sigma_w", "init", "sampler", "placement", "detach_stats", "ghost_size", "seed")
+    options = {
+        name: getattr(args, name) for name in (*names, "two_batches", "device", "dtype", "chunk", "alpha", "slope")
+    }
+    total = args.networks * len(args.batch_size) * len(size.get("widths") or [0])
+    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
+        return simulate(args.phi, args.batch_size, depth=args.depth, networks=args.networks,
+                        progress=lambda done: bar.update(done - bar.n), **size, **options)  # fmt: skip
+
+
+def _simulate_widths(args) -> int:
+    """``bnmft simulate --widths ...``: every estimate fitted as a + b/N (+ c/N^2), beside the theory."""
     if args.width is not None:
         raise InputError("--width and --widths: give one of them")
-    total = args.networks * len(args.batch_size) * len(args.widths)
-    with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
-        result = simulate(
-            args.phi,
-            args.batch_size,
-            widths=args.widths,
-            depth=args.depth,
-            networks=args.networks,
-            progress=lambda done: bar.update(done - bar.n),
-            **_simulation_options(args),
-        )
+    result = _run_simulation(args, widths=args.widths)
     rows = result.rows()
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
