@@ -1,6 +1,6 @@
 """Benchmark: the conditional sampler against drawing every weight matrix (issue 14), in one run.
 
-1. The Fig 1a setting (ReLU, width 1000, depth 50, batch sizes 4 ... 128): wall time of ``simulate(...,
+1. The Fig 1a setting (ReLU, width 1000, depth 50, batch sizes 4 ... 128): wall time of ``simulate_mlp(...,
    sampler="dense")`` - every batch size through the same networks, so one 1000 x 1000 matrix per layer serves all
    twelve - and of ``sampler="conditional"`` - each batch through its own networks - on the same number of
    networks (default 10 of the paper's 200; ``--networks 200`` for all); the ratio and the agreement of the
@@ -28,14 +28,14 @@ import time
 
 import torch
 
-from bnmft.simulate import simulate
+from bnmft.simulate import simulate_mlp
 
 FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
 def _timed(phi: str = "relu", **kw):
     start = time.perf_counter()
-    result = simulate(phi, **kw)
+    result = simulate_mlp(phi, **kw)
     return time.perf_counter() - start, result
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    simulate("relu", [8], width=64, depth=8, networks=2, sampler="conditional")  # warm-up (lazy imports, BLAS)
+    simulate_mlp("relu", [8], width=64, depth=8, networks=2, sampler="conditional")  # warm-up (lazy imports, BLAS)
     out: dict = {"setting": {"width": 1000, "depth": 50, "batch_sizes": FIG1A_BATCHES, "networks": args.networks}}
     out["orthogonal"] = []
     for width in (1024, 2048):

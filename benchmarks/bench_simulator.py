@@ -23,7 +23,7 @@ import time
 import torch
 
 import bnmft
-from bnmft.simulate import NetworkSpec, run_ensemble, simulate, to_torch
+from bnmft.simulate import NetworkSpec, run_ensemble, simulate_mlp, to_torch
 from bnmft.simulate.network import segments_for
 
 FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
@@ -57,7 +57,7 @@ def fig1a_time(full: bool, width: int, networks: int = 200, depth: int = 50) -> 
     """All batch sizes run through the same networks; without --full, 10 of the 200 networks are timed."""
     count = networks if full else 10
     start = time.perf_counter()
-    simulate("relu", list(FIG1A_BATCHES), width=width, depth=depth, networks=count, sampler="dense")
+    simulate_mlp("relu", list(FIG1A_BATCHES), width=width, depth=depth, networks=count, sampler="dense")
     seconds = time.perf_counter() - start
     return seconds * networks / count, full
 

@@ -231,17 +231,17 @@ def test_simulate_cli_json_out_and_seed(tmp_path, capsys):
 def test_simulate_widths_passes_every_option(capsys):
     """--widths goes through the same options as one width (--two-batches included): the CLI's fits equal the
     API's at the same settings, and differ from those without the option."""
-    from bnmft.simulate import simulate
+    from bnmft.simulate import simulate_mlp
 
     argv = ["simulate", "--phi", "relu", "-B", "8", "--widths", "32", "64", "128", "-L", "10", "-K", "4"]
     code, out, _ = run(capsys, *argv, "--two-batches", "--seed", "3", "--json")
     assert code == 0
     rows = {r["estimate"]: r for r in json.loads(out)}
     kw = dict(widths=[32, 64, 128], depth=10, networks=4, seed=3)
-    fits = {f.estimate: f for f in simulate("relu", [8], two_batches=True, **kw).fits}
+    fits = {f.estimate: f for f in simulate_mlp("relu", [8], two_batches=True, **kw).fits}
     assert rows["lambda_G"]["a"] == pytest.approx(fits["lambda_G"].a, rel=1e-12)
     assert rows["c_star"]["b"] == pytest.approx(fits["c_star"].b, rel=1e-12)
-    single = {f.estimate: f for f in simulate("relu", [8], **kw).fits}
+    single = {f.estimate: f for f in simulate_mlp("relu", [8], **kw).fits}
     assert rows["lambda_G"]["a"] != pytest.approx(single["lambda_G"].a, rel=1e-9)
 
 
@@ -299,7 +299,7 @@ def test_residual_json_is_one_object_with_blocks(capsys):
     assert {"blocks", "exponent", "max_trainable_depth"} <= set(out)
     assert len(out["blocks"]) == 31 and out["blocks"][-1]["log_grad_ratio"] == 0.0
     assert {"block", "stream_variance", "log_grad_ratio"} <= set(out["blocks"][0])
-    api = bnmft.residual("tanh", 16, depth=30, branch_depth=2, alpha=0.5)
+    api = bnmft.residual_theory("tanh", 16, depth=30, branch_depth=2, alpha=0.5)
     assert out["blocks"][0]["log_grad_ratio"] == api.blocks[0]["log_grad_ratio"]
     assert out["exponent"] == pytest.approx(bnmft.theory("tanh", 16).lambda_G ** 2, rel=1e-10)
 

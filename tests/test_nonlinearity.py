@@ -7,7 +7,7 @@ import pytest
 from scipy import special
 
 from bnmft import get_nonlinearity, nonlinearities
-from bnmft._expression import Expression
+from bnmft.nonlinearity.expression import Expression
 
 Z = np.linspace(-6, 6, 1201) + 1e-3  # avoid landing exactly on kinks
 

@@ -3,8 +3,9 @@
 The public API (this module) is small and re-exported from the implementation:
 
 * :mod:`bnmft.meanfield` - the exact theory engine in numpy/scipy (no torch): :func:`theory`,
-  :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`, :func:`residual` (residual
-  networks), :func:`design` (the depth planner), :func:`spatial_theory` (conv networks), ...;
+  :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`; one function per network family:
+  :func:`theory` (the paper's MLP), :func:`residual_theory` (residual networks), :func:`conv_theory` (conv
+  networks); :func:`design` (the depth planner), ...;
 * :func:`probe` - any PyTorch model, layer by layer, against the theory (imports torch when called);
 * :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
 * :class:`InputError` - the one error type for bad input (a ``ValueError``).
@@ -16,22 +17,22 @@ simulator (:mod:`bnmft.simulate`) and the training experiments (:mod:`bnmft.expe
 
 from .errors import InputError
 from .meanfield import (
+    ConvResult,
     DesignOption,
     DesignResult,
     EpsResult,
     GramMapValue,
     Propagation,
     ResidualResult,
-    SpatialResult,
     SymmetryBreaking,
     TheoryResult,
+    conv_theory,
     design,
     eps_theory,
     gegenbauer_series,
     gram_map,
     propagate,
-    residual,
-    spatial_theory,
+    residual_theory,
     spherical_moments,
     symmetry_breaking,
     symmetry_breaking_alpha,
@@ -43,6 +44,19 @@ from .nonlinearity import available as nonlinearities
 
 __version__ = "0.1.0"
 
+#: old public names -> (new name, the function): still work, with a DeprecationWarning
+_DEPRECATED = {"residual": "residual_theory", "conv_theory": "conv_theory"}
+
+
+def __getattr__(name: str):
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(f"bnmft.{name} is deprecated: use bnmft.{new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'bnmft' has no attribute {name!r}")
+
 
 def probe(model, inputs, loss=None, **kwargs):
     """Probe any ``torch.nn.Module`` layer by layer against the theory: see
@@ -53,6 +67,7 @@ def probe(model, inputs, loss=None, **kwargs):
 
 
 __all__ = [
+    "ConvResult",
     "DesignOption",
     "DesignResult",
     "EpsResult",
@@ -61,10 +76,10 @@ __all__ = [
     "Nonlinearity",
     "Propagation",
     "ResidualResult",
-    "SpatialResult",
     "SymmetryBreaking",
     "TheoryResult",
     "__version__",
+    "conv_theory",
     "design",
     "eps_theory",
     "gegenbauer_series",
@@ -73,8 +88,7 @@ __all__ = [
     "nonlinearities",
     "probe",
     "propagate",
-    "residual",
-    "spatial_theory",
+    "residual_theory",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

@@ -38,9 +38,11 @@ def test_a_reachable_default_is_reported_at_the_bound():
 def test_residual_alpha_puts_the_gradient_growth_at_e16():
     d = design("relu", 4, 100, residual_network=True, branch_depth=2)
     alpha = next(o.value for o in d.options if o.knob == "alpha")
-    r = bnmft.residual("relu", 4, depth=100, branch_depth=2, alpha=alpha)
+    r = bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, alpha=alpha)
     assert r.blocks[0]["log_grad_ratio"] == pytest.approx(16.0, abs=0.01)
-    assert bnmft.residual("relu", 4, depth=100, branch_depth=2, alpha=alpha * 1.01).blocks[0]["log_grad_ratio"] > 16
+    assert (
+        bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, alpha=alpha * 1.01).blocks[0]["log_grad_ratio"] > 16
+    )
 
 
 def test_affine_phi_only_has_eps():

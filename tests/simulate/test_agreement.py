@@ -10,7 +10,7 @@ there is 10% of lambda_G.
 import numpy as np
 import pytest
 
-from bnmft.simulate import simulate
+from bnmft.simulate import simulate_mlp
 
 SETTINGS = {4: (256, 40), 8: (256, 24), 32: (256, 16), 128: (512, 10)}  # B -> (width, networks)
 
@@ -24,7 +24,7 @@ def allowance(b: int, width: int, lam: float) -> tuple[float, float]:
 @pytest.mark.parametrize("b", sorted(SETTINGS))
 def test_lambda_g_and_c_star_agree_with_theory(spec, b):
     width, networks = SETTINGS[b]
-    s = simulate(spec, [b], width=width, depth=24, networks=networks, seed=11).summaries[0]
+    s = simulate_mlp(spec, [b], width=width, depth=24, networks=networks, seed=11).summaries[0]
     lam_allow, c_allow = allowance(b, width, s.lambda_G_theory)
     assert abs(s.lambda_G_mean - s.lambda_G_theory) <= 4 * s.lambda_G_stderr + lam_allow, s
     assert abs(s.c_star_mean - s.c_star_theory) <= 4 * s.c_star_stderr + c_allow, s
@@ -36,7 +36,7 @@ def test_deviation_shrinks_like_one_over_width():
     widths = [64, 128, 256, 512]
     devs, errs = [], []
     for n in widths:
-        s = simulate("relu", [32], width=n, depth=24, networks=max(8, 4096 // n), seed=3).summaries[0]
+        s = simulate_mlp("relu", [32], width=n, depth=24, networks=max(8, 4096 // n), seed=3).summaries[0]
         devs.append(abs(s.c_star_mean - s.c_star_theory))
         errs.append(s.c_star_stderr)
     assert all(d > 3 * e for d, e in zip(devs, errs, strict=True))  # the bias is resolved at every width

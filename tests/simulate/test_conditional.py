@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bnmft import InputError
-from bnmft.simulate import simulate
+from bnmft.simulate import simulate_mlp
 
 
 def _agree(a, b, name, k=4.0, slack=0.0):
@@ -28,8 +28,8 @@ def _agree(a, b, name, k=4.0, slack=0.0):
 )
 def test_conditional_agrees_with_dense_in_distribution(phi, batch_sizes, options):
     kw = dict(width=192, depth=20, networks=30, dtype="float64", **options)
-    dense = simulate(phi, batch_sizes, seed=1, sampler="dense", **kw)
-    cond = simulate(phi, batch_sizes, seed=2, sampler="conditional", **kw)
+    dense = simulate_mlp(phi, batch_sizes, seed=1, sampler="dense", **kw)
+    cond = simulate_mlp(phi, batch_sizes, seed=2, sampler="conditional", **kw)
     for a, b in zip(dense.summaries, cond.summaries, strict=True):
         for name in ("lambda_G", "lambda_W", "c_star", "q_star"):
             _agree(a, b, name)
@@ -51,15 +51,15 @@ def test_rank_deficient_inputs_are_exact():
     base = rng.standard_normal((3, 64))
     inputs = rng.standard_normal((8, 3)) @ base  # 8 examples of rank 3
     kw = dict(width=64, depth=8, networks=20, inputs=inputs, window_start=2, dtype="float64")
-    dense = simulate("identity", [8], seed=1, **kw).summaries[0]
-    cond = simulate("identity", [8], seed=2, sampler="conditional", **kw).summaries[0]
+    dense = simulate_mlp("identity", [8], seed=1, **kw).summaries[0]
+    cond = simulate_mlp("identity", [8], seed=2, sampler="conditional", **kw).summaries[0]
     for name in ("q_star", "c_star", "lambda_G"):
         _agree(dense, cond, name)
 
 
 def test_a_width_the_dense_path_cannot_reach():
     """Width 16384 (dense: 16384^2 x 12 weights per network, 13 GB in float32): the theory to 1%."""
-    r = simulate("relu", [8], width=16384, depth=12, networks=3, seed=0, sampler="conditional", window_start=4)
+    r = simulate_mlp("relu", [8], width=16384, depth=12, networks=3, seed=0, sampler="conditional", window_start=4)
     s = r.summaries[0]
     assert abs(s.lambda_G_mean - s.lambda_G_theory) < 3 * s.lambda_G_stderr + 0.01 * s.lambda_G_theory
     assert abs(s.c_star_mean - s.c_star_theory) < 3 * s.c_star_stderr + 0.002
@@ -67,15 +67,17 @@ def test_a_width_the_dense_path_cannot_reach():
 
 def test_same_seed_same_numbers_and_bad_input():
     kw = dict(width=32, depth=8, networks=3, seed=4, sampler="conditional")
-    a, b = simulate("relu", [8], **kw), simulate("relu", [8], **kw)
+    a, b = simulate_mlp("relu", [8], **kw), simulate_mlp("relu", [8], **kw)
     assert a.summaries == b.summaries
     with pytest.raises(InputError, match="sampler"):
-        simulate("relu", [8], width=32, depth=8, networks=2, sampler="magic")
+        simulate_mlp("relu", [8], width=32, depth=8, networks=2, sampler="magic")
     with pytest.raises(InputError, match=r"orthogonal.*width >= 2 x rows"):
-        simulate("relu", [8], width=12, depth=8, networks=2, sampler="conditional", init="orthogonal")
+        simulate_mlp("relu", [8], width=12, depth=8, networks=2, sampler="conditional", init="orthogonal")
     with pytest.raises(InputError, match="square layers"):
         inputs = np.random.default_rng(0).standard_normal((8, 20))
-        simulate("relu", [8], width=32, depth=8, networks=2, sampler="conditional", init="orthogonal", inputs=inputs)
+        simulate_mlp(
+            "relu", [8], width=32, depth=8, networks=2, sampler="conditional", init="orthogonal", inputs=inputs
+        )
 
 
 def test_residual_networks_with_the_conditional_sampler():
@@ -132,8 +134,8 @@ def test_orthogonal_layer_exact_identities(rank):
 )
 def test_orthogonal_conditional_agrees_with_dense(phi, batch_sizes, options):
     kw = dict(width=96, depth=20, networks=30, dtype="float64", init="orthogonal", **options)
-    dense = simulate(phi, batch_sizes, seed=1, sampler="dense", **kw)
-    cond = simulate(phi, batch_sizes, seed=2, sampler="conditional", **kw)
+    dense = simulate_mlp(phi, batch_sizes, seed=1, sampler="dense", **kw)
+    cond = simulate_mlp(phi, batch_sizes, seed=2, sampler="conditional", **kw)
     for a, b in zip(dense.summaries, cond.summaries, strict=True):
         for name in ("lambda_G", "c_star", "q_star"):
             _agree(a, b, name)
@@ -190,11 +192,11 @@ def test_auto_picks_the_faster_valid_sampler():
     assert choose_sampler(48, [32], "orthogonal") == "dense"  # no room for the frame: width < 2 rows
     assert choose_sampler(4096, [32], "orthogonal", input_dim=100) == "dense"  # a rectangular first layer
     kw = dict(depth=8, networks=2, seed=1)
-    assert simulate("relu", [8], width=512, **kw).config.network.sampler == "conditional"
-    assert simulate("relu", [64], width=32, **kw).config.network.sampler == "dense"
-    assert simulate("relu", [8], width=512, init="orthogonal", **kw).config.network.sampler == "conditional"
-    assert simulate("relu", [8], width=12, init="orthogonal", **kw).config.network.sampler == "dense"
-    rows = simulate("relu", [8], width=512, **kw).rows()
+    assert simulate_mlp("relu", [8], width=512, **kw).config.network.sampler == "conditional"
+    assert simulate_mlp("relu", [64], width=32, **kw).config.network.sampler == "dense"
+    assert simulate_mlp("relu", [8], width=512, init="orthogonal", **kw).config.network.sampler == "conditional"
+    assert simulate_mlp("relu", [8], width=12, init="orthogonal", **kw).config.network.sampler == "dense"
+    rows = simulate_mlp("relu", [8], width=512, **kw).rows()
     assert {r["sampler"] for r in rows} == {"conditional"}
 
 
@@ -202,7 +204,7 @@ def test_float32_path_agrees_with_float64():
     """The working-dtype (float32) Cholesky path against float64 runs, relu and tanh at B = 32."""
     for phi in ("relu", "tanh"):
         kw = dict(width=256, depth=20, networks=24, sampler="conditional")
-        a = simulate(phi, [32], seed=1, **kw).summaries[0]
-        b = simulate(phi, [32], seed=2, dtype="float64", **kw).summaries[0]
+        a = simulate_mlp(phi, [32], seed=1, **kw).summaries[0]
+        b = simulate_mlp(phi, [32], seed=2, dtype="float64", **kw).summaries[0]
         for name in ("lambda_G", "c_star", "q_star"):
             _agree(a, b, name)

@@ -1,11 +1,11 @@
-"""The conv-BN simulator against the spatial mean field (bnmft.spatial_theory): within error bars plus a stated
+"""The conv-BN simulator against the spatial mean field (bnmft.conv_theory): within error bars plus a stated
 finite-channel allowance."""
 
 import math
 
 import pytest
 
-from bnmft import InputError, spatial_theory
+from bnmft import InputError, conv_theory
 from bnmft.simulate import simulate_conv
 
 #: finite-channel allowance on lambda_G: 2% at C = 256 (measured: periodic relu B = 2, 4x4: +0.9% +- 0.3%)
@@ -28,7 +28,7 @@ def test_periodic_padding_agrees_with_the_mlp_at_batch_times_positions(phi, b, s
     group = extra.get("ghost_size", b)
     assert (
         s["lambda_G_theory"]
-        == spatial_theory(
+        == conv_theory(
             phi, group, spatial=spatial, kernel=kernel, eps=extra.get("eps", 0.0), sigma_w=extra.get("sigma_w", 1.0)
         ).lambda_G
     )
@@ -41,7 +41,7 @@ def test_periodic_padding_agrees_with_the_mlp_at_batch_times_positions(phi, b, s
 def test_zero_padding_agrees_with_its_mean_field():
     sim = simulate_conv("relu", 2, spatial=(4, 4), channels=256, depth=24, networks=8, padding="zero", seed=1)
     s = sim.summary
-    t = spatial_theory("relu", 2, spatial=(4, 4), padding="zero")
+    t = conv_theory("relu", 2, spatial=(4, 4), padding="zero")
     assert s["lambda_G_theory"] == pytest.approx(t.lambda_G)
     se = math.hypot(s["lambda_G_stderr"], t.lambda_G_stderr)
     assert abs(s["lambda_G_mean"] - t.lambda_G) < 3 * se + ALLOWANCE * t.lambda_G

@@ -8,7 +8,7 @@ dynamics is only marginally stable and finite networks converge slowly to the th
 
 import pytest
 
-from bnmft.simulate import simulate
+from bnmft.simulate import simulate_mlp
 
 
 @pytest.mark.parametrize(
@@ -17,7 +17,7 @@ from bnmft.simulate import simulate
 )
 def test_eps_phases_agree_with_theory(spec, eps, phase):
     b, width = 8, 512
-    s = simulate(spec, [b], width=width, depth=30, networks=16, eps=eps, dtype="float64", seed=5).summaries[0]
+    s = simulate_mlp(spec, [b], width=width, depth=30, networks=16, eps=eps, dtype="float64", seed=5).summaries[0]
     allow = 0.1 * b / width
     assert abs(s.lambda_G_mean - s.lambda_G_theory) <= 4 * s.lambda_G_stderr + allow * s.lambda_G_theory, s
     w_allow = (0.5 if phase == "collapsed" else 0.1) * b / width
@@ -29,8 +29,8 @@ def test_eps_phases_agree_with_theory(spec, eps, phase):
 
 
 def test_sigma_w_enters_only_through_kappa():
-    a = simulate("tanh", [8], width=256, depth=24, networks=8, eps=0.4, sigma_w=2.0, seed=1).summaries[0]
+    a = simulate_mlp("tanh", [8], width=256, depth=24, networks=8, eps=0.4, sigma_w=2.0, seed=1).summaries[0]
     assert a.lambda_G_theory == pytest.approx(
-        simulate("tanh", [8], width=8, depth=12, networks=2, eps=0.1).summaries[0].lambda_G_theory, rel=1e-12
+        simulate_mlp("tanh", [8], width=8, depth=12, networks=2, eps=0.1).summaries[0].lambda_G_theory, rel=1e-12
     )
     assert abs(a.lambda_G_mean - a.lambda_G_theory) <= 4 * a.lambda_G_stderr + 0.1 * 8 / 256 * a.lambda_G_theory

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bnmft import InputError
-from bnmft.simulate import simulate
+from bnmft.simulate import simulate_mlp
 from bnmft.simulate.extrapolation import fit_inverse_width
 
 
@@ -34,7 +34,7 @@ def test_curved_data_get_the_quadratic_term():
 
 
 def test_simulated_estimates_extrapolate_to_the_theory():
-    r = simulate("relu", [32], widths=[64, 128, 256, 512], depth=20, networks=24, seed=1, sampler="conditional")
+    r = simulate_mlp("relu", [32], widths=[64, 128, 256, 512], depth=20, networks=24, seed=1, sampler="conditional")
     fits = {f.estimate: f for f in r.fits}
     for name in ("lambda_G", "c_star", "q_star"):
         f = fits[name]
@@ -46,8 +46,8 @@ def test_simulated_estimates_extrapolate_to_the_theory():
 
 def test_bad_widths():
     with pytest.raises(InputError, match="widths"):
-        simulate("relu", [8], widths=[64, 128], depth=8, networks=2)
+        simulate_mlp("relu", [8], widths=[64, 128], depth=8, networks=2)
     with pytest.raises(InputError, match="not both"):
-        simulate("relu", [8], width=64, widths=[32, 64, 128], depth=8, networks=2)
+        simulate_mlp("relu", [8], width=64, widths=[32, 64, 128], depth=8, networks=2)
     with pytest.raises(InputError, match="width"):
-        simulate("relu", [8], depth=8, networks=2)
+        simulate_mlp("relu", [8], depth=8, networks=2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bnmft import get_nonlinearity
-from bnmft.simulate import NetworkSpec, run_ensemble, simulate, to_torch
+from bnmft.simulate import NetworkSpec, run_ensemble, simulate_mlp, to_torch
 from bnmft.simulate.network import batch_norm, init_weights, segments_for
 
 
@@ -91,22 +91,22 @@ def test_log_space_gradient_norms_equal_plain_autograd(placement, detach, ghost)
 
 
 def test_deep_networks_do_not_overflow_in_float32():
-    r = simulate("relu", [4], width=32, depth=400, networks=2, dtype="float32")
+    r = simulate_mlp("relu", [4], width=32, depth=400, networks=2, dtype="float32")
     logs = r.runs[4].log_grad_h
     assert torch.all(torch.isfinite(logs))
     assert float(logs[:, 0].mean() - logs[:, -1].mean()) > 300  # far beyond float32's range (~88 in log)
 
 
 def test_same_seed_same_numbers_and_different_seed_differs():
-    a = simulate("tanh", [8], width=32, depth=10, networks=3, seed=4)
-    b = simulate("tanh", [8], width=32, depth=10, networks=3, seed=4)
-    c = simulate("tanh", [8], width=32, depth=10, networks=3, seed=5)
+    a = simulate_mlp("tanh", [8], width=32, depth=10, networks=3, seed=4)
+    b = simulate_mlp("tanh", [8], width=32, depth=10, networks=3, seed=4)
+    c = simulate_mlp("tanh", [8], width=32, depth=10, networks=3, seed=5)
     assert a.rows() == b.rows()
     assert a.rows() != c.rows()
 
 
 def test_tidy_table_and_files(tmp_path):
-    r = simulate("relu", [4, 8], width=16, depth=12, networks=3, two_batches=True)
+    r = simulate_mlp("relu", [4, 8], width=16, depth=12, networks=3, two_batches=True)
     rows = r.rows()
     assert len(rows) == 2 * 3 * 12
     assert {
@@ -150,14 +150,14 @@ def test_bad_settings_are_rejected_before_work(kwargs, message):
     args = {"batch_sizes": [8], "width": 8, "depth": 12, "networks": 2} | kwargs
     phi, sizes = "relu", args.pop("batch_sizes")
     with pytest.raises(ValueError, match=message):
-        simulate(phi, sizes, **args)
+        simulate_mlp(phi, sizes, **args)
 
 
 def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="no CUDA device"):
-        simulate("relu", [8], width=8, depth=12, networks=2, device="cuda")
+        simulate_mlp("relu", [8], width=8, depth=12, networks=2, device="cuda")
 
 
 @pytest.mark.parametrize("eps", [1e-3, "per-network"])

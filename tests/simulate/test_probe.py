@@ -11,7 +11,7 @@ import torch
 
 import bnmft
 from bnmft import InputError
-from bnmft.simulate import probe, simulate
+from bnmft.simulate import probe, simulate_mlp
 
 
 def mlp(width: int, depth: int, phi=torch.nn.ReLU) -> torch.nn.Sequential:
@@ -49,7 +49,7 @@ def test_mlp_rates_agree_with_the_simulator_and_the_theory():
     theory = bnmft.theory("relu", 32).lambda_G
     # the theory at each layer's measured state: lambda_G up to the finite-width noise of the measured variance
     assert np.mean(local) == pytest.approx(theory, rel=0.01)
-    sim = simulate("relu", [32], width=256, depth=24, networks=10, seed=0).summaries[0]
+    sim = simulate_mlp("relu", [32], width=256, depth=24, networks=10, seed=0).summaries[0]
     mean, se = np.mean(rates), np.std(rates, ddof=1) / math.sqrt(len(rates))
     assert abs(mean - sim.lambda_G_mean) < 4 * math.hypot(se, sim.lambda_G_stderr) + 0.03 * theory
 
@@ -65,7 +65,7 @@ def test_residual_blocks_follow_the_residual_theory():
         logs.append(sum(math.log(x["measured_rate"]) for x in r.bn_layers[1:]))
     # ||dL/d BN_l out||^2 is proportional to E||dL/dx^(l+1)||^2: the sum of the logs is ln of the stream's
     # gradient ratio between blocks 1 and D (docs/residual.md)
-    t = bnmft.residual("relu", b, depth=depth)
+    t = bnmft.residual_theory("relu", b, depth=depth)
     expected = t.blocks[1]["log_grad_ratio"] - t.blocks[depth]["log_grad_ratio"]
     assert np.mean(logs) == pytest.approx(expected, rel=0.1)
 
@@ -79,7 +79,7 @@ def test_conv_probe_uses_batch_times_positions_and_agrees():
     r = probe(torch.nn.Sequential(*layers), torch.randn(4, 3, 8, 8))
     assert {b["batch"] for b in r.bn_layers} == {4 * 64}
     rates = [b["measured_rate"] for b in r.bn_layers[3:-2]]
-    theory = bnmft.spatial_theory("relu", 4, spatial=(8, 8)).lambda_G
+    theory = bnmft.conv_theory("relu", 4, spatial=(8, 8)).lambda_G
     assert np.mean([b["theory_rate"] for b in r.bn_layers[3:-2]]) == pytest.approx(theory, rel=0.03)
     assert np.mean(rates) == pytest.approx(theory, rel=0.05)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bnmft import get_nonlinearity, nonlinearities
-from bnmft._elementary import ELEMENTARY
-from bnmft._expression import BINARY, FUNCTIONS
+from bnmft.nonlinearity.elementary import ELEMENTARY
+from bnmft.nonlinearity.expression import BINARY, FUNCTIONS
 from bnmft.simulate.torch_phi import TORCH_FUNCTIONS, TORCH_REGISTRY, to_torch
 
 #: arguments inside each function's domain (log, sqrt, log1p need positive or > -1 arguments; tan away from poles)

@@ -15,7 +15,7 @@ import statistics
 import warnings
 
 from ..errors import InputError
-from ..meanfield import residual, theory
+from ..meanfield import residual_theory, theory
 from .sweep import grid_table
 
 #: the fraction of the way from chance to the shallowest accuracy that counts as "trains"
@@ -39,7 +39,7 @@ def theory_depth_for(config: dict, x: str, value) -> float | None:
     params = {"alpha": cfg["alpha"]} if cfg.get("alpha") is not None else {}
     if cfg.get("branch_depth"):
         try:
-            res = residual(
+            res = residual_theory(
                 cfg["phi"],
                 b,
                 depth=1,

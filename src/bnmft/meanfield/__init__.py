@@ -11,24 +11,25 @@ function) are
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
 * :mod:`.resnet` - residual networks (:func:`residual`); :mod:`.planner` - the depth planner (:func:`design`);
-* :mod:`.spatial` - convolutional networks with spatial BN (:func:`spatial_theory`);
+* :mod:`.spatial` - convolutional networks with spatial BN (:func:`conv_theory`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
 """
 
 from ..options import check_batch_size
 from .api import theory, theory_table
+from .conv import ConvResult, conv_theory
 from .eps import EpsResult, eps_theory
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram import GramMapValue, gram_map
 from .moments import SphericalMoments, spherical_moments
 from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
-from .resnet import ResidualResult, local_rate, residual
+from .residual import ResidualResult, local_rate, residual_theory
 from .result import TheoryResult
-from .spatial import SpatialResult, spatial_theory
 from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
 
 __all__ = [
+    "ConvResult",
     "DesignOption",
     "DesignResult",
     "EpsResult",
@@ -36,19 +37,18 @@ __all__ = [
     "GramMapValue",
     "Propagation",
     "ResidualResult",
-    "SpatialResult",
     "SphericalMoments",
     "SymmetryBreaking",
     "TheoryResult",
     "check_batch_size",
+    "conv_theory",
     "design",
     "eps_theory",
     "gegenbauer_series",
     "gram_map",
     "local_rate",
     "propagate",
-    "residual",
-    "spatial_theory",
+    "residual_theory",
     "spherical_moments",
     "symmetry_breaking",
     "symmetry_breaking_alpha",

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..nonlinearity import PhiSpec, resolve
 from ..options import check_batch_size, check_bn_options, check_int
 from .api import theory
-from .resnet import BRANCHES, DEFAULT_CRITERION, residual
+from .residual import BRANCHES, DEFAULT_CRITERION, residual_theory
 
 #: (low, high, log-spaced, the nonlinear end is "high") per knob
 RANGES = {
@@ -146,7 +146,7 @@ def design(
             t = theory(base, b, **common)
             finite = math.isfinite(t.max_trainable_depth)
             return t.max_trainable_depth >= depth, t.max_trainable_depth if finite else None, t.lambda_G, None
-        r = residual(
+        r = residual_theory(
             base,
             b,
             depth=depth,

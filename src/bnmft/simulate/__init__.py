@@ -3,18 +3,18 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 
 * :mod:`.torch_phi` - the nonlinearity as a differentiable torch function;
 * :mod:`.network` - the batched ensemble: forward, hooks for log-space gradient norms, measurements;
-* :mod:`.api` - :func:`simulate`, estimates with standard errors, the tidy table;
+* :mod:`.mlp` - :func:`simulate_mlp` (the MLP family), estimates with standard errors, the tidy table;
 * :mod:`.resnet` - residual BN networks (:func:`simulate_residual`), per-block measurements;
 * :mod:`.conv` - convolutional BN networks (:func:`simulate_conv`);
 * :mod:`.model_probe` - :func:`probe`: any PyTorch model, layer by layer, against the theory.
 """
 
-from .api import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate, slope_rates
 from .conv import ConvSimulation, simulate_conv
 from .extrapolation import WidthExtrapolation, WidthFit
+from .mlp import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate_mlp, slope_rates
 from .model_probe import ProbeResult, probe
 from .network import NetworkSpec, run_ensemble
-from .resnet import ResidualSimulation, simulate_residual
+from .residual import ResidualSimulation, simulate_residual
 from .torch_phi import to_torch
 
 __all__ = [
@@ -30,9 +30,19 @@ __all__ = [
     "growth_rates",
     "probe",
     "run_ensemble",
-    "simulate",
     "simulate_conv",
+    "simulate_mlp",
     "simulate_residual",
     "slope_rates",
     "to_torch",
 ]
+
+
+def __getattr__(name: str):
+    if name == "simulate":  # the old name of simulate_mlp (a function may not share the subpackage's name)
+        import warnings
+
+        warnings.warn("bnmft.simulate.simulate is deprecated: use bnmft.simulate.simulate_mlp", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        return simulate_mlp
+    raise AttributeError(f"module 'bnmft.simulate' has no attribute {name!r}")

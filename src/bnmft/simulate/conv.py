@@ -140,7 +140,7 @@ def run_conv_ensemble(phi: TorchFn, inputs: torch.Tensor, spec: ConvSpec, k: int
 @dataclass
 class ConvSimulation:
     """Estimates (mean and standard error across networks over the stationary window, as
-    :func:`bnmft.simulate.simulate` takes them) and the theory (:func:`bnmft.spatial_theory`) where it applies."""
+    :func:`bnmft.simulate.simulate_mlp` takes them) and the theory (:func:`bnmft.conv_theory`) where it applies."""
 
     spec: ConvSpec
     settings: dict
@@ -190,9 +190,9 @@ def simulate_conv(
         :class:`ConvSimulation`.
     """
     from ..errors import InputError
-    from ..meanfield.spatial import check_conv_shape, spatial_theory
+    from ..meanfield.conv import check_conv_shape, conv_theory
     from ..nonlinearity import get_nonlinearity
-    from .api import DTYPES, SimulationConfig, _mean_se, growth_rates, validate
+    from .mlp import DTYPES, SimulationConfig, _mean_se, growth_rates, validate
     from .torch_phi import to_torch
 
     allowed = {"eps", "gamma", "beta", "sigma_w", "detach_stats", "ghost_size", "seed", "device", "dtype", "chunk"}
@@ -236,7 +236,7 @@ def simulate_conv(
     group = network.ghost_size or batch_size
     summary["lambda_G_theory"] = None
     if not network.detach_stats and group * spec.positions >= 4 and (padding == "periodic" or network.eps == 0):
-        t = spatial_theory(
+        t = conv_theory(
             base, group, spatial=spatial, kernel=kernel, padding=padding, gamma=config.gamma, beta=config.beta,
             eps=network.eps, sigma_w=network.sigma_w,
         )  # fmt: skip

@@ -62,8 +62,8 @@ def fit_inverse_width(widths, values, stderrs) -> tuple[np.ndarray, np.ndarray, 
 
 @dataclass
 class WidthExtrapolation:
-    """``simulate(..., widths=[...])``: the simulation at every width (``results``: width -> SimulationResult) and one
-    :class:`WidthFit` per batch size and estimate (``fits``)."""
+    """``simulate_mlp(..., widths=[...])``: the simulation at every width (``results``: width -> SimulationResult) and
+    one :class:`WidthFit` per batch size and estimate (``fits``)."""
 
     results: dict = field(repr=False)
     fits: list[WidthFit]
@@ -76,7 +76,7 @@ class WidthExtrapolation:
 
 
 def extrapolate(results: dict) -> WidthExtrapolation:
-    """Fit every estimate of ``results`` (width -> :class:`~bnmft.simulate.api.SimulationResult`, same batch sizes)."""
+    """Fit every estimate of ``results`` (width -> :class:`~bnmft.simulate.mlp.SimulationResult`, same batch sizes)."""
     widths = sorted(results)
     fits = []
     for i, first in enumerate(results[widths[0]].summaries):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._expression import Expression
 from ..nonlinearity import SELU_ALPHA, SELU_LAMBDA, Nonlinearity
+from ..nonlinearity.expression import Expression
 
 TorchFn = Callable[[torch.Tensor], torch.Tensor]
 

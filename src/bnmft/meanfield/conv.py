@@ -44,7 +44,7 @@ MAX_ZERO_PAIRS = 1024
 
 
 @dataclass(frozen=True)
-class SpatialResult:
+class ConvResult:
     """The conv network's mean field: ``lambda_G`` (per-layer growth of the squared gradient norm), ``q_star``,
     ``c_star`` (mean correlation between distinct (example, position) pairs), ``c_space`` / ``c_batch`` (within one
     example / across examples), ``effective_batch_size`` (B x positions), ``mlp_lambda_G`` (the MLP at batch B x
@@ -178,7 +178,7 @@ def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, s
     return float(np.mean(parts)), float(np.std(parts, ddof=1) / 2)
 
 
-def spatial_theory(
+def conv_theory(
     phi: PhiSpec,
     batch_size: int,
     *,
@@ -194,7 +194,7 @@ def spatial_theory(
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
     **params: float,
-) -> SpatialResult:
+) -> ConvResult:
     """Mean field of a conv -> spatial BN -> phi stack (module docstring).
 
     Args:
@@ -205,7 +205,7 @@ def spatial_theory(
             (eps = 0; B x positions <= MAX_ZERO_PAIRS; Monte Carlo backward with ``samples`` draws).
 
     Returns:
-        :class:`SpatialResult`.
+        :class:`ConvResult`.
     """
     b = check_int("batch_size", batch_size, 1)
     spatial = check_conv_shape(spatial, kernel, padding)
@@ -228,7 +228,7 @@ def spatial_theory(
                   mlp_lambda_G_at_batch=at_b,
                   params=dict(base.params))  # fmt: skip
     if padding == "periodic" or kernel == 1:
-        return SpatialResult(
+        return ConvResult(
             **common, lambda_G=mlp.lambda_G, lambda_G_stderr=0.0, q_star=mlp.q_star, c_star=mlp.c_star,
             c_space=mlp.c_star, c_batch=mlp.c_star, max_trainable_depth=mlp.max_trainable_depth,
             method=f"mlp at batch {n} ({mlp.method})",
@@ -261,7 +261,7 @@ def spatial_theory(
     lam, lam_se = _backward_rate(effective, conv_average(sigma, b, spatial, kernel, padding), b, spatial, kernel,
                                  padding, samples, seed)  # fmt: skip
     depth = 16.0 / math.log(lam) if lam > 1 else math.inf
-    return SpatialResult(
+    return ConvResult(
         **common, lambda_G=lam, lambda_G_stderr=lam_se, q_star=q, c_star=c_star, c_space=c_space, c_batch=c_batch,
         max_trainable_depth=depth, method=f"{method} forward, Monte Carlo backward ({samples} samples)",
         notes=tuple(notes),

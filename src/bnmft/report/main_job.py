@@ -34,14 +34,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .errors import InputError
-from .html_report import write_html_report
-from .meanfield import gegenbauer_series, propagate, theory
-from .meanfield.closed_forms import homogeneous
-from .meanfield.result import SUMMARY_KEYS
-from .meanfield.symmetry import symmetry_breaking_alpha
-from .nonlinearity import get_nonlinearity
+from .. import __version__
+from ..errors import InputError
+from ..meanfield import gegenbauer_series, propagate, theory
+from ..meanfield.closed_forms import homogeneous
+from ..meanfield.result import SUMMARY_KEYS
+from ..meanfield.symmetry import symmetry_breaking_alpha
+from ..nonlinearity import get_nonlinearity
+from .conv import conv_report
+from .html import write_html_report
 from .plots import (
     dense_batch_sizes,
     plot_eps_phase_diagram,
@@ -49,10 +50,9 @@ from .plots import (
     plot_symmetry_breaking,
     plot_theory_curves,
 )
-from .report_conv import conv_report
-from .report_residual import plain_vs_residual_figure, residual_checks, residual_simulation_report
-from .report_training import training_report
-from .report_width import width_checks, width_report
+from .residual import plain_vs_residual_figure, residual_checks, residual_simulation_report
+from .training import training_report
+from .width import width_checks, width_report
 
 PRESETS = ("tiny", "quick", "paper")
 
@@ -91,7 +91,7 @@ def reproduce(
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     if device != "cpu":  # before any work
-        from .experiments.batched import check_device
+        from ..experiments.batched import check_device
 
         check_device(device)
     out = Path(out)
@@ -213,7 +213,8 @@ def _checks() -> list[tuple[str, float, float, float, float]]:
 
 def _simulation_figures(out: Path, preset: str, quiet: bool) -> dict:
     """Fig 1a-d and Fig 2 from the finite-width simulator (imports torch)."""
-    from . import figures, report_width
+    from . import figures
+    from . import width as report_width
 
     results = {}
     steps = (
@@ -252,8 +253,8 @@ def _training(
     device: str = "cpu",
 ) -> dict:
     """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
-    from .experiments.store import Store
-    from .experiments.sweep import load_sweeps, run_sweep
+    from ..experiments.store import Store
+    from ..experiments.sweep import load_sweeps, run_sweep
     from .plots import plot_heatmap
 
     store = Store(out / "sweeps.db")
@@ -289,7 +290,7 @@ def _with_stand_in(sweep):
     (with a message) when neither is on this machine."""
     from dataclasses import replace
 
-    from .experiments.data import DatasetUnavailable, load_dataset
+    from ..experiments.data import DatasetUnavailable, load_dataset
 
     if sweep.base.get("dataset") != "cifar10":
         return sweep

@@ -8,8 +8,8 @@ import json
 import math
 import sys
 
-from .cli_types import batch_size_arg, bn_option, finite_float, positive_int
-from .errors import InputError
+from ..errors import InputError
+from .arguments import batch_size_arg, bn_option, finite_float, positive_int
 
 
 def alpha_list(text: str) -> float | list[float]:
@@ -74,7 +74,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_residual(args) -> int:
-    from .meanfield.resnet import residual
+    from ..meanfield.residual import residual_theory
 
     if (args.width is None) != (args.networks is None):
         raise InputError("--width and --networks go together (they ask for a simulation)")
@@ -88,7 +88,7 @@ def cmd_residual(args) -> int:
         gamma=args.gamma,
         beta=args.beta,
     )
-    result = residual(
+    result = residual_theory(
         args.phi,
         args.batch_size,
         input_correlation=args.input_correlation,
@@ -105,7 +105,7 @@ def cmd_residual(args) -> int:
             )
         from tqdm import tqdm
 
-        from .simulate.resnet import simulate_residual
+        from ..simulate.residual import simulate_residual
 
         with tqdm(total=args.networks, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
             sim = simulate_residual(
@@ -121,7 +121,7 @@ def cmd_residual(args) -> int:
                 **settings,
             )
     if args.plot:
-        from .plots import plot_residual
+        from ..report.plots import plot_residual
 
         plot_residual(result, args.plot, simulation=sim)
     out = result.to_dict()
@@ -159,7 +159,7 @@ def cmd_residual(args) -> int:
 
 
 def cmd_design(args) -> int:
-    from .meanfield.planner import design
+    from ..meanfield.planner import design
 
     result = design(
         args.phi,

@@ -11,7 +11,7 @@ def conv_report(sims: dict) -> list[str]:
     lines = [
         "## Convolutional BN networks (ours: theory.md section 4d, docs/convolutional.md)",
         "",
-        "Mean field with spatial BN (`bnmft.spatial_theory`): with periodic padding the conv network is exactly the "
+        "Mean field with spatial BN (`bnmft.conv_theory`): with periodic padding the conv network is exactly the "
         "MLP at batch size B x H x W (a random conv layer leaves translation-invariant covariances alone, and the "
         "BSB1 matrix over all (example, position) pairs is one), whatever the kernel size; zero padding lowers the "
         "rate (its borders). Checked against the conv simulator in tests/simulate/test_conv.py.",

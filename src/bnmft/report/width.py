@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._io import write_csv
+from .._io import write_csv
 from .plots import _pyplot, save_figure
 
 if TYPE_CHECKING:  # (the simulator imports torch: only the builders below need it)
-    from .simulate.extrapolation import WidthFit
+    from ..simulate.extrapolation import WidthFit
 
 #: width sweep (relu, B = 32): width -> networks, per preset; depth 50 (window: layers 16 to 47)
 SWEEP_WIDTHS = {
@@ -61,12 +61,12 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
     """relu, B = 32, widths 64 ... 65536: lambda_G and c* against 1/N with the fitted ``a + b/N (+ c/N^2)`` and the
     theory at 1/N = 0, and the deviation from the theory on log-log axes with a 1/N line (``width_sweep.png``,
     ``width_sweep.csv`` per width, ``width_fits.csv``)."""
-    from .simulate import simulate
-    from .simulate.extrapolation import extrapolate
+    from ..simulate import simulate_mlp
+    from ..simulate.extrapolation import extrapolate
 
     plan = SWEEP_WIDTHS[preset]
     results = {
-        n: simulate("relu", [SWEEP_BATCH], width=n, depth=SWEEP_DEPTH, networks=k, seed=3) for n, k in plan.items()
+        n: simulate_mlp("relu", [SWEEP_BATCH], width=n, depth=SWEEP_DEPTH, networks=k, seed=3) for n, k in plan.items()
     }
     fits = {f.estimate: f for f in extrapolate(results).fits}
     rows = []
@@ -130,14 +130,14 @@ def _plot_sweep(rows: list[dict], fits: dict[str, WidthFit], slope: float, path:
 def finite_width_table(out: Path, preset: str = "quick") -> dict:
     """The measured 1/N coefficient of lambda_G (and c*) for relu and tanh at B = 4, 8, 32, 128 (``finite_width.csv``):
     five widths from max(64, 2B), networks max(16, budget / N), depth 60, each fitted as a + b/N (+ c/N^2)."""
-    from .simulate import simulate
-    from .simulate.extrapolation import extrapolate
+    from ..simulate import simulate_mlp
+    from ..simulate.extrapolation import extrapolate
 
     rows = []
     for phi, b in TABLE_SETTINGS[preset]:
         plan = {n: max(16, TABLE_BUDGET[preset] // n) for n in table_widths(b, preset)}
         results = {
-            n: simulate(phi, [b], width=n, depth=TABLE_DEPTH[preset], networks=k, seed=7) for n, k in plan.items()
+            n: simulate_mlp(phi, [b], width=n, depth=TABLE_DEPTH[preset], networks=k, seed=7) for n, k in plan.items()
         }
         rows += [_fit_row(f, phi, plan) for f in extrapolate(results).fits if f.estimate in ("lambda_G", "c_star")]
     write_csv(out / "finite_width.csv", rows)

@@ -7,8 +7,8 @@ import json
 import math
 import sys
 
-from .cli_types import positive_int
-from .errors import InputError
+from ..errors import InputError
+from .arguments import positive_int
 
 
 def add_spatial_arguments(theory_parser, simulate_parser) -> None:
@@ -23,13 +23,13 @@ def add_spatial_arguments(theory_parser, simulate_parser) -> None:
 
 
 def _spatial(args):
-    from .meanfield.spatial import check_conv_shape
+    from ..meanfield.conv import check_conv_shape
 
     return check_conv_shape(args.spatial, args.kernel, args.padding)
 
 
 def theory_spatial(args, phi_params: dict) -> int:
-    from .meanfield.spatial import spatial_theory
+    from ..meanfield.conv import conv_theory
 
     spatial = _spatial(args)
     results = []
@@ -39,7 +39,7 @@ def theory_spatial(args, phi_params: dict) -> int:
         b = int(b)
         for e in args.eps or [0.0]:
             results.append(
-                spatial_theory(
+                conv_theory(
                     args.phi,
                     b,
                     spatial=spatial,
@@ -74,8 +74,8 @@ def theory_spatial(args, phi_params: dict) -> int:
 def simulate_spatial(args, phi_params: dict) -> int:
     from tqdm import tqdm
 
-    from .nonlinearity import get_nonlinearity
-    from .simulate.conv import simulate_conv
+    from ..nonlinearity import get_nonlinearity
+    from ..simulate.conv import simulate_conv
 
     if args.channels is None:
         raise InputError("--channels is required with --spatial (the conv layers' width)")
@@ -101,7 +101,7 @@ def simulate_spatial(args, phi_params: dict) -> int:
         if args.out:
             from pathlib import Path
 
-            from ._io import write_csv
+            from .._io import write_csv
 
             write_csv(Path(args.out) / f"conv_layers_B{b}.csv", sim.rows())
     if args.json:
@@ -119,7 +119,8 @@ def simulate_spatial(args, phi_params: dict) -> int:
     return 0
 
 
-def add_probe_parser(sub) -> None:
+def add_parsers(sub) -> None:
+    add_spatial_arguments(sub.choices["theory"], sub.choices["simulate"])
     p = sub.add_parser("probe", help="any PyTorch model: per-layer statistics and gradients, BN layers vs theory")
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="MODULE importable from here")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 3x32x32 or 784 (default: "
@@ -186,7 +187,7 @@ def _input_shape(text, model) -> tuple[int, ...]:
 def cmd_probe(args) -> int:
     import torch
 
-    from .simulate.model_probe import probe
+    from ..simulate.model_probe import probe
 
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
@@ -205,7 +206,7 @@ def cmd_probe(args) -> int:
     except RuntimeError as err:  # the model's own forward refuses these inputs (shapes): the user's input
         raise InputError(f"--input-shape {shape}: the model's forward failed: {str(err).splitlines()[0]}") from None
     if args.plot:
-        from .plots import plot_probe
+        from ..report.plots import plot_probe
 
         plot_probe(result, args.plot)
     if args.json:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import bnmft
-from bnmft import InputError, spatial_theory
-from bnmft.meanfield.spatial import conv_average
+from bnmft import InputError, conv_theory
+from bnmft.meanfield.conv import conv_average
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ from bnmft.meanfield.spatial import conv_average
     [("relu", 4, (8, 8), 3, {}), ("tanh", 2, (6, 6), 5, {"gamma": 1.5}), ("relu", 3, (6,), 3, {"eps": 0.1})],
 )
 def test_periodic_padding_is_the_mlp_at_batch_times_positions(phi, b, spatial, kernel, kw):
-    r = spatial_theory(phi, b, spatial=spatial, kernel=kernel, **kw)
+    r = conv_theory(phi, b, spatial=spatial, kernel=kernel, **kw)
     n = b * math.prod(spatial)
     t = bnmft.theory(phi, n, **kw)
     assert r.effective_batch_size == n
@@ -66,12 +66,12 @@ def test_zero_padding_loses_the_offsets_outside_the_image():
 
 
 def test_zero_padding_kernel_one_is_periodic():
-    r = spatial_theory("relu", 2, spatial=(4, 4), kernel=1, padding="zero")
+    r = conv_theory("relu", 2, spatial=(4, 4), kernel=1, padding="zero")
     assert r.lambda_G == bnmft.theory("relu", 32).lambda_G
 
 
 def test_zero_padding_lowers_the_rate_and_the_spatial_correlation():
-    r = spatial_theory("relu", 2, spatial=(4, 4), padding="zero", samples=4000)
+    r = conv_theory("relu", 2, spatial=(4, 4), padding="zero", samples=4000)
     assert r.lambda_G < r.mlp_lambda_G - 5 * r.lambda_G_stderr
     assert r.c_space < r.c_batch  # the border positions have less in common with the rest of their image
 
@@ -90,4 +90,4 @@ def test_zero_padding_lowers_the_rate_and_the_spatial_correlation():
 )
 def test_bad_input(kwargs, match):
     with pytest.raises(InputError, match=match):
-        spatial_theory("relu", 2, **kwargs)
+        conv_theory("relu", 2, **kwargs)

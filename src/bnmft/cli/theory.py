@@ -1,30 +1,17 @@
-"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``probe``,
-``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
-
-Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
-one-line message naming the argument and exit status 2. Nothing else is caught: any other exception is a bug
-and shows its traceback (exit status 1).
-"""
+"""``bnmft theory``, ``propagate``, ``symmetry`` and ``nonlinearities``: the MLP family's exact theory."""
 
 from __future__ import annotations
 
-import argparse
-import errno
 import json
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
-from . import __version__
-from .cli_simulate import add_simulate_parser
-from .cli_types import SmallBatch, batch_size_arg, bn_option, finite_float, phi_params, positive_int, theory_batch_size
-from .errors import InputError
-from .meanfield import TheoryResult, theory
-from .meanfield.result import SUMMARY_KEYS
-from .nonlinearity import available
-from .options import check_output_path
+from ..errors import InputError
+from ..meanfield import TheoryResult, theory
+from ..meanfield.result import SUMMARY_KEYS
+from ..nonlinearity import available
+from .arguments import SmallBatch, batch_size_arg, bn_option, finite_float, phi_params, positive_int, theory_batch_size
 
 TABLE_COLUMNS = (  # header, TheoryResult attribute, width, significant digits
     ("B", "batch_size", 7, 0),
@@ -88,7 +75,7 @@ def to_json(results: Sequence[TheoryResult]) -> str:
 
 def cmd_theory(args) -> int:
     if args.spatial:
-        from .cli_conv import theory_spatial
+        from .conv import theory_spatial
 
         return theory_spatial(args, phi_params(args))
     small = [b for b in args.batch_size if isinstance(b, SmallBatch)]
@@ -105,11 +92,11 @@ def cmd_theory(args) -> int:
     results = [theory(args.phi, b, eps=e, **kwargs) for b in args.batch_size for e in eps_values]
     if args.plot:
         if len(eps_values) > 1:
-            from .plots import plot_eps_phase_diagram
+            from ..report.plots import plot_eps_phase_diagram
 
             plot_eps_phase_diagram(args.phi, args.batch_size, eps_values, args.plot, **kwargs)
         else:
-            from .plots import plot_theory
+            from ..report.plots import plot_theory
 
             plot_theory(args.phi, args.batch_size, args.plot, eps=eps_values[0], **kwargs)
     if args.json:
@@ -135,7 +122,7 @@ def _load_array(path: str, flag: str):
 def cmd_propagate(args) -> int:
     from tqdm import tqdm
 
-    from .meanfield import propagate
+    from ..meanfield import propagate
 
     inputs = _load_array(args.input, "--input")
     inputs2 = _load_array(args.input2, "--input2") if args.input2 else None
@@ -168,7 +155,7 @@ def cmd_propagate(args) -> int:
                 **extra,
             )
     if args.plot:
-        from .plots import plot_propagation
+        from ..report.plots import plot_propagation
 
         plot_propagation(result, args.plot)
     t = result.theory
@@ -207,7 +194,7 @@ def cmd_propagate(args) -> int:
 def cmd_symmetry(args) -> int:
     from tqdm import tqdm
 
-    from .meanfield.symmetry import symmetry_breaking, symmetry_breaking_alpha
+    from ..meanfield.symmetry import symmetry_breaking, symmetry_breaking_alpha
 
     if any(math.isinf(b) for b in args.batch_size):
         raise InputError("--batch-size: must be finite for the forward eigenvalues")
@@ -230,7 +217,7 @@ def cmd_symmetry(args) -> int:
 
     results = [find(b) for b in tqdm(args.batch_size, desc="batch sizes", disable=None, file=sys.stderr)]
     if args.plot:
-        from .plots import plot_symmetry_breaking
+        from ..report.plots import plot_symmetry_breaking
 
         plot_symmetry_breaking(results, args.plot)
     if args.json:
@@ -242,72 +229,6 @@ def cmd_symmetry(args) -> int:
     for r in results:
         star = f"none <= {r.bracket[1]:g}" if math.isinf(r.critical) else f"{r.critical:.10g}"
         print(f"{r.batch_size:>8}  {star:>14}  {r.eigenvalue or '-'}")
-    return 0
-
-
-def cmd_sweep(args) -> int:
-    from .experiments.store import Store
-    from .experiments.sweep import load_sweeps, run_sweep
-
-    sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
-    store = Store(args.store)
-    summaries = []
-    try:
-        for sweep in sweeps:
-            summaries.append(
-                {
-                    "sweep": sweep.name,
-                    **run_sweep(
-                        sweep,
-                        store,
-                        workers=args.workers,
-                        scheduler=args.scheduler,
-                        progress=not args.json,
-                        device=args.device,
-                    ),
-                }
-            )
-    finally:
-        store.close()
-    if args.json:
-        print(json.dumps(summaries, indent=2))
-    else:
-        for s in summaries:
-            others = f", {s['by_others']} by another sweep" if s["by_others"] else ""
-            print(
-                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others} "
-                f"-> {args.store}"
-            )
-    return 0
-
-
-def cmd_heatmap(args) -> int:
-    from .experiments.store import Store
-    from .plots import plot_heatmap
-
-    if not Path(args.store).exists():
-        raise InputError(f"--store: no such file {args.store!r}")
-    store = Store(args.store)
-    try:
-        specs = store.sweeps()
-        names = [args.sweep] if args.sweep else sorted(specs)
-        if not names:
-            raise InputError(f"--store: {args.store} holds no sweep yet")
-        unknown = [n for n in names if n not in specs]
-        if unknown:
-            raise InputError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
-        written = []
-        for name in names:
-            results = store.results(name)
-            if not results:
-                continue
-            out = Path(args.out)
-            target = out if len(names) == 1 else out.with_name(f"{out.stem}_{name}{out.suffix}")
-            plot_heatmap(results, specs[name]["x"], target, title=specs[name].get("description") or name)
-            written.append(str(target))
-    finally:
-        store.close()
-    print("\n".join(f"wrote {w}" for w in written) if written else "no finished cells to plot")
     return 0
 
 
@@ -323,35 +244,7 @@ def cmd_nonlinearities(args) -> int:
     return 0
 
 
-def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
-
-    reproduce(
-        args.out,
-        quiet=args.json,
-        preset=args.preset,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        device=args.device,
-    )
-    if args.json:
-        print(json.dumps({"out": str(args.out)}))
-    return 0
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with bad arguments reported as one line (``bnmft CMD: error: ...``, exit status 2), like every other
-    bad input, pointing at ``--help`` for the usage."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="bnmft", description="Mean field theory of batch normalization.")
-    parser.add_argument("--version", action="version", version=f"bnmft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub) -> None:
     p = sub.add_parser("theory", help="fixed point and gradient explosion rate for phi and batch sizes")
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument(
@@ -417,104 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE", help="alpha* against batch size")
     p.set_defaults(func=cmd_symmetry)
 
-    p = add_simulate_parser(sub)
-    from .cli_conv import add_probe_parser, add_spatial_arguments
-
-    add_spatial_arguments(sub.choices["theory"], p)
-    add_probe_parser(sub)
-
-    from .cli_residual import add_parsers
-
-    add_parsers(sub)
-
-    p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
-    p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")
-    p.add_argument("--store", required=True, metavar="FILE", help="SQLite results file (created if needed)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler, e.g. tcp://host:8786")
-    p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda: cells of one shape train batched on the GPU")
-    p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("heatmap", help="test-accuracy heatmap of a sweep with the theory's depth line")
-    p.add_argument("--store", required=True, metavar="FILE")
-    p.add_argument("--out", required=True, metavar="FIG.png")
-    p.add_argument("--sweep", help="which sweep in the store (default: all, one file each)")
-    p.set_defaults(func=cmd_heatmap)
-
     p = sub.add_parser("nonlinearities", help="list the registered nonlinearities")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_nonlinearities)
-
-    p = sub.add_parser("reproduce", help="the main job: regenerate the theory tables and figures")
-    p.add_argument("--out", default="results", help="output directory (default: results)")
-    p.add_argument(
-        "--preset",
-        choices=("tiny", "quick", "paper"),
-        default="quick",
-        help="sizes: tiny (smoke test), quick (every figure, reduced: about 15 minutes on 2 cores), paper (the "
-        "paper's grids: hundreds of core-hours, for a GPU or a cluster)",
-    )
-    p.add_argument("--workers", type=positive_int, help="local worker processes for the training sweeps")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run the training sweeps on a Dask cluster")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda: the sweeps' batched models train on the GPU")
-    p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
-    p.set_defaults(func=cmd_reproduce)
-    return parser
-
-
-#: the output arguments of each command: (attribute, flag, is a directory, suffix added to a bare file name)
-OUTPUTS = {
-    "theory": [("plot", "--plot", False, ".png")],
-    "propagate": [("plot", "--plot", False, ".png"), ("save", "--save", False, ".npz")],
-    "symmetry": [("plot", "--plot", False, ".png")],
-    "simulate": [("out", "--out", True, "")],
-    "residual": [("plot", "--plot", False, ".png")],
-    "probe": [("plot", "--plot", False, ".png")],
-    "sweep": [("store", "--store", False, "")],
-    "heatmap": [("out", "--out", False, ".png")],
-    "reproduce": [("out", "--out", True, "")],
-}
-#: OSErrors about the user's files and disk (not bugs of bnmft): reported like bad input
-USER_FILE_ERRNOS = {
-    errno.ENOENT,
-    errno.EACCES,
-    errno.EPERM,
-    errno.ENOSPC,
-    errno.EROFS,
-    errno.EISDIR,
-    errno.ENOTDIR,
-    errno.EDQUOT,
-    errno.EFBIG,
-    errno.ENAMETOOLONG,
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        for attr, flag, directory, suffix in OUTPUTS.get(args.command, []):
-            if getattr(args, attr, None):  # every output checked before any work starts
-                setattr(
-                    args, attr, str(check_output_path(getattr(args, attr), flag, directory=directory, suffix=suffix))
-                )
-        return args.func(args)
-    except InputError as err:
-        print(f"bnmft {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if err.errno not in USER_FILE_ERRNOS:
-            raise
-        given = [f"{flag} {getattr(args, attr)}" for attr, flag, _, _ in OUTPUTS.get(args.command, [])]
-        given = [g for g, (attr, *_) in zip(given, OUTPUTS.get(args.command, []), strict=True) if getattr(args, attr)]
-        where = err.filename or (given[0] if len(given) == 1 else " or ".join(given) or "a file")
-        print(f"bnmft {args.command}: error: cannot read or write {where}: {err.strerror}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bnmft: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

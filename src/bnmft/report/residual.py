@@ -40,8 +40,8 @@ def residual_checks(sims: dict) -> list[tuple[str, float, float, float, float]]:
 
 def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Path:
     """Test accuracy against depth, one line per branch depth (0: plain), with each one's theory depth (dotted)."""
-    from .experiments.agreement import theory_depth_for
-    from .experiments.sweep import grid_table
+    from ..experiments.agreement import theory_depth_for
+    from ..experiments.sweep import grid_table
     from .plots import _pyplot, save_figure
 
     plt = _pyplot()

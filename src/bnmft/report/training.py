@@ -4,7 +4,7 @@ Called by :mod:`bnmft.reproduce`."""
 
 from __future__ import annotations
 
-from .report_residual import (
+from .residual import (
     RESIDUAL_CLAIMS,
     RESIDUAL_SWEEPS,
     plain_vs_residual_report,
@@ -28,8 +28,8 @@ PAPER_CLAIMS = {
 
 
 def training_report(sims: dict) -> list[str]:
-    from .experiments.agreement import median_ratio, trainable_depths
-    from .experiments.sweep import grid_table
+    from ..experiments.agreement import median_ratio, trainable_depths
+    from ..experiments.sweep import grid_table
 
     lines = [
         "## Trainability (paper Figs 3 and 4)",

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ._elementary import ELEMENTARY
-from ._expression import Expression
-from .errors import InputError
-from .options import check_real
+from ..errors import InputError
+from ..options import check_real
+from .elementary import ELEMENTARY
+from .expression import Expression
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import write_csv
-from .meanfield import propagate, theory
-from .meanfield.symmetry import symmetry_breaking_alpha
+from .._io import write_csv
+from ..meanfield import propagate, theory
+from ..meanfield.symmetry import symmetry_breaking_alpha
+from ..simulate import simulate_mlp
 from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary, save_figure
-from .simulate import simulate
 
 PRESETS = {
     "tiny": {
@@ -44,7 +44,7 @@ FIG1A_BATCHES = (4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 def fig1ab(out: Path, preset: str = "quick", progress: Callable[[int], None] | None = None) -> dict:
     """Fig 1a (lambda_G against B: theory line, simulation band) and Fig 1b (gradient norm against depth)."""
     p = PRESETS[preset]["fig1a"]
-    result = simulate("relu", list(FIG1A_BATCHES), progress=progress, seed=1, **p)
+    result = simulate_mlp("relu", list(FIG1A_BATCHES), progress=progress, seed=1, **p)
     write_csv(out / "fig1_simulation.csv", result.rows())
     plot_simulation_summary(
         result.summaries,
@@ -71,7 +71,7 @@ def fig1cd(out: Path, preset: str = "quick", alphas=None, progress: Callable[[in
     alphas = list(alphas) if alphas is not None else list(np.round(np.linspace(1.0, 2.6, 9), 3))
     spread_diag, spread_off, examples = [], [], {}
     for i, alpha in enumerate(alphas):
-        r = simulate("alpha_relu", [b], alpha=float(alpha), keep_grams=True, seed=2, **p)
+        r = simulate_mlp("alpha_relu", [b], alpha=float(alpha), keep_grams=True, seed=2, **p)
         grams = r.runs[b].grams[:, -1].numpy()  # (K, B, B) at the last layer
         scale = np.mean(np.diagonal(grams, axis1=1, axis2=2), axis=1)[:, None, None]
         g = grams / scale
@@ -128,7 +128,7 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
     p = PRESETS[preset]["fig2"]
     b = 64
     inputs = circle_batches(b)
-    r = simulate(
+    r = simulate_mlp(
         "identity",
         [b],
         init="orthogonal",
@@ -210,8 +210,8 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
     scale invariant, so their gradients shrink as 1/||W||) and the gradient profile flattens."""
     import torch
 
-    from .experiments.config import TrainConfig
-    from .experiments.training import BNMLP, cached_dataset
+    from ..experiments.config import TrainConfig
+    from ..experiments.training import BNMLP, cached_dataset
 
     torch.manual_seed(seed)
     data = cached_dataset("mnist", None)
@@ -293,8 +293,8 @@ def residual_networks(out: Path, preset: str = "quick") -> dict:
     """Residual BN networks (theory.md section 4c): the simulator against :func:`bnmft.residual` for
     :data:`RESIDUAL_CASES`; ``residual_simulation.png`` (the first case) and ``residual_simulation.csv`` (per case,
     blocks 0, D/2 and D-5: measured log gradient ratio and stream variance with standard errors, theory)."""
+    from ..simulate import simulate_residual
     from .plots import plot_residual
-    from .simulate import simulate_residual
 
     p = RESIDUAL_SIZES[preset]
     rows = []
@@ -339,7 +339,7 @@ def vgg_appendix(out: Path, preset: str = "quick") -> dict:
     """The paper's appendix claim at initialisation (VGG with BN: beta > 0 and eps > 0 help): the gradient explosion
     of a VGG-style conv-BN stack against depth for each beta and eps, measured by :func:`bnmft.probe`, with the
     theory's prediction (:mod:`bnmft.simulate.vgg`); ``vgg_gradients.png`` and ``vgg_gradients.csv``."""
-    from .simulate.vgg import gradient_explosion
+    from ..simulate.vgg import gradient_explosion
 
     p = VGG_SIZES[preset]
     rows = gradient_explosion(p["depths"], VGG_BETAS, VGG_EPS, channels=p["channels"], image=p["image"],

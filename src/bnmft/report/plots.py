@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .meanfield import TheoryResult, theory, theory_table
+from ..meanfield import TheoryResult, theory, theory_table
 
 
 def _pyplot():
@@ -258,8 +258,8 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     placed by interpolation in log depth between the grid's rows."""
     import numpy as np
 
-    from .experiments.agreement import theory_depth_for
-    from .experiments.sweep import grid_table
+    from ..experiments.agreement import theory_depth_for
+    from ..experiments.sweep import grid_table
 
     plt = _pyplot()
     xs, depths, table = grid_table(results, x)

@@ -215,7 +215,7 @@ class _Branch:
         return _Block(F=last.F, Q=last.Q, P=last.P, g=g, u=u)
 
 
-def residual(
+def residual_theory(
     phi: PhiSpec,
     batch_size: int,
     *,

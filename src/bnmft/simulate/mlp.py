@@ -1,4 +1,4 @@
-"""``bnmft.simulate.simulate``: finite-width BN networks measured against the mean-field theory.
+"""``bnmft.simulate.simulate_mlp``: finite-width BN networks measured against the mean-field theory.
 
 K independent networks (run in chunks of ``chunk`` networks with batched matrix products) each see one batch
 of B Gaussian inputs for every batch size B (different inputs per network); all batch sizes run through the
@@ -234,7 +234,7 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), se
 
 
-def simulate(
+def simulate_mlp(
     phi: str | Nonlinearity,
     batch_sizes: Sequence[int],
     *,
@@ -284,7 +284,7 @@ def simulate(
 
         results = {}
         for w in sorted(ws):
-            results[w] = simulate(phi, batch_sizes, width=w, depth=depth, networks=networks, progress=step,
+            results[w] = simulate_mlp(phi, batch_sizes, width=w, depth=depth, networks=networks, progress=step,
                                   keep_grams=keep_grams, inputs=inputs, **dict(options))  # fmt: skip
             done += networks * len(list(batch_sizes))
         return extrapolate(results)

@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_types import bn_option, finite_float, phi_params, positive_int, sim_batch_size
-from .errors import InputError
+from ..errors import InputError
+from .arguments import bn_option, finite_float, phi_params, positive_int, sim_batch_size
 
 
-def add_simulate_parser(sub):
-    """Add the ``simulate`` subcommand to the subparsers ``sub``; returns its parser."""
+def add_parsers(sub) -> None:
+    """Add the ``simulate`` subcommand to the subparsers ``sub``."""
     p = sub.add_parser("simulate", help="finite-width BN networks: measured lambda_G and c* against the theory")
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
@@ -45,7 +45,6 @@ def add_simulate_parser(sub):
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per batch size")
     p.add_argument("--out", metavar="DIR", help="write layers.csv (tidy table), summary.csv and plots")
     p.set_defaults(func=cmd_simulate)
-    return p
 
 
 SIMULATE_JSON_KEYS = (
@@ -74,7 +73,7 @@ def cmd_simulate(args) -> int:
     from dataclasses import asdict
 
     if args.spatial:
-        from .cli_conv import simulate_spatial
+        from .conv import simulate_spatial
 
         return simulate_spatial(args, phi_params(args))
     if args.widths:
@@ -84,7 +83,7 @@ def cmd_simulate(args) -> int:
 
     result = _run_simulation(args, width=args.width)
     if args.out:
-        from .plots import plot_gradient_depth, plot_simulation_summary
+        from ..report.plots import plot_gradient_depth, plot_simulation_summary
 
         paths = result.save(args.out)
         theory_ok = args.eps == 0 and args.placement == "before" and not args.detach_stats
@@ -122,7 +121,7 @@ def _run_simulation(args, **size):
     """``simulate`` with ``bnmft simulate``'s options (``size``: width=N, or widths=[...]), a progress bar on stderr."""
     from tqdm import tqdm
 
-    from .simulate import simulate
+    from ..simulate import simulate_mlp
 
     names = ("eps", "gamma", "beta", "sigma_w", "init", "sampler", "placement", "detach_stats", "ghost_size", "seed")
     options = {
@@ -130,7 +129,7 @@ def _run_simulation(args, **size):
     }
     total = args.networks * len(args.batch_size) * len(size.get("widths") or [0])
     with tqdm(total=total, desc="networks", unit="net", disable=None, file=sys.stderr) as bar:
-        return simulate(args.phi, args.batch_size, depth=args.depth, networks=args.networks,
+        return simulate_mlp(args.phi, args.batch_size, depth=args.depth, networks=args.networks,
                         progress=lambda done: bar.update(done - bar.n), **size, **options)  # fmt: skip
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from .errors import InputError
-from .options import check_batch_size, check_bn_option
+from ..errors import InputError
+from ..options import check_batch_size, check_bn_option
 
 
 def finite_float(text: str) -> float:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._elementary import ALIASES, ELEMENTARY, Elementary
-from .errors import InputError
+from ..errors import InputError
+from .elementary import ALIASES, ELEMENTARY, Elementary
 
 MAX_LENGTH = 1000
 MAX_NODES = 400

@@ -27,10 +27,10 @@ import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..meanfield.resnet import BRANCHES, ResidualResult, check_alpha, residual
+from ..meanfield.residual import BRANCHES, ResidualResult, check_alpha, residual_theory
 from ..nonlinearity import Nonlinearity, get_nonlinearity
 from ..options import check_int, check_real
-from .api import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
+from .mlp import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
 from .conditional import choose_sampler, conditional_linear
 from .network import NetworkSpec, Segment, _gram_stats, batch_norm, init_weights
 from .torch_phi import TorchFn, to_torch
@@ -38,7 +38,7 @@ from .torch_phi import TorchFn, to_torch
 
 @dataclass(frozen=True)
 class ResidualConfig:
-    """A residual simulation: the plain simulation's settings (:class:`~bnmft.simulate.api.SimulationConfig`,
+    """A residual simulation: the plain simulation's settings (:class:`~bnmft.simulate.mlp.SimulationConfig`,
     whose network's depth is the number of blocks) and the residual architecture."""
 
     simulation: SimulationConfig
@@ -264,7 +264,7 @@ def simulate_residual(
     t = None
     group = network.ghost_size or batch_size
     if group >= 4 and not network.detach_stats:
-        t = residual(
+        t = residual_theory(
             base,
             group,
             depth=depth,

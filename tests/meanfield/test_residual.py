@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import bnmft
-from bnmft import InputError, residual
-from bnmft.meanfield.resnet import _Branch, _Layer
+from bnmft import InputError, residual_theory
+from bnmft.meanfield.residual import _Branch, _Layer
 from bnmft.nonlinearity import get_nonlinearity
 
 
@@ -23,7 +23,7 @@ def identity_reference(b: int, depth: int, alpha: float, m0: float, sigma_w: flo
 
 @pytest.mark.parametrize("b, depth, alpha, sigma_w", [(8, 60, 1.0, 1.0), (5, 17, 0.3, 2.0), (32, 100, 0.7, 0.5)])
 def test_identity_matches_the_closed_form(b, depth, alpha, sigma_w):
-    r = residual("identity", b, depth=depth, alpha=alpha, sigma_w=sigma_w)
+    r = residual_theory("identity", b, depth=depth, alpha=alpha, sigma_w=sigma_w)
     got = np.array([row["grad_norm_sq"] for row in r.blocks])
     np.testing.assert_allclose(got, identity_reference(b, depth, alpha, 1.0, sigma_w), rtol=1e-12)
     assert r.exponent == pytest.approx((b - 2) / (b - 3), rel=1e-12)
@@ -31,14 +31,14 @@ def test_identity_matches_the_closed_form(b, depth, alpha, sigma_w):
 
 def test_identity_reproduces_theory_md_numbers():
     # theory.md section 4c: 4.852 and 0.741 at blocks 0 and 30 of a B = 8, D = 60 network (log ratios)
-    r = residual("identity", 8, depth=60)
+    r = residual_theory("identity", 8, depth=60)
     assert r.blocks[0]["log_grad_ratio"] == pytest.approx(4.852, abs=5e-4)
     assert r.blocks[30]["log_grad_ratio"] == pytest.approx(0.741, abs=5e-4)
 
 
 @pytest.mark.parametrize("phi, b, k", [("relu", 8, 1), ("relu", 16, 3), ("tanh", 32, 2), ("gelu", 6, 2)])
 def test_exponent_is_lambda_g_to_the_branch_depth(phi, b, k):
-    r = residual(phi, b, depth=3, branch_depth=k)
+    r = residual_theory(phi, b, depth=3, branch_depth=k)
     lam = bnmft.theory(phi, b).lambda_G
     assert r.lambda_G == pytest.approx(lam, rel=1e-10)
     assert r.exponent == pytest.approx(lam**k, rel=1e-10)
@@ -47,7 +47,7 @@ def test_exponent_is_lambda_g_to_the_branch_depth(phi, b, k):
 def test_stream_variance_grows_by_the_branch_fixed_point():
     b, alpha, sigma_w = 16, 0.6, 1.3
     t = bnmft.theory("tanh", b)
-    r = residual("tanh", b, depth=20, alpha=alpha, sigma_w=sigma_w, input_variance=2.0, input_correlation=0.25)
+    r = residual_theory("tanh", b, depth=20, alpha=alpha, sigma_w=sigma_w, input_variance=2.0, input_correlation=0.25)
     m0 = 2.0 * 0.75
     for row in r.blocks:
         expected = (m0 + row["block"] * alpha**2 * sigma_w**2 * t.mu_star) * (b - 1) / b
@@ -103,9 +103,9 @@ def test_identity_never_passes_the_batch_mean_into_the_branch():
 
 def test_eps_to_zero_is_continuous_and_branches_agree_at_eps_zero():
     kw = dict(depth=40, branch_depth=2, alpha=0.8)
-    zero = residual("tanh", 16, **kw)
-    tiny = residual("tanh", 16, eps=1e-12, **kw)
-    lf = residual("tanh", 16, branch="linear_first", sigma_w=1.7, **kw)
+    zero = residual_theory("tanh", 16, **kw)
+    tiny = residual_theory("tanh", 16, eps=1e-12, **kw)
+    lf = residual_theory("tanh", 16, branch="linear_first", sigma_w=1.7, **kw)
     for a, b_ in zip(zero.blocks, tiny.blocks, strict=True):
         assert b_["log_grad_ratio"] == pytest.approx(a["log_grad_ratio"], rel=1e-7, abs=1e-9)
     # linear_first with sigma_w: its stream grows by sigma_w^2 (its output layer), the gradient ratio is unchanged
@@ -113,17 +113,17 @@ def test_eps_to_zero_is_continuous_and_branches_agree_at_eps_zero():
     for a, c in zip(zero.blocks, lf.blocks, strict=True):
         increment = a["stream_variance"] - 0.9375  # the input's (B-1)/B
         assert c["stream_variance"] == pytest.approx(a["stream_variance"] + (k - 1) * increment, rel=1e-10)
-    eps_bn = residual("tanh", 16, eps=0.5, **kw)
-    eps_lf = residual("tanh", 16, eps=0.5, branch="linear_first", sigma_w=2.0, **kw)
+    eps_bn = residual_theory("tanh", 16, eps=0.5, **kw)
+    eps_lf = residual_theory("tanh", 16, eps=0.5, branch="linear_first", sigma_w=2.0, **kw)
     assert eps_bn.blocks[0]["log_grad_ratio"] != pytest.approx(eps_lf.blocks[0]["log_grad_ratio"], rel=1e-3)
 
 
 def test_per_block_alpha_sequence_equals_the_constant():
-    a = residual("relu", 8, depth=25, alpha=0.5)
-    b_ = residual("relu", 8, depth=25, alpha=[0.5] * 25)
+    a = residual_theory("relu", 8, depth=25, alpha=0.5)
+    b_ = residual_theory("relu", 8, depth=25, alpha=[0.5] * 25)
     assert [r["log_grad_ratio"] for r in a.blocks] == pytest.approx([r["log_grad_ratio"] for r in b_.blocks], rel=1e-14)
     # a schedule with zeros is a shorter network
-    c = residual("relu", 8, depth=30, alpha=[0.5] * 25 + [0.0] * 5)
+    c = residual_theory("relu", 8, depth=30, alpha=[0.5] * 25 + [0.0] * 5)
     assert c.blocks[0]["log_grad_ratio"] == pytest.approx(a.blocks[0]["log_grad_ratio"], rel=1e-14)
 
 
@@ -131,21 +131,23 @@ def test_per_block_alpha_sequence_equals_the_constant():
     "phi, b, k, eps, out", [("relu", 16, 2, 0.0, "iid"), ("relu", 8, 3, 0.0, "centred"), ("tanh", 8, 2, 0.3, "iid")]
 )
 def test_max_trainable_depth_is_where_the_criterion_is_crossed(phi, b, k, eps, out):
-    r = residual(phi, b, depth=2, branch_depth=k, eps=eps, output_gradient=out)
+    r = residual_theory(phi, b, depth=2, branch_depth=k, eps=eps, output_gradient=out)
     d = r.max_trainable_depth
     assert d is not None and d > 2
     if d > 5000:  # computed past the exact blocks: check only the exact part's consistency
-        d = residual(phi, b, depth=2, branch_depth=k, eps=eps, output_gradient=out, criterion=8.0).max_trainable_depth
+        d = residual_theory(
+            phi, b, depth=2, branch_depth=k, eps=eps, output_gradient=out, criterion=8.0
+        ).max_trainable_depth
         crit = 8.0
     else:
         crit = 16.0
-    at = residual(phi, b, depth=d, branch_depth=k, eps=eps, output_gradient=out, trainable_depth=False)
-    past = residual(phi, b, depth=d + 1, branch_depth=k, eps=eps, output_gradient=out, trainable_depth=False)
+    at = residual_theory(phi, b, depth=d, branch_depth=k, eps=eps, output_gradient=out, trainable_depth=False)
+    past = residual_theory(phi, b, depth=d + 1, branch_depth=k, eps=eps, output_gradient=out, trainable_depth=False)
     assert at.blocks[0]["log_grad_ratio"] <= crit + 1e-9 < past.blocks[0]["log_grad_ratio"]
 
 
 def test_power_law_in_the_stream_variance():
-    r = residual("relu", 32, depth=20000, trainable_depth=False, output_gradient="centred")
+    r = residual_theory("relu", 32, depth=20000, trainable_depth=False, output_gradient="centred")
     rows = r.blocks
     # ln ratio between blocks 0 and l against ln of the variance ratio: slope -> exponent deep in the network
     v = np.array([row["stream_variance"] for row in rows])
@@ -155,8 +157,8 @@ def test_power_law_in_the_stream_variance():
 
 
 def test_centred_output_drops_the_mean_part():
-    iid = residual("identity", 8, depth=10)
-    centred = residual("identity", 8, depth=10, output_gradient="centred")
+    iid = residual_theory("identity", 8, depth=10)
+    centred = residual_theory("identity", 8, depth=10, output_gradient="centred")
     for a, c in zip(iid.blocks, centred.blocks, strict=True):
         assert a["grad_norm_sq"] == pytest.approx((7 * c["grad_norm_sq"] + 1) / 8, rel=1e-12)
 
@@ -186,16 +188,16 @@ def test_branch_maps_use_one_layer_object():
 )
 def test_bad_input_names_the_argument(kwargs, match):
     with pytest.raises(InputError, match=match):
-        residual("relu", 8, **kwargs)
+        residual_theory("relu", 8, **kwargs)
 
 
 def test_infinite_batch_is_refused():
     with pytest.raises(InputError, match="finite"):
-        residual("relu", math.inf, depth=3)
+        residual_theory("relu", math.inf, depth=3)
 
 
 def test_rows_are_tidy_records():
-    r = residual("relu", 8, depth=4, alpha=[0.1, 0.2, 0.3, 0.4])
+    r = residual_theory("relu", 8, depth=4, alpha=[0.1, 0.2, 0.3, 0.4])
     rows = r.rows()
     assert len(rows) == 5 and all(row["phi"] == "relu" and row["batch_size"] == 8 for row in rows)
     assert [row["alpha"] for row in rows] == [0.1, 0.2, 0.3, 0.4, None]

@@ -1,0 +1,123 @@
+"""``bnmft sweep``, ``heatmap`` (the trainability experiments) and ``reproduce`` (the main job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from .arguments import positive_int
+
+
+def cmd_sweep(args) -> int:
+    from ..experiments.store import Store
+    from ..experiments.sweep import load_sweeps, run_sweep
+
+    sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
+    store = Store(args.store)
+    summaries = []
+    try:
+        for sweep in sweeps:
+            summaries.append(
+                {
+                    "sweep": sweep.name,
+                    **run_sweep(
+                        sweep,
+                        store,
+                        workers=args.workers,
+                        scheduler=args.scheduler,
+                        progress=not args.json,
+                        device=args.device,
+                    ),
+                }
+            )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        for s in summaries:
+            others = f", {s['by_others']} by another sweep" if s["by_others"] else ""
+            print(
+                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others} "
+                f"-> {args.store}"
+            )
+    return 0
+
+
+def cmd_heatmap(args) -> int:
+    from ..experiments.store import Store
+    from ..report.plots import plot_heatmap
+
+    if not Path(args.store).exists():
+        raise InputError(f"--store: no such file {args.store!r}")
+    store = Store(args.store)
+    try:
+        specs = store.sweeps()
+        names = [args.sweep] if args.sweep else sorted(specs)
+        if not names:
+            raise InputError(f"--store: {args.store} holds no sweep yet")
+        unknown = [n for n in names if n not in specs]
+        if unknown:
+            raise InputError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
+        written = []
+        for name in names:
+            results = store.results(name)
+            if not results:
+                continue
+            out = Path(args.out)
+            target = out if len(names) == 1 else out.with_name(f"{out.stem}_{name}{out.suffix}")
+            plot_heatmap(results, specs[name]["x"], target, title=specs[name].get("description") or name)
+            written.append(str(target))
+    finally:
+        store.close()
+    print("\n".join(f"wrote {w}" for w in written) if written else "no finished cells to plot")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from ..report.main_job import reproduce
+
+    reproduce(
+        args.out,
+        quiet=args.json,
+        preset=args.preset,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        device=args.device,
+    )
+    if args.json:
+        print(json.dumps({"out": str(args.out)}))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
+    p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")
+    p.add_argument("--store", required=True, metavar="FILE", help="SQLite results file (created if needed)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: cells of one shape train batched on the GPU")
+    p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("heatmap", help="test-accuracy heatmap of a sweep with the theory's depth line")
+    p.add_argument("--store", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FIG.png")
+    p.add_argument("--sweep", help="which sweep in the store (default: all, one file each)")
+    p.set_defaults(func=cmd_heatmap)
+
+    p = sub.add_parser("reproduce", help="the main job: regenerate the theory tables and figures")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument(
+        "--preset",
+        choices=("tiny", "quick", "paper"),
+        default="quick",
+        help="sizes: tiny (smoke test), quick (every figure, reduced: about 15 minutes on 2 cores), paper (the "
+        "paper's grids: hundreds of core-hours, for a GPU or a cluster)",
+    )
+    p.add_argument("--workers", type=positive_int, help="local worker processes for the training sweeps")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the training sweeps on a Dask cluster")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the sweeps' batched models train on the GPU")
+    p.add_argument("--json", action="store_true", help="no progress output; print a JSON summary")
+    p.set_defaults(func=cmd_reproduce)
