@@ -7,7 +7,7 @@ In one run:
    the closed form is the reference);
 2. the time a Monte Carlo estimate of both eigenvalues needs for 1e-3 relative standard error: x uniform on
    the batch sphere, ``lambda = <D, J{D}> / <D, D>`` with ``J{D} = G E[phi phi^T ((B-1)/B x^T D x - tr(G D))] G
-   / (2 mu*)`` (theory.md section 3) for D in the M space and in the L space; sample size from a pilot run;
+   / (2 mu*)`` (docs/theory.md 5.1) for D in the M space and in the L space; sample size from a pilot run;
 3. both errors against the closed form (relu) or, for other phi, against the Gram-map propagation rate.
 
 Usage: ``.venv/bin/python benchmarks/bench_forward.py [--phi "relu(z)"] [--batch-size 16] [--json]``

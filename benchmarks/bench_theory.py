@@ -7,7 +7,7 @@ Measures, in one run on this machine:
    smooth phi at B = 32 (tanh, gelu) and B = 1e5 (tanh), and a kinked phi (elu, B = 32);
 2. the time a Monte Carlo estimate of lambda_G needs for a 1e-3 relative standard error at the baseline
    (phi, B): pre-activations ``h ~ N(0, Sigma*)``, the exact Jacobian J of ``h -> phi(BN(h))``,
-   lambda_G = E||G J||_F^2 / (B-1) (theory.md section 4), vectorised numpy in chunks; the sample size comes from
+   lambda_G = E||G J||_F^2 / (B-1) (docs/theory.md 3.2), vectorised numpy in chunks; the sample size comes from
    a pilot run. Its cost grows like B^2 per sample, so at B = 1e5 the B = 32 Monte Carlo is a lower bound;
 3. the errors against a reference: the Gegenbauer series (an independent 1-D quadrature; it agrees with a
    20-digit mpmath integration to ~1e-15 in the tests).

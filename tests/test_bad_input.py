@@ -166,7 +166,8 @@ def _cases():
     add(res, "-B", ["3", "inf", "abc", HUGE_INT, "1000000001"])
     add(res, "--depth", ["0", "-1", "abc", "1000000", HUGE_INT])
     add(res, "--branch-depth", ["0", "abc", "100000"])
-    add(res, "--alpha", [*NOT_NUMBERS, "-1", "1,2", ",", "1,-1,1,1,1"])
+    add(res, "--branch-scale", [*NOT_NUMBERS, "-1", "1,2", ",", "1,-1,1,1,1"])
+    add(res, "--alpha", ["0.5"])  # relu takes no alpha: not silently the branch scale
     add(res, "--branch", ["post"])
     add(res, "--eps", ["-1", "nan"])
     add(res, "--input-correlation", ["1", "-0.5", "nan"])
@@ -176,7 +177,7 @@ def _cases():
     add(res, "--phi", ["nosuch", "0*z+1"])
     add(res, "--plot", ["{d}/adir", "/dev/full"])
     add(res, "--width", ["8"])  # without --networks
-    add([*res, "--networks", "2", "--width"], None, ["0", "abc", "10000000"])
+    add([*res, "--networks", "2", "--width"], None, ["0", "abc", "1000000000"])  # ~2 TiB of activations
     add([*res, "--networks", "2", "--width", "8"], "--dtype", ["float16"])
     add([*res, "--networks", "2", "--width", "8"], "--input-correlation", ["0.5"])
     des = ["design", "--phi", "relu", "-B", "8", "--depth", "20"]
@@ -185,23 +186,43 @@ def _cases():
     add(des, "--knobs", ["alpha", "magic"])
     add(des, "--eps", ["-1"])
     add(des, "--phi", ["nosuch"])
-    # convolutional: theory / simulate --spatial, probe
-    sp = ["theory", "--phi", "relu", "-B", "2", "--spatial", "4x4"]
-    add(sp, "--spatial", ["0x4", "4y4", "", "4x4x4", "1", "300x300"])
-    add(sp, "--kernel", ["2", "0", "abc", "9"])
-    add(sp, "--padding", ["reflect"])
-    add([*sp, "--padding", "zero"], "--eps", ["0.1"])
-    add([*sp, "--padding", "zero"], "--samples", ["0", "4", "abc"])
-    add(sp, "-B", ["inf", "0"])
-    add(["theory", "--phi", "relu", "-B"], None, ["2"])  # B = 2 without --spatial
-    sims = ["simulate", "--phi", "relu", "-B", "2", "--spatial", "4x4", "-C", "8", "-L", "6", "-K", "2"]
+    # convolutional: bnmft conv (theory; with -C -L -K a simulation), probe
+    cv = ["conv", "--phi", "relu", "-B", "2", "--spatial", "4x4"]
+    add(cv, "--spatial", ["0x4", "4y4", "", "4x4x4", "1", "300x300"])
+    add(cv, "--kernel", ["2", "0", "abc", "9"])
+    add(cv, "--padding", ["reflect"])
+    add([*cv, "--padding", "zero"], "--eps", ["0.1"])
+    add([*cv, "--padding", "zero"], "--samples", ["0", "4", "abc"])
+    add(cv, "--samples", ["100"])  # periodic padding is exact: no Monte Carlo to size
+    add(cv, "-B", ["inf", "0", "abc", "2.5"])
+    add(["conv", "--phi", "relu", "-B", "1", "--spatial"], None, ["2", "3"])  # B x positions < 4
+    add(cv, "--phi", ["nosuch", "0*z+1"])
+    add(cv, "--slope", ["0.1", "nan"])  # relu takes no slope
+    add(cv, "--gamma", ["0", "abc"])
+    add(cv, "--plot", ["{d}/adir", "{d}/afile/x.png"])
+    for flag, value in (("--seed", "1"), ("--dtype", "float64"), ("--device", "cpu"), ("--chunk", "2"),
+                        ("--ghost-size", "2"), ("--out", "{d}/o")):  # fmt: skip
+        cases.append([*cv, flag, value])  # a simulation option without a simulation: refused, never ignored
+    cases.append([*cv, "--detach-stats"])
+    sims = [*cv, "-C", "8", "-L", "8", "-K", "2"]
     add(sims, "-C", ["0", "abc"])
     add(sims, "--kernel", ["4", "7"])
-    add(sims, "--init", ["orthogonal"])
-    add(sims, "--two-batches", [], replace=False)
+    add(sims, "--seed", ["-1", "abc"])
+    add(sims, "--device", ["tpu"])
+    add(sims, "--dtype", ["float16"])
+    add(sims, "--ghost-size", ["3", "0"])
+    add(sims, "--out", ["{d}/afile"])
+    add(sims, "--init", ["orthogonal"])  # MLP-only options are not conv options
     cases.append([*sims, "--two-batches"])
-    cases.append([*sims, "-N", "8"])  # --width with --spatial
-    cases.append(["simulate", "--phi", "relu", "-B", "2", "--spatial", "4x4", "-L", "6", "-K", "2"])  # no -C
+    cases.append([*sims, "-N", "8"])
+    cases.append([*cv, "-L", "6", "-K", "2"])  # no -C
+    cases.append([*cv, "-C", "8"])  # -C without -L and -K
+    add(["conv", "--phi", "relu", "-B", "1", "--spatial", "4x4", "-C", "8", "-L", "6", "-K"], None, ["2"])  # B = 1
+    for command in (["theory", "--phi", "relu", "-B", "4"], ["simulate", "--phi", "relu", "-B", "4", "-N", "8",
+                                                               "-L", "6", "-K", "2"]):  # fmt: skip
+        cases.append([*command, "--spatial", "4x4"])  # moved to bnmft conv
+        cases.append([*command, "--kernel", "3"])
+    add(["theory", "--phi", "relu", "-B"], None, ["2"])  # B = 2: the MLP theory needs B >= 4
     cases.append(["simulate", "--phi", "relu", "-B", "8", "-L", "6", "-K", "2"])  # no --width
     pr = ["probe", "--model", "nosuchmodule:make", "-B", "8"]
     add(pr, "--model", ["nosuchmodule:make", "json:nothing", "json", ":x", "json:dumps", "math:pi"])

@@ -106,7 +106,7 @@ def test_console_script_end_to_end(tmp_path):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bnmft.cli"]
     ok = subprocess.run([*cmd, "theory", "--phi", "relu", "-B", "32", "--json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    c = -1 / 31  # theory.md section 4: relu closed form at B = 32, written out independently here
+    c = -1 / 31  # docs/theory.md section 3.4: relu closed form at B = 32, written out independently here
     j1 = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
     expected = ((math.pi - math.acos(c)) / math.pi + 31) / (29 * (1 - j1)) - 1 / 29
     assert json.loads(ok.stdout)[0]["lambda_G"] == pytest.approx(expected, rel=1e-14)
@@ -294,22 +294,25 @@ def test_theory_cli_eps_keys_and_phase_plot(tmp_path, capsys):
 def test_residual_json_is_one_object_with_blocks(capsys):
     import bnmft
 
-    assert main(["residual", "--phi", "tanh", "-B", "16", "--depth", "30", "-K", "2", "--alpha", "0.5", "--json"]) == 0
+    assert (
+        main(["residual", "--phi", "tanh", "-B", "16", "--depth", "30", "-K", "2", "--branch-scale", "0.5", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert {"blocks", "exponent", "max_trainable_depth"} <= set(out)
     assert len(out["blocks"]) == 31 and out["blocks"][-1]["log_grad_ratio"] == 0.0
     assert {"block", "stream_variance", "log_grad_ratio"} <= set(out["blocks"][0])
-    api = bnmft.residual_theory("tanh", 16, depth=30, branch_depth=2, alpha=0.5)
+    api = bnmft.residual_theory("tanh", 16, depth=30, branch_depth=2, branch_scale=0.5)
     assert out["blocks"][0]["log_grad_ratio"] == api.blocks[0]["log_grad_ratio"]
     assert out["exponent"] == pytest.approx(bnmft.theory("tanh", 16).lambda_G ** 2, rel=1e-10)
 
 
 def test_residual_per_block_alpha_simulation_and_plot(tmp_path, capsys):
     plot = tmp_path / "res.png"
-    argv = ["residual", "--phi", "relu", "-B", "8", "--depth", "4", "--alpha", "1,0.5,0.5,0.25"]
+    argv = ["residual", "--phi", "relu", "-B", "8", "--depth", "4", "--branch-scale", "1,0.5,0.5,0.25"]
     assert main([*argv, "--width", "64", "--networks", "3", "--plot", str(plot), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["alpha"] == [1.0, 0.5, 0.5, 0.25] and plot.stat().st_size > 0
+    assert out["branch_scale"] == [1.0, 0.5, 0.5, 0.25] and plot.stat().st_size > 0
     sim = out["simulation"]
     assert sim["width"] == 64 and len(sim["blocks"]) == 5
     assert sim["blocks"][0]["log_grad_ratio_theory"] == out["blocks"][0]["log_grad_ratio"]
@@ -327,23 +330,68 @@ def test_design_json_lists_the_knobs(capsys):
     assert t.max_trainable_depth == pytest.approx(200, rel=1e-3)
     assert main(["design", "--phi", "relu", "-B", "8", "--depth", "300", "--residual", "-K", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {o["knob"] for o in out["options"]} == {"beta", "eps", "alpha"}
+    assert {o["knob"] for o in out["options"]} == {"beta", "eps", "branch_scale"}
     for o in out["options"]:
         assert o["predicted_depth"] >= 300
 
 
-def test_theory_spatial_json_keeps_lambda_g(capsys):
+def test_conv_json_keeps_lambda_g(capsys):
     import bnmft
 
-    assert main(["theory", "--phi", "tanh", "-B", "2", "4", "--spatial", "4x4", "--json"]) == 0
+    assert main(["conv", "--phi", "tanh", "-B", "2", "4", "--spatial", "4x4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["effective_batch_size"] for r in out] == [32, 64]
     assert out[1]["lambda_G"] == bnmft.theory("tanh", 64).lambda_G and out[1]["spatial"] == "4x4"
+    assert "simulation" not in out[0]
 
 
-def test_simulate_spatial_json(capsys):
-    argv = ["simulate", "--phi", "relu", "-B", "2", "--spatial", "8", "-C", "32", "-L", "12", "-K", "3", "--json"]
-    assert main([*argv, "--kernel", "3"]) == 0
+def test_conv_phi_parameters(capsys):
+    """--slope / --alpha reach the theory: with periodic padding the conv network is the MLP at B x positions."""
+    assert main(["conv", "--phi", "leaky_relu", "--slope", "0.1", "-B", "4", "--spatial", "8", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out[0]["batch_size"] == 2 and out[0]["lambda_G_theory"] == pytest.approx(theory("relu", 16).lambda_G)
-    assert out[0]["lambda_G_mean"] > 1
+    assert out[0]["lambda_G"] == pytest.approx(theory("leaky_relu", 32, slope=0.1).lambda_G, rel=1e-12)
+    assert out[0]["lambda_G"] != pytest.approx(theory("leaky_relu", 32, slope=0.3).lambda_G, rel=1e-3)
+    assert main(["conv", "--phi", "alpha_relu", "--alpha", "1.5", "-B", "2", "--spatial", "3x3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["lambda_G"] == pytest.approx(theory("alpha_relu", 18, alpha=1.5).lambda_G, rel=1e-12)
+    assert main(["conv", "--phi", "leaky_relu", "--slope", "0.1", "-B", "4", "--spatial", "8"]) == 0
+    assert "leaky_relu(slope=0.1)" in capsys.readouterr().out
+
+
+def test_conv_simulation_beside_theory(capsys):
+    from bnmft.simulate import simulate_conv
+
+    argv = ["conv", "--phi", "relu", "-B", "2", "--spatial", "8", "-C", "32", "-L", "12", "-K", "3", "--json"]
+    assert main([*argv, "--kernel", "3", "--seed", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["batch_size"] == 2 and out[0]["lambda_G"] == pytest.approx(theory("relu", 16).lambda_G)
+    sim = out[0]["simulation"]
+    assert (sim["channels"], sim["depth"], sim["networks"]) == (32, 12, 3)
+    api = simulate_conv("relu", 2, spatial=(8,), channels=32, depth=12, networks=3, seed=1)
+    assert sim["lambda_G_mean"] == api.summary["lambda_G_mean"] and sim["c_batch_mean"] == api.summary["c_batch_mean"]
+    assert sim["lambda_G_mean"] > 1
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "32 channels, depth 12, 3 networks" in text and "measured" in text
+
+
+def test_conv_plot_and_tables(tmp_path, capsys):
+    import csv
+
+    argv = ["conv", "--phi", "tanh", "-B", "2", "--spatial", "4", "--eps", "0", "0.5", "-C", "8", "-L", "8", "-K", "2"]
+    assert main([*argv, "--plot", str(tmp_path / "conv"), "--out", str(tmp_path / "tables")]) == 0
+    assert (tmp_path / "conv.png").stat().st_size > 0
+    for name in ("conv_layers_B2_eps0.csv", "conv_layers_B2_eps0.5.csv"):
+        rows = list(csv.DictReader(open(tmp_path / "tables" / name)))
+        assert len(rows) == 2 * 8 and {r["layer"] for r in rows} == {str(i) for i in range(1, 9)}
+    assert "plot written to" in capsys.readouterr().out
+
+
+def test_spatial_moved_to_conv(capsys):
+    for command in (["theory", "--phi", "relu", "-B", "4"], ["simulate", "--phi", "relu", "-B", "4", "-L", "6",
+                                                               "-K", "2", "-N", "8"]):  # fmt: skip
+        with pytest.raises(SystemExit) as err:
+            main([*command, "--spatial", "4x4"])
+        assert err.value.code == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1 and "--spatial" in message and "bnmft conv" in message

@@ -25,7 +25,11 @@ SRC = Path(bnmft.__file__).parent
 
 
 def _modules(package) -> list:
-    return [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__) if m.name != "__main__"]
+    return [
+        importlib.import_module(f"{package.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(package.__path__)
+        if m.name != "__main__"
+    ]
 
 
 def test_no_public_name_is_both_a_function_and_a_module():
@@ -90,6 +94,20 @@ def test_no_torch_in_the_numpy_core():
     core += sorted((SRC / "meanfield").glob("*.py"))
     for path in core:
         assert "torch" not in path.read_text(), path
+
+
+def test_only_the_simulator_and_the_experiments_import_torch():
+    """The CLI and the report drive torch through bnmft.simulate / bnmft.experiments, never import it themselves."""
+    import ast
+
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] in ("simulate", "experiments"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), f"{path} imports torch"
 
 
 def test_heatmap_of_a_store_works_without_torch(tmp_path):

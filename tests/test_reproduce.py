@@ -1,15 +1,27 @@
-"""The main job writes its table, figures and reports, the report's checks pass, the HTML report renders in a real
-browser, and an interrupted main job resumes without redoing finished work."""
+"""The main job writes its table, figures and reports, the report's checks pass, the report opens with a true
+summary (claims, the count of passing checks, working links) and ends with the theory table, the HTML report renders
+in a real browser, and an interrupted main job resumes without redoing finished work."""
 
 import csv
 import json
 import math
 import re
 import shutil
+import statistics
 
 import pytest
 
 from bnmft.cli import main
+from bnmft.report.section import Check
+
+CHECK_ROW = re.compile(r"^\| .* \| (yes|NO) \|$", flags=re.M)
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading (docs.github.com, "Section links"): lower case, drop everything but
+    letters, digits, spaces, hyphens and underscores, then spaces to hyphens."""
+    kept = "".join(ch for ch in heading.strip().lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +66,7 @@ def test_reproduce_writes_everything(run):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader(open(tmp_path / "theory_table.csv")))
     relu_32 = next(r for r in rows if r["label"] == "relu" and r["batch_size"] == "32")
-    c = -1 / 31  # theory.md section 4, ReLU closed form
+    c = -1 / 31  # docs/theory.md section 3.4, ReLU closed form
     j1 = (math.sqrt(1 - c * c) + (math.pi - math.acos(c)) * c) / math.pi
     expected = ((math.pi - math.acos(c)) / math.pi + 31) / (29 * (1 - j1)) - 1 / 29
     assert float(relu_32["lambda_G"]) == pytest.approx(expected, rel=1e-14)
@@ -77,6 +89,53 @@ def test_the_html_report_is_self_contained(run):
     for key in ("numpy", "torch", "wall time: total", "seeds", "device"):
         assert f"<th>{key}" in page
     assert page.count("<table>") >= 8
+
+
+def test_the_report_opens_with_a_summary_that_is_true(run):
+    report = (run / "report.md").read_text()
+    headings = re.findall(r"^## (.+)$", report, flags=re.M)
+    assert headings[0] == "Summary" and headings[-1].startswith("Appendix")
+    summary = report.split("\n## ", 2)[1]
+    # the count of passing checks is the count of check rows in the whole report
+    passed, total = map(int, re.search(r"\*\*(\d+) of (\d+) checks pass\*\*", summary).groups())
+    verdicts = CHECK_ROW.findall(report)
+    assert total == len(verdicts) >= 60 and passed == verdicts.count("yes") == total
+    # every claim a section states is in the summary, in order, with the same verdict and a link to its section
+    quotes = re.findall(r"^> \*\*(?:Paper|Ours)[^*]*:\*\* .*\*\*Here[^*]*:\*\* (.*)$", report, flags=re.M)
+    claim_row = r"^\| (\*\*(?:Paper|Ours)[^|]*) \| ([^|]*) \| ([^|]*) \| \[[^]]+\]\(#([^)]+)\) \|$"
+    claims = re.findall(claim_row, summary, flags=re.M)
+    assert len(claims) == len(quotes) == 4  # tiny: Fig 1a, the VGG appendix, two sweeps
+    for (_, verdict, _, _), quoted in zip(claims, quotes, strict=True):
+        assert quoted.startswith(verdict)
+    # the Fig 1a ratio is the median of simulated / theory lambda_G over the rows of the Fig 1a table
+    fig1a = re.findall(r"^\| (\d+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [\d.]+ \|$", report, flags=re.M)
+    assert len(fig1a) == 12
+    ratio = statistics.median(float(sim) / float(theory) for _, sim, theory in fig1a)
+    measured = next(c[2] for c in claims if "(Fig 1a)" in c[0])
+    assert float(measured.split()[0]) == pytest.approx(ratio, abs=0.006)
+    # every in-page link goes to a heading, and the summary links every section
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", report, flags=re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", report)
+    assert links and set(links) <= anchors
+    listed = re.findall(r"^\* \[[^]]+\]\(#([^)]+)\)$", summary, flags=re.M)
+    assert listed == [github_anchor(h) for h in headings[1:]]
+    # the theory table is the appendix, at the end: every row of theory_table.csv, after every section
+    appendix = report.split("\n## Appendix", 1)[1]
+    phis = "relu|tanh|alpha_relu|gelu|selu|sin|identity"
+    table = re.findall(rf"^\| (?:{phis})[^|]* \| (?:\d+|inf) \| ", appendix, flags=re.M)
+    assert len(table) == len(list(csv.DictReader(open(run / "theory_table.csv")))) == 108
+    # report.html: the same links work there (ids on the headings), the appendix is collapsed
+    page = (run / "report.html").read_text()
+    ids = set(re.findall(r' id="([^"]+)"', page))
+    assert set(re.findall(r'<a href="#([^"]+)"', page)) == set(links) and set(links) <= ids
+    before, details = page.split("<details", 1)
+    assert details.startswith(' id="appendix-') and "</details>" in details
+    assert "<td>relu, beta=1</td>" not in before and details.count("<td>relu, beta=1</td>") == 12
+
+
+def test_a_check_passes_within_its_tolerance_and_never_on_nan():
+    assert Check("x", 1.0, 1.1, 0.1, 0.1).passed and not Check("x", 1.0, 1.2, 0.2, 0.1).passed
+    assert not Check("x", math.nan, 1.0, math.nan, 0.1).passed
 
 
 def test_the_html_report_renders_in_a_real_browser(run):
@@ -102,8 +161,18 @@ def test_the_html_report_renders_in_a_real_browser(run):
         page.wait_for_load_state("load")
         widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
         title = page.title()
+        # the summary's links: each has its target; the one to the (collapsed) appendix opens it and scrolls to it
+        links = page.evaluate("Array.from(document.querySelectorAll('a[href^=\"#\"]')).map(a => a.hash.slice(1))")
+        missing = page.evaluate("ids => ids.filter(id => !document.getElementById(id))", links)
+        closed = page.evaluate("!document.querySelector('details').open")
+        page.click("#summary ~ ul a[href^='#appendix']")
+        page.wait_for_function("document.querySelector('details').open")
+        box = page.evaluate("(() => { const r = document.querySelector('details').getBoundingClientRect(); "
+                            "return [r.top, window.innerHeight]; })()")  # fmt: skip
         browser.close()
     assert title == "bnmft report"
+    assert len(links) >= 10 and not missing and closed
+    assert 0 <= box[0] < box[1]  # in view
     assert len(widths) >= 12 and all(w > 0 for w in widths), widths
     assert not errors, errors
 

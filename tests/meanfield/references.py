@@ -1,4 +1,4 @@
-"""Independent references for the theory tests (written from theory.md, sharing no code with bnmft.theory)."""
+"""Independent references for the theory tests (written from docs/theory.md, sharing no code with bnmft.theory)."""
 
 import math
 
@@ -9,7 +9,7 @@ import numpy as np
 def mp_moments(f, df, batch_size: int, dps: int = 20) -> dict:
     """High-precision spherical moments of a smooth phi by mpmath's tanh-sinh quadrature.
 
-    Coordinates (theory.md section 2): ``x_1 = sqrt(A) t``, t with density ``(1 - t^2)^((B-4)/2)``;
+    Coordinates (docs/theory.md section 2.3): ``x_1 = sqrt(A) t``, t with density ``(1 - t^2)^((B-4)/2)``;
     ``x_2 = sqrt(A)(rho t + sqrt(1 - rho^2) sqrt(1 - t^2) w)``, w with density ``(1 - w^2)^((B-5)/2)``.
     f, df: mpmath functions (phi and phi').
     """
@@ -60,7 +60,7 @@ def batch_norm(h: np.ndarray) -> np.ndarray:
 def bn_phi_jacobian(h: np.ndarray, dphi) -> np.ndarray:
     """Exact Jacobian of ``h -> phi(BN(h))`` for each row of h: shape (n, B, B).
 
-    ``d BN(h) / dh = sqrt(B) / r (I - v v^T) G`` with r = ||G h||, v = G h / r (theory.md section 4),
+    ``d BN(h) / dh = sqrt(B) / r (I - v v^T) G`` with r = ||G h||, v = G h / r (docs/theory.md 3.1),
     times diag(phi'(BN(h))).
     """
     b = h.shape[1]

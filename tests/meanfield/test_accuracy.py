@@ -38,7 +38,7 @@ def test_smooth_phi_matches_mpmath(spec, mp_f, mp_df, batch_size):
     [(spec, b) for spec in SMOOTH[:-1] for b in (4, 5, 8, 16, 33)] + [(SMOOTH[-1], b) for b in (4, 5, 8, 16)],
 )
 def test_smooth_phi_matches_gegenbauer_series(spec, batch_size):
-    """theory.md section 4: the Gegenbauer series (1-D Golub-Welsch rule) against the 2-D quadrature."""
+    """docs/theory.md section 3.3: the Gegenbauer series (1-D Golub-Welsch rule) against the 2-D quadrature."""
     phi = get_nonlinearity(spec)
     series = gegenbauer_series(phi, batch_size)
     assert np.max(np.abs(series.coefficients[-10:])) < 1e-12  # the series has converged
@@ -110,7 +110,7 @@ def test_identity_through_the_general_path(batch_size):
 
 @pytest.mark.parametrize("spec", ["tanh", "relu", "gelu", "relu(z + 1)"])
 def test_large_batch_limit(spec):
-    """theory.md section 4: lambda_G(B) -> E[phi'^2] / Var[phi], with a 1/B correction."""
+    """docs/theory.md section 4: lambda_G(B) -> E[phi'^2] / Var[phi], with a 1/B correction."""
     limit = theory(spec, math.inf, method="quadrature")
     lam_4, lam_5 = theory(spec, 10**4).lambda_G, theory(spec, 10**5).lambda_G
     assert abs(lam_5 - limit.lambda_G) < abs(lam_4 - limit.lambda_G) / 5

@@ -1,4 +1,4 @@
-"""BN with eps > 0 (issue: theory engine III; theory.md section 4b)."""
+"""BN with eps > 0 (issue: theory engine III; docs/theory.md section 6)."""
 
 import math
 

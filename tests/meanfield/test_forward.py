@@ -78,9 +78,9 @@ def test_closed_form_values():
     assert r.lambda_L == r.lambda_M == pytest.approx((b - 1) / (b + 1), rel=1e-15)
     assert r.bsb1_stable and r.forward_depth_scale == pytest.approx(-1 / math.log((b - 1) / (b + 1)))
     relu_big = theory("relu", 10**5)
-    assert relu_big.lambda_M == pytest.approx(math.pi / (2 * (math.pi - 1)), rel=1e-4)  # theory.md section 3
+    assert relu_big.lambda_M == pytest.approx(math.pi / (2 * (math.pi - 1)), rel=1e-4)  # docs/theory.md section 5.4
     assert relu_big.lambda_L == pytest.approx(1.0, abs=1e-4)
-    assert theory("relu", 4).cross_batch_c == pytest.approx(0.1875, rel=1e-14)  # theory.md section 5
+    assert theory("relu", 4).cross_batch_c == pytest.approx(0.1875, rel=1e-14)  # docs/theory.md section 7
     assert theory("relu", math.inf).cross_batch_c == pytest.approx(1 / (2 * math.pi), rel=1e-14)
     assert theory("tanh", 8).cross_batch_c == pytest.approx(0.0, abs=1e-14)
 
@@ -94,7 +94,8 @@ def test_alpha_relu_breaks_symmetry_for_large_alpha():
 @pytest.mark.parametrize(("spec", "b"), [("relu", 6), ("tanh", 8), ("identity", 5), ("gelu", 12)])
 def test_cross_batch_rate_against_monte_carlo_of_the_pathwise_derivative(spec, b, rng):
     """Two batches h, h' = eps h + sqrt(1 - eps^2) z with BSB1 Sigma*: d/d eps of the cross block
-    E[phi(BN h) phi(BN h')^T] at eps = 0 is kappa mu* G (section 5); estimated with the exact BN Jacobian."""
+    E[phi(BN h) phi(BN h')^T] at eps = 0 is kappa mu* G (docs/theory.md section 7); estimated with the exact BN
+    Jacobian."""
     phi = get_nonlinearity(spec)
     r = theory(spec, b)
     g = np.eye(b) - 1.0 / b

@@ -100,7 +100,7 @@ def test_bad_gram_matrices(gram, message):
 
 
 def test_identity_converges_globally_from_any_full_rank_batch(rng):
-    """theory.md section 2: for identity the iteration converges to B/(B-1) G from any full-rank centred input."""
+    """docs/theory.md 2.5: for identity the iteration converges to B/(B-1) G from any full-rank centred input."""
     for trial in range(4):
         b = int(rng.integers(4, 12))
         x = rng.standard_normal((b, 2 * b)) * rng.uniform(0.1, 10, size=(b, 1))  # very unequal norms

@@ -2,7 +2,7 @@
 
 Each replicate estimates the fixed point Sigma* from batches ``phi(BN(z))``, then samples pre-activations
 ``h ~ N(0, Sigma*)`` of the next layer and averages ``||G J||_F^2 / (B - 1)`` with J the exact Jacobian of
-``h -> phi(BN(h))``: the eigenvalue of the backward map on G (theory.md section 4). Replicates are
+``h -> phi(BN(h))``: the eigenvalue of the backward map on G (docs/theory.md section 3). Replicates are
 independent, so their spread gives the standard error; the theory must lie within 4 of them.
 """
 
@@ -61,7 +61,7 @@ def test_theory_within_four_standard_errors(spec, batch_size, kw, rng):
 
 
 def test_batch_norm_of_bsb1_input_is_the_sphere_law(rng):
-    """theory.md section 2: BN of any BSB1 Gaussian batch is uniform on the sphere (here: its moments)."""
+    """docs/theory.md section 2.2: BN of any BSB1 Gaussian batch is uniform on the sphere (here: its moments)."""
     b, q, c = 7, 3.0, 0.4
     cov = q * ((1 - c) * np.eye(b) + c)
     h = rng.standard_normal((200000, b)) @ np.linalg.cholesky(cov).T

@@ -25,7 +25,7 @@ def test_plain_relu_beta():
     d = design("relu", 32, 80)
     beta = next(o.value for o in d.options if o.knob == "beta")
     assert bnmft.theory("relu", 32, beta=beta).max_trainable_depth == pytest.approx(80, rel=1e-3)
-    assert "eps" in d.unreachable  # relu's weight-gradient rate never drops to 1 (theory.md 4b)
+    assert "eps" in d.unreachable  # relu's weight-gradient rate never drops to 1 (docs/theory.md 6.4)
 
 
 def test_a_reachable_default_is_reported_at_the_bound():
@@ -37,11 +37,14 @@ def test_a_reachable_default_is_reported_at_the_bound():
 
 def test_residual_alpha_puts_the_gradient_growth_at_e16():
     d = design("relu", 4, 100, residual_network=True, branch_depth=2)
-    alpha = next(o.value for o in d.options if o.knob == "alpha")
-    r = bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, alpha=alpha)
+    alpha = next(o.value for o in d.options if o.knob == "branch_scale")
+    r = bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, branch_scale=alpha)
     assert r.blocks[0]["log_grad_ratio"] == pytest.approx(16.0, abs=0.01)
     assert (
-        bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, alpha=alpha * 1.01).blocks[0]["log_grad_ratio"] > 16
+        bnmft.residual_theory("relu", 4, depth=100, branch_depth=2, branch_scale=alpha * 1.01).blocks[0][
+            "log_grad_ratio"
+        ]
+        > 16
     )
 
 
@@ -54,6 +57,6 @@ def test_unreachable_depth_is_a_clear_error():
     with pytest.raises(InputError, match="no setting reaches depth 2000"):
         design("relu", 4, 2000)
     with pytest.raises(InputError, match="knobs"):
-        design("relu", 8, 20, knobs=["alpha"])
+        design("relu", 8, 20, knobs=["branch_scale"])
     with pytest.raises(InputError, match="finite"):
         design("relu", math.inf, 20)

@@ -1,4 +1,4 @@
-"""Property tests (Hypothesis) of the exact identities of theory.md section 4."""
+"""Property tests (Hypothesis) of the exact identities of docs/theory.md section 3."""
 
 import math
 

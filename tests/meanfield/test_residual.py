@@ -12,8 +12,8 @@ from bnmft.nonlinearity import get_nonlinearity
 
 
 def identity_reference(b: int, depth: int, alpha: float, m0: float, sigma_w: float = 1.0) -> np.ndarray:
-    """theory.md section 4c's exact identity formula: E||g^l||^2/E||g^D||^2 = ((B-1)/B) P_l + 1/B, P_l the product of
-    (1 + alpha^2 lambda_G v / s_j) over the blocks above, with lambda_G = (B-2)/(B-3), mu* = B/(B-1)."""
+    """The exact identity formula (docs/theory.md section 9): E||g^l||^2/E||g^D||^2 = ((B-1)/B) P_l + 1/B, P_l the
+    product of (1 + alpha^2 lambda_G v / s_j) over the blocks above, with lambda_G = (B-2)/(B-3), mu* = B/(B-1)."""
     lam, mu = (b - 2) / (b - 3), b / (b - 1)
     m = m0 + alpha**2 * sigma_w**2 * mu * np.arange(depth + 1)
     factors = 1 + alpha**2 * sigma_w**2 * lam * mu / m[:-1]
@@ -23,14 +23,14 @@ def identity_reference(b: int, depth: int, alpha: float, m0: float, sigma_w: flo
 
 @pytest.mark.parametrize("b, depth, alpha, sigma_w", [(8, 60, 1.0, 1.0), (5, 17, 0.3, 2.0), (32, 100, 0.7, 0.5)])
 def test_identity_matches_the_closed_form(b, depth, alpha, sigma_w):
-    r = residual_theory("identity", b, depth=depth, alpha=alpha, sigma_w=sigma_w)
+    r = residual_theory("identity", b, depth=depth, branch_scale=alpha, sigma_w=sigma_w)
     got = np.array([row["grad_norm_sq"] for row in r.blocks])
     np.testing.assert_allclose(got, identity_reference(b, depth, alpha, 1.0, sigma_w), rtol=1e-12)
     assert r.exponent == pytest.approx((b - 2) / (b - 3), rel=1e-12)
 
 
 def test_identity_reproduces_theory_md_numbers():
-    # theory.md section 4c: 4.852 and 0.741 at blocks 0 and 30 of a B = 8, D = 60 network (log ratios)
+    # docs/theory.md section 9: 4.852 and 0.741 at blocks 0 and 30 of a B = 8, D = 60 network (log ratios)
     r = residual_theory("identity", 8, depth=60)
     assert r.blocks[0]["log_grad_ratio"] == pytest.approx(4.852, abs=5e-4)
     assert r.blocks[30]["log_grad_ratio"] == pytest.approx(0.741, abs=5e-4)
@@ -47,7 +47,9 @@ def test_exponent_is_lambda_g_to_the_branch_depth(phi, b, k):
 def test_stream_variance_grows_by_the_branch_fixed_point():
     b, alpha, sigma_w = 16, 0.6, 1.3
     t = bnmft.theory("tanh", b)
-    r = residual_theory("tanh", b, depth=20, alpha=alpha, sigma_w=sigma_w, input_variance=2.0, input_correlation=0.25)
+    r = residual_theory(
+        "tanh", b, depth=20, branch_scale=alpha, sigma_w=sigma_w, input_variance=2.0, input_correlation=0.25
+    )
     m0 = 2.0 * 0.75
     for row in r.blocks:
         expected = (m0 + row["block"] * alpha**2 * sigma_w**2 * t.mu_star) * (b - 1) / b
@@ -102,7 +104,7 @@ def test_identity_never_passes_the_batch_mean_into_the_branch():
 
 
 def test_eps_to_zero_is_continuous_and_branches_agree_at_eps_zero():
-    kw = dict(depth=40, branch_depth=2, alpha=0.8)
+    kw = dict(depth=40, branch_depth=2, branch_scale=0.8)
     zero = residual_theory("tanh", 16, **kw)
     tiny = residual_theory("tanh", 16, eps=1e-12, **kw)
     lf = residual_theory("tanh", 16, branch="linear_first", sigma_w=1.7, **kw)
@@ -119,11 +121,11 @@ def test_eps_to_zero_is_continuous_and_branches_agree_at_eps_zero():
 
 
 def test_per_block_alpha_sequence_equals_the_constant():
-    a = residual_theory("relu", 8, depth=25, alpha=0.5)
-    b_ = residual_theory("relu", 8, depth=25, alpha=[0.5] * 25)
+    a = residual_theory("relu", 8, depth=25, branch_scale=0.5)
+    b_ = residual_theory("relu", 8, depth=25, branch_scale=[0.5] * 25)
     assert [r["log_grad_ratio"] for r in a.blocks] == pytest.approx([r["log_grad_ratio"] for r in b_.blocks], rel=1e-14)
     # a schedule with zeros is a shorter network
-    c = residual_theory("relu", 8, depth=30, alpha=[0.5] * 25 + [0.0] * 5)
+    c = residual_theory("relu", 8, depth=30, branch_scale=[0.5] * 25 + [0.0] * 5)
     assert c.blocks[0]["log_grad_ratio"] == pytest.approx(a.blocks[0]["log_grad_ratio"], rel=1e-14)
 
 
@@ -174,8 +176,8 @@ def test_branch_maps_use_one_layer_object():
     "kwargs, match",
     [
         (dict(depth=0), "depth"),
-        (dict(depth=5, alpha=-1.0), "alpha"),
-        (dict(depth=5, alpha=[1.0, 2.0]), "alpha"),
+        (dict(depth=5, branch_scale=-1.0), "branch_scale"),
+        (dict(depth=5, branch_scale=[1.0, 2.0]), "branch_scale"),
         (dict(depth=5, branch="post"), "branch"),
         (dict(depth=5, branch_depth=0), "branch_depth"),
         (dict(depth=5, input_correlation=1.0), "input_correlation"),
@@ -197,12 +199,12 @@ def test_infinite_batch_is_refused():
 
 
 def test_rows_are_tidy_records():
-    r = residual_theory("relu", 8, depth=4, alpha=[0.1, 0.2, 0.3, 0.4])
+    r = residual_theory("relu", 8, depth=4, branch_scale=[0.1, 0.2, 0.3, 0.4])
     rows = r.rows()
     assert len(rows) == 5 and all(row["phi"] == "relu" and row["batch_size"] == 8 for row in rows)
-    assert [row["alpha"] for row in rows] == [0.1, 0.2, 0.3, 0.4, None]
+    assert [row["branch_scale"] for row in rows] == [0.1, 0.2, 0.3, 0.4, None]
     d = r.to_dict()
-    assert d["alpha"] == [0.1, 0.2, 0.3, 0.4] and {"blocks", "exponent", "max_trainable_depth"} <= set(d)
+    assert d["branch_scale"] == [0.1, 0.2, 0.3, 0.4] and {"blocks", "exponent", "max_trainable_depth"} <= set(d)
 
 
 @pytest.mark.parametrize(

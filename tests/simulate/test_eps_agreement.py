@@ -1,4 +1,4 @@
-"""Simulated BN networks with eps > 0 against theory.md section 4b, in both phases.
+"""Simulated BN networks with eps > 0 against docs/theory.md section 6, in both phases.
 
 Finite-width allowance as for eps = 0 (0.1 B/N relative, on top of 4 standard errors), except lambda_W in the
 collapsed phase, where the shrinking forward scale makes finite widths converge more slowly: 0.5 B/N

@@ -32,13 +32,15 @@ GRID = list(itertools.product(["relu", "tanh", "identity"], [8, 32], [1, 2], [0.
 @pytest.mark.parametrize("phi, b, k, alpha", GRID)
 def test_simulation_agrees_with_theory(phi, b, k, alpha):
     depth = 30
-    sim = simulate_residual(phi, b, width=WIDTH, depth=depth, networks=NETWORKS, branch_depth=k, alpha=alpha, seed=11)
+    sim = simulate_residual(
+        phi, b, width=WIDTH, depth=depth, networks=NETWORKS, branch_depth=k, branch_scale=alpha, seed=11
+    )
     check_against_theory(sim, [0, 5, depth // 2, depth - 3, depth])
     assert sim.blocks[depth]["log_grad_ratio"] == 0.0
 
 
 def test_deep_network_agrees_with_theory():
-    sim = simulate_residual("relu", 32, width=WIDTH, depth=100, networks=6, branch_depth=1, alpha=1.0, seed=2)
+    sim = simulate_residual("relu", 32, width=WIDTH, depth=100, networks=6, branch_depth=1, branch_scale=1.0, seed=2)
     check_against_theory(sim, [0, 25, 50, 75, 97])
 
 
@@ -47,8 +49,8 @@ def test_deep_network_agrees_with_theory():
     [
         ("relu", 16, dict(eps=0.1, sigma_w=1.5, branch="linear_first", branch_depth=2)),
         ("tanh", 16, dict(eps=0.5, sigma_w=0.8, gamma=1.5, beta=0.2)),
-        ("relu", 32, dict(ghost_size=8, alpha=0.5)),
-        ("relu", 8, dict(alpha=[1.0 / math.sqrt(i + 1) for i in range(20)], dtype="float64")),
+        ("relu", 32, dict(ghost_size=8, branch_scale=0.5)),
+        ("relu", 8, dict(branch_scale=[1.0 / math.sqrt(i + 1) for i in range(20)], dtype="float64")),
     ],
 )
 def test_options_agree_with_theory(phi, b, options):
@@ -77,14 +79,14 @@ def test_deviation_shrinks_like_one_over_width():
 
 
 def test_same_seed_same_numbers_and_tidy_rows():
-    kw = dict(width=64, depth=6, networks=3, branch_depth=2, alpha=0.5, seed=9)
+    kw = dict(width=64, depth=6, networks=3, branch_depth=2, branch_scale=0.5, seed=9)
     a, b = simulate_residual("tanh", 8, **kw), simulate_residual("tanh", 8, **kw)
     assert a.blocks == b.blocks
     rows = a.rows()
     assert len(rows) == 3 * 7
     keys = {"phi", "batch_size", "width", "depth", "eps", "branch_depth", "network", "block", "log_grad"}
     assert keys <= set(rows[0])
-    assert rows[0]["alpha"] == 0.5 and rows[6]["alpha"] is None
+    assert rows[0]["branch_scale"] == 0.5 and rows[6]["branch_scale"] is None
 
 
 def test_detached_statistics_run_without_theory():
@@ -100,8 +102,8 @@ def test_alpha_relu_goes_through_a_nonlinearity():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(alpha=-0.5), "alpha"),
-        (dict(alpha=[1.0]), "alpha"),
+        (dict(branch_scale=-0.5), "branch_scale"),
+        (dict(branch_scale=[1.0]), "branch_scale"),
         (dict(branch="post"), "branch"),
         (dict(branch_depth=0), "branch_depth"),
         (dict(placement="after"), "placement"),

@@ -8,7 +8,7 @@ import torch
 from bnmft import get_nonlinearity, nonlinearities
 from bnmft.nonlinearity.elementary import ELEMENTARY
 from bnmft.nonlinearity.expression import BINARY, FUNCTIONS
-from bnmft.simulate.torch_phi import TORCH_FUNCTIONS, TORCH_REGISTRY, to_torch
+from bnmft.simulate.torch_phi import TORCH_FUNCTIONS, TORCH_MODULES, TORCH_REGISTRY, module_phi, to_torch
 
 #: arguments inside each function's domain (log, sqrt, log1p need positive or > -1 arguments; tan away from poles)
 DOMAIN = {"log": "log(z + 5)", "sqrt": "sqrt(z + 5)", "log1p": "log1p(z + 3)", "tan": "tan(0.3 * z)"}
@@ -47,3 +47,29 @@ def test_every_expression_function(name):
 
 def test_constant_subexpressions_are_folded():
     _compare(get_nonlinearity("tanh(2) * z + exp(-1) * sin(pi / 4 * z) - max(z, log(2))"), np.linspace(-3, 3, 61))
+
+
+#: each activation module with parameters that are not torch's defaults (a dropped parameter fails the test)
+MODULES = [torch.nn.ELU(alpha=0.7), torch.nn.LeakyReLU(negative_slope=0.2)]
+
+
+@pytest.mark.parametrize("module", [*MODULES, *(cls() for cls in TORCH_MODULES if cls not in (torch.nn.ELU,
+                                                                                           torch.nn.LeakyReLU))])
+def test_every_activation_module_is_its_registered_nonlinearity(module):
+    """torch's own module against the numpy core's nonlinearity of the name and parameters the table gives."""
+    name, params = module_phi(module)
+    phi = get_nonlinearity(name, **params)
+    z = np.linspace(-4, 4, 201) + 1e-3
+    out = module(torch.as_tensor(z, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(out, phi(z), rtol=1e-12, atol=1e-14)
+
+
+def test_module_table_is_exact_about_classes():
+    assert module_phi(torch.nn.ReLU()) == ("relu", {})
+    assert module_phi(torch.nn.LeakyReLU(0.3)) == ("leaky_relu", {"slope": 0.3})
+    assert module_phi(torch.nn.ReLU6()) is None and module_phi(torch.nn.Linear(2, 2)) is None
+
+    class MyReLU(torch.nn.ReLU):
+        pass
+
+    assert module_phi(MyReLU()) is None  # exactly the class, as the probe always matched

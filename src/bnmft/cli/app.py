@@ -1,5 +1,5 @@
-"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``probe``,
-``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
+"""The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``conv``,
+``probe``, ``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
 
 Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
 one-line message naming the argument and exit status 2. Nothing else is caught: any other exception is a bug
@@ -44,6 +44,7 @@ OUTPUTS = {
     "symmetry": [("plot", "--plot", False, ".png")],
     "simulate": [("out", "--out", True, "")],
     "residual": [("plot", "--plot", False, ".png")],
+    "conv": [("plot", "--plot", False, ".png"), ("out", "--out", True, "")],
     "probe": [("plot", "--plot", False, ".png")],
     "sweep": [("store", "--store", False, "")],
     "heatmap": [("out", "--out", False, ".png")],

@@ -51,31 +51,6 @@ def sim_batch_size(text: str) -> int:
     return _int_at_least(text, 2, " (batch norm needs two examples)")
 
 
-def theory_batch_size(text: str):
-    """``bnmft theory -B``: a batch size (checked fully in the command: with --spatial, B >= 1 is enough)."""
-    try:
-        return check_batch_size(text)
-    except ValueError as err:
-        try:
-            small = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(str(err)) from None
-        if small >= 1:
-            return SmallBatch(small, str(err))
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-class SmallBatch(int):
-    """A batch size below 4: valid only for a convolutional network (--spatial); the MLP theory's message kept."""
-
-    message: str
-
-    def __new__(cls, value: int, message: str):
-        obj = super().__new__(cls, value)
-        obj.message = message
-        return obj
-
-
 def batch_size_arg(text: str):
     try:
         return check_batch_size(text)

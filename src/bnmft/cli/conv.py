@@ -1,126 +1,188 @@
-"""``--spatial``: the convolutional (spatial BN) variants of ``bnmft theory`` and ``bnmft simulate``, and
-``bnmft probe``; registered by :func:`bnmft.cli.build_parser`."""
+"""The ``bnmft conv`` command (convolutional networks: BN over batch x positions; the exact or Monte Carlo theory,
+and with ``--channels --depth --networks`` a simulation beside it) and ``bnmft probe``; registered by
+:func:`bnmft.cli.build_parser`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
 
 from ..errors import InputError
-from .arguments import positive_int
+from .arguments import bn_option, finite_float, phi_params, positive_int
+
+#: the simulation's options (flag, attribute): errors without --channels/--depth/--networks, never ignored
+SIMULATION_FLAGS = (
+    ("--seed", "seed"),
+    ("--dtype", "dtype"),
+    ("--device", "device"),
+    ("--chunk", "chunk"),
+    ("--detach-stats", "detach_stats"),
+    ("--ghost-size", "ghost_size"),
+    ("--out", "out"),
+)
+#: the measured estimates shown beside the theory (keys of ConvSimulation.summary)
+MEASURED_KEYS = (
+    "lambda_G_mean",
+    "lambda_G_stderr",
+    "q_mean",
+    "q_stderr",
+    "c_space_mean",
+    "c_space_stderr",
+    "c_batch_mean",
+    "c_batch_stderr",
+    "channel_var_mean",
+    "channel_var_stderr",
+)
 
 
-def add_spatial_arguments(theory_parser, simulate_parser) -> None:
-    for p in (theory_parser, simulate_parser):
-        p.add_argument(
-            "--spatial", metavar="HxW", help="convolutional network on L or HxW images (BN over batch x positions)"
+class MovedToConv(argparse.Action):
+    """``--spatial`` on ``bnmft theory`` / ``simulate``: refused (exit 2) with a pointer to ``bnmft conv``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(
+            2,
+            f"{parser.prog}: error: --spatial: convolutional networks have their own command: bnmft conv "
+            "--phi SPEC -B B --spatial HxW [--channels C --depth L --networks K] (see bnmft conv --help)\n",
         )
-        p.add_argument("--kernel", type=positive_int, default=3, help="odd kernel size (with --spatial; default 3)")
-        p.add_argument("--padding", choices=("periodic", "zero"), default="periodic", help="with --spatial")
-    simulate_parser.add_argument("--channels", "-C", type=positive_int, help="channels (with --spatial)")
-    theory_parser.add_argument("--samples", type=positive_int, default=20_000, help="Monte Carlo (zero padding)")
 
 
-def _spatial(args):
-    from ..meanfield.conv import check_conv_shape
+def add_conv_parser(sub) -> None:
+    p = sub.add_parser("conv", help="convolutional BN network (BN over batch x positions): theory, and a simulation")
+    p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
+    p.add_argument("--batch-size", "-B", required=True, nargs="+", type=positive_int, metavar="B",
+                   help="one or more batch sizes (B x positions >= 4; B >= 2 to simulate)")  # fmt: skip
+    p.add_argument("--spatial", required=True, metavar="HxW|L", help="image shape: L (1-D) or HxW (2-D)")
+    p.add_argument("--kernel", type=positive_int, default=3, help="odd kernel size (default 3)")
+    p.add_argument("--padding", choices=("periodic", "zero"), default="periodic",
+                   help="periodic (exact: the MLP at batch B x positions) or zero (Monte Carlo backward)")  # fmt: skip
+    p.add_argument("--eps", nargs="+", type=bn_option("eps"), metavar="E", help="BN eps (one or more; default 0)")
+    p.add_argument("--gamma", type=bn_option("gamma"), default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
+    p.add_argument("--beta", type=bn_option("beta"), default=0.0, help="BN shift (default 0)")
+    p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu (max(z,0)^alpha) or elu")
+    p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
+    p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0, help="weight scale sigma_w (> 0, default 1)")
+    p.add_argument("--samples", type=positive_int, help="Monte Carlo draws of the backward (--padding zero; "
+                   "default 20000)")  # fmt: skip
+    p.add_argument("--channels", "-C", type=positive_int, help="also simulate networks of this many channels")
+    p.add_argument("--depth", "-L", type=positive_int, help="layers of the simulated networks")
+    p.add_argument("--networks", "-K", type=positive_int, help="number of simulated networks")
+    p.add_argument("--seed", type=int, help="simulation seed (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="simulation dtype (default float32)")
+    p.add_argument("--device", help="cpu or cuda (simulation; default cpu)")
+    p.add_argument("--chunk", type=positive_int, help="networks run together (simulation; default 50)")
+    p.add_argument("--detach-stats", action="store_true", help="no backprop through the BN statistics (simulation)")
+    p.add_argument("--ghost-size", type=positive_int, help="BN statistics over ghost batches of this size (simulation)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per (batch size, eps)")
+    p.add_argument("--plot", metavar="FILE", help="lambda_G against batch size (and the measured gradients by layer)")
+    p.add_argument("--out", metavar="DIR", help="write the simulation's tidy tables (conv_layers_B*.csv)")
+    p.set_defaults(func=cmd_conv)
 
-    return check_conv_shape(args.spatial, args.kernel, args.padding)
 
+def cmd_conv(args) -> int:
+    from ..meanfield.conv import check_conv_shape, conv_theory
+    from ..nonlinearity import get_nonlinearity
 
-def theory_spatial(args, phi_params: dict) -> int:
-    from ..meanfield.conv import conv_theory
+    sizes = {"--channels": args.channels, "--depth": args.depth, "--networks": args.networks}
+    simulating = any(v is not None for v in sizes.values())
+    if simulating and any(v is None for v in sizes.values()):
+        missing = [flag for flag, v in sizes.items() if v is None]
+        raise InputError(f"{missing[0]}: --channels, --depth and --networks go together (they ask for a simulation)")
+    if not simulating:
+        for flag, attr in SIMULATION_FLAGS:
+            if getattr(args, attr) not in (None, False):
+                raise InputError(f"{flag} applies to the simulation only: add --channels, --depth and --networks")
+    if args.samples is not None and (args.padding != "zero" or args.kernel == 1):
+        raise InputError("--samples applies to --padding zero with --kernel > 1 only (the others are exact)")
+    spatial = check_conv_shape(args.spatial, args.kernel, args.padding)
+    phi = get_nonlinearity(args.phi, **phi_params(args))
+    eps_values = args.eps or [0.0]
+    samples = 20_000 if args.samples is None else args.samples
+    pairs = [(b, e) for b in args.batch_size for e in eps_values]
+    results = [
+        conv_theory(phi, b, spatial=spatial, kernel=args.kernel, padding=args.padding, eps=e,
+                    sigma_w=args.sigma_w, gamma=args.gamma, beta=args.beta, samples=samples)
+        for b, e in pairs
+    ]  # fmt: skip
+    sims = _simulate(args, pairs, spatial, phi) if simulating else None
+    if args.plot:
+        from ..report.plots import plot_conv
 
-    spatial = _spatial(args)
-    results = []
-    for b in args.batch_size:
-        if not isinstance(b, int):
-            raise InputError("--batch-size: must be finite with --spatial")
-        b = int(b)
-        for e in args.eps or [0.0]:
-            results.append(
-                conv_theory(
-                    args.phi,
-                    b,
-                    spatial=spatial,
-                    kernel=args.kernel,
-                    padding=args.padding,
-                    eps=e,
-                    sigma_w=args.sigma_w,
-                    gamma=args.gamma,
-                    beta=args.beta,
-                    samples=args.samples,
-                    **phi_params,
-                )
-            )
+        plot_conv(results, args.plot, simulations=sims)
+    out = [r.to_dict() for r in results]
+    if sims is not None:
+        for row, sim in zip(out, sims, strict=True):
+            row["simulation"] = {"channels": args.channels, "depth": args.depth, "networks": args.networks,
+                                 **{k: sim.summary[k] for k in MEASURED_KEYS}}  # fmt: skip
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, default=float))
+        print(json.dumps(out, indent=2, default=float))
         return 0
     first = results[0]
-    print(f"phi = {first.phi}, conv {args.kernel}x{args.kernel} on {args.spatial} ({args.padding} padding)")
-    header = ("B", "B x pos", "eps", "lambda_G", "+-", "MLP at B x pos", "c_space", "c_batch", "max depth")
+    size = "x".join(map(str, spatial))
+    line = f"phi = {first.phi}, conv {'x'.join([str(args.kernel)] * len(spatial))} on {size} ({args.padding} padding)"
+    if sims is not None:
+        line += f", {args.channels} channels, depth {args.depth}, {args.networks} networks"
+    print(line)
+    header = ["B", "B x pos", "eps", "lambda_G", "+-", "MLP at B x pos", "c_space", "c_batch", "max depth"]
+    if sims is not None:
+        header += ["measured", "+-", "c_space (sim)", "c_batch (sim)"]
     print("  ".join(h.rjust(14) for h in header))
-    for r in results:
+    for i, r in enumerate(results):
         cells = [
             str(r.batch_size), str(r.effective_batch_size), f"{r.eps:g}", f"{r.lambda_G:.8g}",
             f"{r.lambda_G_stderr:.2g}",
             f"{r.mlp_lambda_G:.8g}", "-" if r.c_space is None else f"{r.c_space:.6g}",
             "-" if r.c_batch is None else f"{r.c_batch:.6g}", f"{r.max_trainable_depth:.6g}",
         ]  # fmt: skip
+        if sims is not None:
+            m = sims[i].summary
+            cells += [f"{m['lambda_G_mean']:.6g}", f"{m['lambda_G_stderr']:.2g}", f"{m['c_space_mean']:.6g}",
+                      f"{m['c_batch_mean']:.6g}"]  # fmt: skip
         print("  ".join(c.rjust(14) for c in cells))
+    for note in sorted({n for r in results for n in r.notes}):
+        print(f"note: {note}")
+    if args.out:
+        print(f"wrote conv_layers_B*.csv in {args.out}")
+    if args.plot:
+        print(f"plot written to {args.plot}")
     return 0
 
 
-def simulate_spatial(args, phi_params: dict) -> int:
+def _simulate(args, pairs: list[tuple[int, float]], spatial: tuple[int, ...], phi) -> list:
+    """One simulation per (batch size, eps), a progress bar on stderr; the tidy tables into ``--out``."""
     from tqdm import tqdm
 
-    from ..nonlinearity import get_nonlinearity
     from ..simulate.conv import simulate_conv
 
-    if args.channels is None:
-        raise InputError("--channels is required with --spatial (the conv layers' width)")
-    if args.width is not None:
-        raise InputError("--width does not apply with --spatial: use --channels")
-    for flag, bad in (("--init", args.init != "gaussian"), ("--placement", args.placement != "before"),
-                      ("--sampler", args.sampler == "conditional"),
-                      ("--two-batches", args.two_batches)):  # fmt: skip
-        if bad:
-            raise InputError(f"{flag} is not available with --spatial")
-    spatial = _spatial(args)
-    phi = get_nonlinearity(args.phi, **phi_params)
-    out = []
-    for b in args.batch_size:
-        with tqdm(total=args.networks, desc=f"B = {b}", unit="net", disable=None, file=sys.stderr) as bar:
+    options = {name: getattr(args, name) for name in ("seed", "dtype", "device", "chunk", "ghost_size")}
+    several_eps = len({e for _, e in pairs}) > 1
+    sims = []
+    for b, e in pairs:
+        desc = f"B = {b}" + (f", eps = {e:g}" if several_eps else "")
+        with tqdm(total=args.networks, desc=desc, unit="net", disable=None, file=sys.stderr) as bar:
             sim = simulate_conv(
                 phi, b, spatial=spatial, channels=args.channels, depth=args.depth, networks=args.networks,
-                kernel=args.kernel, padding=args.padding, eps=args.eps, gamma=args.gamma, beta=args.beta,
-                sigma_w=args.sigma_w, detach_stats=args.detach_stats, ghost_size=args.ghost_size, seed=args.seed,
-                device=args.device, dtype=args.dtype, chunk=args.chunk, progress=lambda n: bar.update(n - bar.n),
+                kernel=args.kernel, padding=args.padding, eps=e, gamma=args.gamma, beta=args.beta,
+                sigma_w=args.sigma_w, detach_stats=args.detach_stats, progress=lambda n: bar.update(n - bar.n),
+                **options,
             )  # fmt: skip
-        out.append({"batch_size": b, **sim.summary})
+        sims.append(sim)
         if args.out:
             from pathlib import Path
 
             from .._io import write_csv
 
-            write_csv(Path(args.out) / f"conv_layers_B{b}.csv", sim.rows())
-    if args.json:
-        print(json.dumps(out, indent=2, default=float))
-        return 0
-    print(f"phi = {phi.name}, conv {args.kernel}x{args.kernel} on {args.spatial} ({args.padding}), "
-          f"{args.channels} channels, depth {args.depth}, {args.networks} networks")  # fmt: skip
-    print(f"{'B':>6}  {'lambda_G (sim)':>22}  {'theory':>10}  {'c_space':>10}  {'c_batch':>10}")
-    for row in out:
-        lt = "-" if row["lambda_G_theory"] is None else f"{row['lambda_G_theory']:.5f}"
-        print(
-            f"{row['batch_size']:>6}  {row['lambda_G_mean']:>12.5f} +- {row['lambda_G_stderr']:<7.5f}  {lt:>10}  "
-            f"{row['c_space_mean']:>10.5f}  {row['c_batch_mean']:>10.5f}"
-        )
-    return 0
+            name = f"conv_layers_B{b}" + (f"_eps{e:g}" if several_eps else "") + ".csv"
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_csv(Path(args.out) / name, sim.rows())
+    return sims
 
 
 def add_parsers(sub) -> None:
-    add_spatial_arguments(sub.choices["theory"], sub.choices["simulate"])
+    for command in ("theory", "simulate"):
+        sub.choices[command].add_argument("--spatial", action=MovedToConv, help=argparse.SUPPRESS)
+    add_conv_parser(sub)
     p = sub.add_parser("probe", help="any PyTorch model: per-layer statistics and gradients, BN layers vs theory")
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="MODULE importable from here")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 3x32x32 or 784 (default: "
@@ -134,8 +196,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_probe)
 
 
-def load_model(spec: str):
-    """``module:callable`` -> the callable's model (module importable from the working directory)."""
+def load_factory(spec: str):
+    """``module:callable`` -> the callable (module importable from the working directory), checked to be callable
+    without arguments; :func:`bnmft.simulate.model_probe.seeded_model` calls it."""
     import importlib
     import os
 
@@ -162,32 +225,24 @@ def load_model(spec: str):
             signature.bind()
         except TypeError:
             raise InputError(f"--model: {spec} must be callable without arguments") from None
-    return factory()  # an exception inside the user's own code keeps its traceback
+    return factory
 
 
-def _input_shape(text, model) -> tuple[int, ...]:
-    import torch
-
-    if text:
-        try:
-            shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
-        except ValueError:
-            raise InputError(f"--input-shape must be integers like 3x32x32, got {text!r}") from None
-        if not shape or any(v < 1 for v in shape) or math.prod(shape) > 10**8:
-            raise InputError(f"--input-shape must be positive integers (at most 1e8 values), got {text!r}")
-        return shape
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            return (m.in_features,)
-        if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
-            break
-    raise InputError("--input-shape is needed (the model does not start with a Linear layer)")
+def _input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``--input-shape`` ("3x32x32", "784") as a tuple; None when not given (the probe infers it)."""
+    if not text:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise InputError(f"--input-shape must be integers like 3x32x32, got {text!r}") from None
+    if not shape or any(v < 1 for v in shape) or math.prod(shape) > 10**8:
+        raise InputError(f"--input-shape must be positive integers (at most 1e8 values), got {text!r}")
+    return shape
 
 
 def cmd_probe(args) -> int:
-    import torch
-
-    from ..simulate.model_probe import probe
+    from ..simulate.model_probe import gaussian_inputs, probe, seeded_model
 
     if args.steps < 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
@@ -195,12 +250,10 @@ def cmd_probe(args) -> int:
         raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
-    torch.manual_seed(args.seed)
-    model = load_model(args.model)
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"--model: {args.model} returned {type(model).__name__}, not a torch.nn.Module")
-    shape = _input_shape(args.input_shape, model)
-    inputs = torch.randn(args.batch_size, *shape, generator=torch.Generator().manual_seed(args.seed))
+    factory = load_factory(args.model)
+    model = seeded_model(factory, args.seed, what=f"--model: {args.model}")
+    inputs = gaussian_inputs(model, args.batch_size, _input_shape(args.input_shape), args.seed)
+    shape = tuple(inputs.shape[1:])
     try:
         result = probe(model, inputs, steps=args.steps, lr=args.lr, seed=args.seed)
     except RuntimeError as err:  # the model's own forward refuses these inputs (shapes): the user's input

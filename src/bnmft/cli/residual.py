@@ -9,11 +9,11 @@ import math
 import sys
 
 from ..errors import InputError
-from .arguments import batch_size_arg, bn_option, finite_float, positive_int
+from .arguments import batch_size_arg, bn_option, finite_float, phi_params, positive_int
 
 
-def alpha_list(text: str) -> float | list[float]:
-    """``--alpha``: one number, or comma-separated numbers (one per block)."""
+def branch_scale_list(text: str) -> float | list[float]:
+    """``--branch-scale``: one number, or comma-separated numbers (one per block)."""
     parts = [p for p in text.split(",") if p.strip()]
     try:
         values = [float(p) for p in parts]
@@ -30,7 +30,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", "-B", required=True, type=batch_size_arg, metavar="B", help="batch size (>= 4)")
     p.add_argument("--depth", "-D", required=True, type=positive_int, help="number of residual blocks")
     p.add_argument("--branch-depth", "-K", type=positive_int, default=1, help="BN -> phi -> linear layers per branch")
-    p.add_argument("--alpha", type=alpha_list, default=1.0, help="branch scale: a number, or one per block (a,b,...)")
+    p.add_argument(
+        "--branch-scale", type=branch_scale_list, help="branch scale a of x + a F(x): a number, or one per block"
+    )
+    p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu or elu (the branch scale is --branch-scale)")
+    p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
     p.add_argument("--branch", choices=("bn_first", "linear_first"), default="bn_first")
     p.add_argument("--eps", type=bn_option("eps"), default=0.0)
     p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
@@ -63,30 +67,52 @@ def add_parsers(sub) -> None:
     p.add_argument("--residual", action="store_true", help="plan a residual network")
     p.add_argument("--branch-depth", "-K", type=positive_int, default=1)
     p.add_argument("--branch", choices=("bn_first", "linear_first"), default="bn_first")
-    p.add_argument("--alpha", type=finite_float, default=1.0, help="branch scale while other knobs are searched")
+    p.add_argument("--branch-scale", type=finite_float, help="branch scale while other knobs are searched (default 1)")
+    p.add_argument("--alpha", type=finite_float, help="alpha of alpha_relu or elu (the branch scale is --branch-scale)")
+    p.add_argument("--slope", type=finite_float, help="negative slope of leaky_relu")
     p.add_argument("--eps", type=bn_option("eps"), default=0.0)
     p.add_argument("--sigma-w", type=bn_option("sigma_w"), default=1.0)
     p.add_argument("--gamma", type=bn_option("gamma"), default=1.0)
     p.add_argument("--beta", type=bn_option("beta"), default=0.0)
-    p.add_argument("--knobs", nargs="+", choices=("gamma", "beta", "eps", "alpha"), help="default: by phi's shape")
+    p.add_argument("--knobs", nargs="+", choices=("gamma", "beta", "eps", "branch_scale"), help="default: by phi")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_design)
+
+
+def cli_phi_params(args) -> dict[str, float]:
+    """phi's parameters on ``bnmft residual`` and ``bnmft design``: ``--alpha`` is phi's parameter here as on every
+    command (alpha_relu, elu). It used to be the branch scale, so a phi without an alpha is refused (use
+    --branch-scale) rather than the number silently taking a new meaning; with alpha_relu or elu and no
+    --branch-scale, a note on stderr says which alpha it is."""
+    from ..nonlinearity import takes_parameter
+
+    if args.alpha is not None and not takes_parameter(args.phi, "alpha"):
+        raise InputError(
+            f"--alpha is the parameter of alpha_relu and elu, not of phi={args.phi!r}; the residual branch scale is "
+            "--branch-scale"
+        )
+    if args.alpha is not None and args.branch_scale is None:
+        print(f"note: --alpha {args.alpha:g} is {args.phi}'s alpha; the branch scale is --branch-scale (default 1)",
+              file=sys.stderr)  # fmt: skip
+    return phi_params(args)
 
 
 def cmd_residual(args) -> int:
     from ..meanfield.residual import residual_theory
 
+    params = cli_phi_params(args)
     if (args.width is None) != (args.networks is None):
         raise InputError("--width and --networks go together (they ask for a simulation)")
     settings = dict(
         depth=args.depth,
         branch_depth=args.branch_depth,
-        alpha=args.alpha,
+        branch_scale=args.branch_scale,
         branch=args.branch,
         eps=args.eps,
         sigma_w=args.sigma_w,
         gamma=args.gamma,
         beta=args.beta,
+        **params,
     )
     result = residual_theory(
         args.phi,
@@ -130,10 +156,10 @@ def cmd_residual(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    alpha = result.alpha if isinstance(result.alpha, float) else "per block"
+    scale = result.branch_scale if isinstance(result.branch_scale, float) else "per block"
     print(
         f"phi = {result.phi}, B = {result.batch_size}, D = {result.depth} blocks, K = {result.branch_depth} "
-        f"({result.branch}), alpha = {alpha}, eps = {result.eps:g}"
+        f"({result.branch}), branch scale = {scale}, eps = {result.eps:g}"
     )
     depth = result.max_trainable_depth
     print(
@@ -161,6 +187,7 @@ def cmd_residual(args) -> int:
 def cmd_design(args) -> int:
     from ..meanfield.planner import design
 
+    params = cli_phi_params(args)
     result = design(
         args.phi,
         args.batch_size,
@@ -168,12 +195,13 @@ def cmd_design(args) -> int:
         residual_network=args.residual,
         branch_depth=args.branch_depth,
         branch=args.branch,
-        alpha=args.alpha,
+        branch_scale=args.branch_scale,
         eps=args.eps,
         sigma_w=args.sigma_w,
         gamma=args.gamma,
         beta=args.beta,
         knobs=args.knobs,
+        **params,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

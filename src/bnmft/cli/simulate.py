@@ -1,5 +1,5 @@
 """``bnmft simulate``: finite-width BN networks (one width, or several with --widths for the 1/N extrapolation)
-against the theory; ``--spatial`` hands over to :mod:`bnmft.cli_conv`."""
+against the theory (convolutional networks: ``bnmft conv``, :mod:`bnmft.cli.conv`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("simulate", help="finite-width BN networks: measured lambda_G and c* against the theory")
     p.add_argument("--phi", required=True, help="a name (see `bnmft nonlinearities`) or an expression in z")
     p.add_argument("--batch-size", "-B", required=True, nargs="+", type=sim_batch_size, metavar="B")
-    p.add_argument("--width", "-N", type=positive_int, help="width (MLP); --channels with --spatial")
+    p.add_argument("--width", "-N", type=positive_int, help="width N")
     p.add_argument("--widths", nargs="+", type=positive_int, metavar="N", help="extrapolate in 1/N over these widths")
     p.add_argument("--depth", "-L", required=True, type=positive_int)
     p.add_argument("--networks", "-K", required=True, type=positive_int)
@@ -72,14 +72,10 @@ SIMULATE_JSON_KEYS = (
 def cmd_simulate(args) -> int:
     from dataclasses import asdict
 
-    if args.spatial:
-        from .conv import simulate_spatial
-
-        return simulate_spatial(args, phi_params(args))
     if args.widths:
         return _simulate_widths(args)
     if args.width is None:
-        raise InputError("--width is required (or --spatial with --channels for a convolutional network)")
+        raise InputError("--width is required (or --widths; convolutional networks: bnmft conv)")
 
     result = _run_simulation(args, width=args.width)
     if args.out:

@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..meanfield import TheoryResult, theory
 from ..meanfield.result import SUMMARY_KEYS
 from ..nonlinearity import available
-from .arguments import SmallBatch, batch_size_arg, bn_option, finite_float, phi_params, positive_int, theory_batch_size
+from .arguments import batch_size_arg, bn_option, finite_float, phi_params, positive_int
 
 TABLE_COLUMNS = (  # header, TheoryResult attribute, width, significant digits
     ("B", "batch_size", 7, 0),
@@ -74,13 +74,6 @@ def to_json(results: Sequence[TheoryResult]) -> str:
 
 
 def cmd_theory(args) -> int:
-    if args.spatial:
-        from .conv import theory_spatial
-
-        return theory_spatial(args, phi_params(args))
-    small = [b for b in args.batch_size if isinstance(b, SmallBatch)]
-    if small:
-        raise InputError(f"--batch-size: {small[0].message}")
     eps_values = args.eps or [0.0]
     kwargs = {
         "gamma": args.gamma,
@@ -252,9 +245,9 @@ def add_parsers(sub) -> None:
         "-B",
         required=True,
         nargs="+",
-        type=theory_batch_size,
+        type=batch_size_arg,
         metavar="B",
-        help="one or more batch sizes (integers >= 4, or 'inf'; with --spatial, B x positions >= 4)",
+        help="one or more batch sizes (integers >= 4, or 'inf'; convolutional networks: bnmft conv)",
     )
     p.add_argument("--gamma", type=bn_option("gamma"), default=1.0, help="BN scale: phi(gamma z + beta) (default 1)")
     p.add_argument("--beta", type=bn_option("beta"), default=0.0, help="BN shift (default 0)")

@@ -1,5 +1,5 @@
 """A measured agreement, not only a picture: per heatmap column, the deepest network that still trains against the
-theory's maximum trainable depth (theory.md sections 4 and 6).
+theory's maximum trainable depth (docs/theory.md sections 8 and 12).
 
 Torch-free (reads stored results). The measured maximum trainable depth of a column is the deepest depth whose test
 accuracy is above a threshold halfway between chance and the shallowest network's accuracy in that column (the
@@ -26,11 +26,11 @@ MIN_GAIN = 0.1
 
 def theory_depth_for(config: dict, x: str, value) -> float | None:
     """The theory's maximum trainable depth for a training cell (``x`` set to ``value``): 16 / ln of the larger of
-    lambda_G and lambda_W at the cell's eps and sigma_w (theory.md sections 4 and 4b; at eps -> 0 this is the
+    lambda_G and lambda_W at the cell's eps and sigma_w (docs/theory.md sections 6 and 8; at eps -> 0 this is the
     paper's 16 / ln lambda_G line); ``inf`` where no gradient explodes; None for batch sizes below 4.
 
     Residual cells (``branch_depth`` >= 1, in blocks): the deepest network whose gradient grows by at most e^16 from
-    the last block to the first (:func:`bnmft.residual`) - the stream starts as ``BN(W_0 x)``, centred variance
+    the last block to the first (:func:`bnmft.residual_theory`) - the stream starts as ``BN(W_0 x)``, centred variance
     gamma^2 per neuron (its shape taken as BSB1), and ends in a BN, so the output gradient is centred."""
     cfg = dict(config, **{x: value})
     b = cfg.get("ghost_size") or cfg["batch_size"]
@@ -44,7 +44,7 @@ def theory_depth_for(config: dict, x: str, value) -> float | None:
                 b,
                 depth=1,
                 branch_depth=cfg["branch_depth"],
-                alpha=cfg.get("branch_scale", 1.0),
+                branch_scale=cfg.get("branch_scale", 1.0),
                 gamma=cfg.get("gamma", 1.0),
                 beta=cfg.get("beta", 0.0),
                 eps=cfg.get("eps", 0.0),

@@ -268,6 +268,11 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
     ]
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device here (the report's metadata)."""
+    return torch.cuda.is_available()
+
+
 def check_device(device: str) -> torch.device:
     """``"cpu"``, or ``"cuda"`` (``"cuda:N"``) where a CUDA device is available."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):

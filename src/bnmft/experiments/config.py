@@ -19,7 +19,7 @@ PAPER_LR_PER_EXAMPLE = 1e-5  # the paper's learning rate is 1e-5 * B
 class TrainConfig:
     """One training run (one cell of a sweep). ``lr`` is a number or ``"paper"`` (1e-5 * B) or
     ``"<factor>*B"`` (e.g. ``"1e-3*B"``). ``branch_depth`` 0 is the paper's plain network of ``depth`` layers;
-    ``branch_depth`` K >= 1 a pre-activation residual network of ``depth`` blocks (theory.md section 4c), each
+    ``branch_depth`` K >= 1 a pre-activation residual network of ``depth`` blocks (docs/theory.md section 9), each
     ``x + branch_scale * F(x)`` with ``F = K x [BN -> phi -> linear]``, between a linear embedding with BN and a
     final BN -> phi before the read-out (:func:`layer_counts`). ``alpha`` is alpha_relu's exponent, not the
     branch scale."""

@@ -4,7 +4,7 @@ network exists).
 
 Every loader returns a :class:`Dataset` with float32 inputs in [0, 1] flattened to (n, d), int64 labels in
 [0, classes), after checking shapes, dtypes and label ranges. A missing data set raises
-:class:`DatasetUnavailable` (a ``ValueError``) that says how to get it.
+:class:`DatasetUnavailable` (an :class:`~bnmft.errors.InputError`) that says how to get it.
 """
 
 from __future__ import annotations

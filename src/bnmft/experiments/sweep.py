@@ -82,7 +82,7 @@ class Sweep:
 
 def load_sweeps(source: str | Path) -> list[Sweep]:
     """The sweeps of a TOML file (one sweep at top level, or several as ``[[sweeps]]`` tables) or of a preset
-    name (``quick``, ``paper``, ``tiny``). Raises ValueError naming the offending key for anything unknown,
+    name (``quick``, ``paper``, ``tiny``). Raises InputError naming the offending key for anything unknown,
     empty or impossible - before any work starts."""
     raw = _read_toml(source)
     if "sweeps" in raw:

@@ -1,4 +1,4 @@
-"""Training BN MLPs on real data: the trainability experiments of the paper (theory.md section 6, Figs 3-5).
+"""Training BN MLPs on real data: the trainability experiments of the paper (docs/theory.md section 12, Figs 3-5).
 
 The network reuses the simulator's pieces (:mod:`bnmft.simulate`): the torch nonlinearity, the Gaussian
 ``N(0, sigma_w^2 / fan_in)`` initialisation and the batch-norm function (with ghost batches). Architecture:

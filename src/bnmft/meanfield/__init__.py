@@ -1,4 +1,4 @@
-"""The mean-field theory engine: numpy and scipy only, float64 throughout (theory.md sections 1-4b).
+"""The mean-field theory engine: numpy and scipy only, float64 throughout (docs/theory.md sections 1-10).
 
 The public functions are re-exported here and by :mod:`bnmft`; the modules (none shares a name with a
 function) are
@@ -10,7 +10,7 @@ function) are
 * :mod:`.forward` - forward eigenvalues and two-batch rates;
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
-* :mod:`.resnet` - residual networks (:func:`residual`); :mod:`.planner` - the depth planner (:func:`design`);
+* :mod:`.residual` - residual networks (:func:`residual_theory`); :mod:`.planner` - the depth planner (:func:`design`);
 * :mod:`.spatial` - convolutional networks with spatial BN (:func:`conv_theory`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
 """

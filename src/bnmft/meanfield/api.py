@@ -16,7 +16,7 @@ from ..options import check_batch_size, check_bn_options
 from . import closed_forms, forward
 from .eps import kappa_critical
 from .eps import solve as solve_eps
-from .moments import spherical_moments
+from .moments import _spherical_moments
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
 #: lambda_G below 1 by at most this is rounding (the quadrature's accuracy); it is reported as 1
@@ -41,23 +41,49 @@ def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | Non
 
 
 def _overflow_is_bad_input(fn: Callable[..., TheoryResult]) -> Callable[..., TheoryResult]:
-    """Settings whose numbers leave double precision (gamma = 1e308, alpha = 1000) are bad input: say so."""
+    """Settings whose numbers leave double precision (gamma = 1e308, alpha = 1000) are bad input: say so. Wraps the
+    kernel :func:`_theory`, so every caller (the public functions and the other kernels) gets the same message."""
 
     @functools.wraps(fn)
-    def checked(phi: PhiSpec, batch_size: int | float | str, **kwargs: Any) -> TheoryResult:
+    def checked(base: Nonlinearity, effective: Nonlinearity, b: float, **settings: Any) -> TheoryResult:
         try:
-            return fn(phi, batch_size, **kwargs)
+            return fn(base, effective, b, **settings)
         except (OverflowError, ZeroDivisionError) as err:
-            settings = "".join(f", {k}={v!r}" for k, v in kwargs.items() if isinstance(v, int | float))
+            given = "".join(
+                f", {k}={v!r}" for k, v in settings.items() if isinstance(v, int | float) and v != _DEFAULTS.get(k)
+            )
             raise InputError(
-                f"phi={getattr(phi, 'name', phi)!r}, batch_size={batch_size!r}{settings}: the theory's numbers "
-                f"overflow double precision ({err}); use smaller settings"
+                f"phi={base.name!r}, batch_size={b!r}{given}: the theory's numbers overflow double precision ({err}); "
+                "use smaller settings"
             ) from None
 
     return checked
 
 
-@_overflow_is_bad_input
+#: the defaults of theory's settings (the overflow message names the others)
+_DEFAULTS = {"gamma": 1.0, "beta": 0.0, "eps": 0.0, "sigma_w": 1.0}
+
+
+def check_theory_input(
+    batch_size: Any, *, method: str = "auto", eps: Any = 0.0, sigma_w: Any = 1.0, gamma: Any = 1.0, beta: Any = 0.0
+) -> tuple[float, dict[str, Any]]:
+    """The checks of :func:`theory` except phi: ``(B, settings)`` with settings the keyword arguments of
+    :func:`_theory` (method, eps, sigma_w, gamma, beta as floats).
+
+    Raises:
+        InputError: a bad method, batch size, eps, sigma_w, gamma (also 0) or beta; eps > 0 with B = inf.
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    b = check_batch_size(batch_size)
+    eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    if eps > 0 and math.isinf(b):
+        raise InputError("eps > 0 needs a finite batch_size (the eps theory averages over ||G h|| ~ chi_{B-1})")
+    if gamma == 0:
+        raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
+    return b, {"method": method, "eps": eps, "sigma_w": sigma_w, "gamma": gamma, "beta": beta}
+
+
 def theory(
     phi: PhiSpec,
     batch_size: int | float | str,
@@ -80,8 +106,8 @@ def theory(
         gamma, beta: BN's scale and shift at initialisation.
         method: ``"auto"`` (closed form where one exists, else quadrature), ``"closed_form"`` or
             ``"quadrature"`` (the general path, for any phi).
-        eps, sigma_w: BN's eps and the weight scale; only ``kappa = eps / sigma_w^2`` matters (theory.md
-            section 4b). With eps = 0 every number is that of the eps = 0 theory.
+        eps, sigma_w: BN's eps and the weight scale; only ``kappa = eps / sigma_w^2`` matters
+            (docs/theory.md section 6). With eps = 0 every number is that of the eps = 0 theory.
         derivative, kinks: for a callable phi, its derivative and non-smooth points (optional).
         **params: parameters of a registered phi: ``alpha`` (alpha_relu, elu), ``slope`` (leaky_relu).
 
@@ -95,27 +121,40 @@ def theory(
         InputError: bad batch size, gamma, beta, phi or method; constant phi; phi not finite, or with
             moments that diverge; no closed form when ``method="closed_form"``.
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    b = check_batch_size(batch_size)
-    eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
-    if eps > 0 and math.isinf(b):
-        raise InputError("eps > 0 needs a finite batch_size (the eps theory averages over ||G h|| ~ chi_{B-1})")
-    if gamma == 0:
-        raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
-    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    b, settings = check_theory_input(batch_size, method=method, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    base, effective = resolve(
+        phi, gamma=settings["gamma"], beta=settings["beta"], derivative=derivative, kinks=kinks, **params
+    )
+    return _theory(base, effective, b, **settings)
 
+
+@_overflow_is_bad_input
+def _theory(
+    base: Nonlinearity,
+    effective: Nonlinearity,
+    b: float,
+    *,
+    method: str = "auto",
+    eps: float = 0.0,
+    sigma_w: float = 1.0,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+) -> TheoryResult:
+    """The kernel of :func:`theory`: phi already resolved (``base`` and ``effective = base(gamma z + beta)``), the
+    settings already checked (:func:`check_theory_input`). Internal code calls this, never :func:`theory`."""
     values = _closed_form(effective, b) if method != "quadrature" else None
     if values is None and method == "closed_form":
         raise InputError(
             f"method='closed_form': no closed form for phi={base.name!r} with beta={beta:g}; closed forms exist "
             "for identity (any gamma, beta), relu and alpha_relu (beta = 0)"
         )
-    forward_closed = values is not None and effective.family in ("identity", "relu")
+    # the forward eigenvalues in closed form: affine phi, and the degree-1 arc-cosine kernel (relu = alpha_relu at
+    # alpha = 1, any gamma != 0); other degrees take the quadrature
+    forward_closed = values is not None and (effective.affine is not None or effective.homogeneous_degree == 1.0)
     moments = None
     if values is None or not forward_closed:
         # with a closed-form lambda_G, phi' moments are not needed: do not let them decide convergence
-        moments = spherical_moments(effective, b, with_derivative=values is None)
+        moments = _spherical_moments(effective, b, with_derivative=values is None)
         _check_not_constant(base.name, gamma, beta, moments.second, moments.mu)
     if values is not None:
         method_used, error = "closed_form", 0.0
@@ -126,9 +165,9 @@ def theory(
         q, mu, mean = moments.second, moments.mu, moments.mean
         c = 1.0 - mu / q
         if math.isinf(b):
-            lam = moments.d2 / mu  # theory.md section 4: E[phi'^2] / Var[phi]
+            lam = moments.d2 / mu  # docs/theory.md section 4: E[phi'^2] / Var[phi]
         else:
-            lam = ((b - 1) * moments.d2 + moments.dd - moments.xd) / ((b - 3) * mu)  # section 4b's K(1)/(mu (B-3))
+            lam = ((b - 1) * moments.d2 + moments.dd - moments.xd) / ((b - 3) * mu)  # docs/theory.md 3.2
     if not (math.isfinite(lam) and lam > 0):
         raise InputError(
             f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g}: lambda_G = {lam:.3g} is not a finite positive "
@@ -150,19 +189,17 @@ def theory(
             "trainable depth is unlimited up to that precision"
         )
 
-    if forward_closed and effective.family == "identity":
+    if forward_closed and effective.affine is not None:
         rates = forward.affine_closed_form(b, beta)
     elif forward_closed:
         assert values is not None
-        rates = forward.relu_closed_form(b, mean, values["xphi"], mu)
+        rates = forward.homogeneous_closed_form(1.0, b, mean, values["xphi"], mu)
     else:
         assert moments is not None
         rates = forward.from_moments(moments)
         error = max(error, moments.error)
     xi = depth_scale(lam)
-    result_params = {k: v for k, v in base.params.items() if k not in ("gamma", "beta")}
-    if base.family in ("identity", "relu"):
-        result_params.pop("alpha", None)
+    result_params = dict(base.parameters)
     top = None if rates.lambda_L is None or rates.lambda_M is None else max(rates.lambda_L, rates.lambda_M)
     kappa_c = None if math.isinf(b) else kappa_critical(effective, int(b))
     result = TheoryResult(
@@ -200,7 +237,7 @@ def theory(
 
 
 def _with_eps(r: TheoryResult, phi: Nonlinearity, b: int, eps: float, sigma_w: float) -> TheoryResult:
-    """theory.md section 4b: replace the fixed point and the rates by their eps > 0 values."""
+    """docs/theory.md section 6: replace the fixed point and the rates by their eps > 0 values."""
     kappa = eps / sigma_w / sigma_w
     if not math.isfinite(kappa):
         raise InputError(f"kappa = eps / sigma_w^2 = {eps:g} / {sigma_w:g}^2 overflows; use a larger sigma_w")
@@ -238,6 +275,19 @@ def _check_not_constant(name: str, gamma: float, beta: float, q: float, mu: floa
         )
 
 
-def theory_table(phi, batch_sizes: Iterable, **kwargs) -> list[TheoryResult]:
-    """:func:`theory` for each batch size (same keyword arguments)."""
-    return [theory(phi, b, **kwargs) for b in batch_sizes]
+def theory_table(phi: PhiSpec, batch_sizes: Iterable, **kwargs: Any) -> list[TheoryResult]:
+    """:func:`theory` for each batch size (same keyword arguments): the input checked and phi resolved once.
+
+    Raises:
+        InputError: as :func:`theory`, for any of the batch sizes.
+    """
+    derivative, kinks = kwargs.pop("derivative", None), kwargs.pop("kinks", ())
+    options = {k: kwargs.pop(k) for k in ("method", "eps", "sigma_w", "gamma", "beta") if k in kwargs}
+    checked = [check_theory_input(b, **options) for b in batch_sizes]
+    if not checked:
+        return []
+    settings = checked[0][1]
+    base, effective = resolve(
+        phi, gamma=settings["gamma"], beta=settings["beta"], derivative=derivative, kinks=kinks, **kwargs
+    )
+    return [_theory(base, effective, b, **settings) for b, _ in checked]

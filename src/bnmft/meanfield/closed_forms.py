@@ -1,4 +1,4 @@
-"""Closed forms for affine phi and positive-homogeneous phi (relu, alpha_relu) (theory.md sections 2, 4).
+"""Closed forms for affine phi and positive-homogeneous phi (relu, alpha_relu) (docs/theory.md sections 2.5, 3.4).
 
 Everything here is exact up to rounding: the arc-cosine kernel of any degree alpha (the one implementation in
 bnmft, also used by the Laplace Gram map) is a pair of Gauss hypergeometric functions of the correlation c
@@ -63,7 +63,7 @@ def arccos_kernel(alpha: float, c: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def relu_kernel(c: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Degree-1 arc-cosine kernel in elementary functions (theory.md section 2): ``J1(c) = (sqrt(1-c^2) +
+    """Degree-1 arc-cosine kernel in elementary functions (docs/theory.md section 2.5): ``J1(c) = (sqrt(1-c^2) +
     (pi - arccos c) c) / pi`` and ``J1'(c) = (pi - arccos c) / pi``; c clipped to [-1, 1]. Returns arrays."""
     corr = np.clip(np.asarray(c, dtype=float), -1.0, 1.0)
     angle = np.pi - np.arccos(corr)
@@ -79,7 +79,7 @@ def homogeneous(alpha: float, batch_size: float) -> dict[str, float]:
     """q*, c*, mu*, lambda_G for ``max(z, 0)^alpha`` (alpha = 1: relu), any B >= 4 or B = inf.
 
     q* is the spherical moment ``E[x_1+^(2a)] = A^a Gamma(a + 1/2) Gamma(A/2) / (2 sqrt(pi) Gamma(a + A/2))``,
-    A = B - 1 (from ``x_1^2 / A ~ Beta(1/2, (B-2)/2)``); c* = J(-1/(B-1)); lambda_G from theory.md section 4:
+    A = B - 1 (from ``x_1^2 / A ~ Beta(1/2, (B-2)/2)``); c* = J(-1/(B-1)); lambda_G from docs/theory.md 3.4:
     ``((B-3+2a)((2a-1) J'(c) + a^2 (B-1))) / ((2a-1)(B-3)(B-1)(1 - J(c))) - a^2/(B-3)``, and for B = inf
     ``a^2 / ((2a - 1)(1 - J(0)))`` (= E[phi'^2] / Var[phi]).
     """

@@ -1,4 +1,4 @@
-"""Convolutional networks with spatial BN (channels -> infinity): theory.md section 4d, derivation in
+"""Convolutional networks with spatial BN (channels -> infinity): docs/theory.md section 10, derivation in
 docs/convolutional.md.
 
 State: the covariance ``Sigma`` over the n = B x P (example, position) pairs, one per channel (channels i.i.d. in
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..nonlinearity import PhiSpec, resolve
-from ..options import check_batch_size, check_bn_options, check_int
-from .api import theory
-from .gram import gram_map
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_bn_options, check_int
+from .api import _theory, check_theory_input
+from .gram import _gram_map
 
 PADDINGS = ("periodic", "zero")
 #: largest image (positions) the theory and the conv simulator take
@@ -206,6 +206,10 @@ def conv_theory(
 
     Returns:
         :class:`ConvResult`.
+
+    Raises:
+        InputError: a bad phi, batch size (B x positions >= 4), shape, kernel, padding or BN option; zero padding
+            with eps > 0 or more than MAX_ZERO_PAIRS pairs; the errors of :func:`bnmft.theory` at B x positions.
     """
     b = check_int("batch_size", batch_size, 1)
     spatial = check_conv_shape(spatial, kernel, padding)
@@ -213,16 +217,36 @@ def conv_theory(
     n = b * math.prod(spatial)
     if n < 4:
         raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
-    check_batch_size(n)
+    _, settings = check_theory_input(n, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    mlp = theory(
-        base, n, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params
-    )
-    at_b = None
-    if b >= 4:
-        at_b = theory(
-            base, b, gamma=gamma, beta=beta, eps=eps, sigma_w=sigma_w, derivative=derivative, kinks=kinks, **params
-        ).lambda_G
+    return _conv_theory(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed)
+
+
+def _conv_theory(
+    base: Nonlinearity,
+    effective: Nonlinearity,
+    b: int,
+    spatial: tuple[int, ...],
+    kernel: int,
+    padding: str,
+    settings: dict[str, Any],
+    *,
+    samples: int,
+    seed: int,
+) -> ConvResult:
+    """The kernel of :func:`conv_theory`: phi resolved (``effective = base(gamma z + beta)``), the shape checked
+    (:func:`check_conv_shape`), ``settings`` from :func:`bnmft.meanfield.api.check_theory_input` at B x positions;
+    zero padding's own conditions (eps = 0, B x positions <= MAX_ZERO_PAIRS, samples >= 8) are checked here."""
+    eps, sigma_w, gamma, beta = (settings[k] for k in ("eps", "sigma_w", "gamma", "beta"))
+    n = b * math.prod(spatial)
+    if padding == "zero" and kernel != 1:
+        if eps > 0:
+            raise InputError("padding='zero' needs eps = 0 (the Gram map's exact methods are scale free)")
+        if n > MAX_ZERO_PAIRS:
+            raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
+        check_int("samples", samples, 8)
+    mlp = _theory(base, effective, n, **settings)
+    at_b = _theory(base, effective, b, **settings).lambda_G if b >= 4 else None
     common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,
                   sigma_w=sigma_w, gamma=gamma, beta=beta, effective_batch_size=n, mlp_lambda_G=mlp.lambda_G,
                   mlp_lambda_G_at_batch=at_b,
@@ -233,17 +257,12 @@ def conv_theory(
             c_space=mlp.c_star, c_batch=mlp.c_star, max_trainable_depth=mlp.max_trainable_depth,
             method=f"mlp at batch {n} ({mlp.method})",
         )  # fmt: skip
-    if eps > 0:
-        raise InputError("padding='zero' needs eps = 0 (the Gram map's exact methods are scale free)")
-    if n > MAX_ZERO_PAIRS:
-        raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
-    check_int("samples", samples, 8)
     sigma = np.eye(n)
     notes = []
     method = "laplace" if effective.homogeneous_degree is not None else "monte_carlo"
     for _ in range(200):
-        value = gram_map(effective, conv_average(sigma, b, spatial, kernel, padding), method=method, samples=samples,
-                         rng=np.random.default_rng(seed))  # fmt: skip
+        value = _gram_map(effective, conv_average(sigma, b, spatial, kernel, padding), method=method,
+                          samples=samples, rng=np.random.default_rng(seed))  # fmt: skip
         change = float(np.max(np.abs(value.value - sigma)))
         sigma = value.value
         if change < 1e-10 * float(np.max(np.abs(sigma))):

@@ -1,9 +1,9 @@
 """Forward dynamics at the BSB1 fixed point: the convergence eigenvalues and the two-batch map.
 
 * ``lambda_M`` (multiplicity B(B-3)/2) and ``lambda_L`` (multiplicity B-1): the nonzero eigenvalues of the
-  Jacobian of ``Sigma -> V(Sigma)`` at Sigma* (theory.md section 3); all other eigenvalues are 0.
+  Jacobian of ``Sigma -> V(Sigma)`` at Sigma* (docs/theory.md section 5); all other eigenvalues are 0.
 * ``forward_depth_scale = -1 / ln max(lambda_L, lambda_M)``; ``bsb1_stable``: both < 1.
-* ``cross_batch_c = E[phi(x_1)]^2``: the constant cross block of the two-batch fixed point (section 5).
+* ``cross_batch_c = E[phi(x_1)]^2``: the constant cross block of the two-batch fixed point (docs/theory.md section 7).
 * ``cross_batch_rate`` (ours): the per-layer factor by which a perturbation of the cross block (the
   correlation between two batches) shrinks. Expanding the joint Gaussian density of two batches to first
   order in their cross-covariance Delta, and using that ``||G h||`` is independent of the direction:
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from scipy.special import poch
 
-from .closed_forms import relu_kernel
+from ..errors import InputError
+from .closed_forms import kernel
 from .moments import SphericalMoments
 
 
@@ -56,14 +57,22 @@ def from_moments(m: SphericalMoments) -> ForwardRates:
     return ForwardRates(lam_l, lam_m, m.mean**2, rate)
 
 
-def relu_closed_form(batch_size: float, mean: float, xphi: float, mu: float) -> ForwardRates:
-    """ReLU (theory.md section 3), c = -1/(B-1): ``lambda_M = B J1'(c) / ((B+1)(1 - J1(c)))``,
-    ``lambda_L = (B-2)/(B+1) + B J1'(c) / ((B-1)(B+1)(1 - J1(c)))``; mean, xphi, mu as given."""
+def homogeneous_closed_form(alpha: float, batch_size: float, mean: float, xphi: float, mu: float) -> ForwardRates:
+    """``max(z, 0)^alpha`` in closed form where the math gives one: the degree-1 arc-cosine kernel J = J_1 (relu is
+    alpha_relu at alpha = 1; docs/theory.md 5.4), c = -1/(B-1): ``lambda_M = B J'(c) / ((B+1)(1 - J(c)))``,
+    ``lambda_L = (B-2)/(B+1) + B J'(c) / ((B-1)(B+1)(1 - J(c)))``; mean, xphi, mu as given. Other degrees have no
+    closed form here (the theory takes the quadrature).
+
+    Raises:
+        InputError: alpha != 1.
+    """
+    if alpha != 1.0:
+        raise InputError(f"alpha: the forward eigenvalues are in closed form for alpha = 1 only, got {alpha!r}")
     rate = cross_batch_rate(xphi, mu, batch_size)
     if math.isinf(batch_size):
         return ForwardRates(None, None, mean**2, rate)
     b = batch_size
-    j, dj = (float(v) for v in relu_kernel(-1.0 / (b - 1)))
+    j, dj = (float(v) for v in kernel(alpha, -1.0 / (b - 1)))
     lam_m = b * dj / ((b + 1) * (1 - j))
     lam_l = (b - 2) / (b + 1) + b * dj / ((b - 1) * (b + 1) * (1 - j))
     return ForwardRates(lam_l, lam_m, mean**2, rate)

@@ -1,4 +1,4 @@
-"""The Gegenbauer series for the BSB1 fixed point and lambda_G (the paper's main theorem; theory.md section 4).
+"""The Gegenbauer series for the BSB1 fixed point and lambda_G (the paper's main theorem; docs/theory.md 3.3).
 
 Expand ``phi(sqrt(B-1) t)`` in the Gegenbauer polynomials ``C_k^(lam)(t)``, ``lam = (B-3)/2``, orthonormal for
 the one-coordinate law (density proportional to ``(1 - t^2)^(lam - 1/2)``), with coefficients ``a_k``. Then
@@ -18,13 +18,15 @@ geometrically. For kinked phi the series converges slowly (algebraically): use i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
 from ..errors import InputError
-from ..nonlinearity import PhiSpec, get_nonlinearity
+from ..nonlinearity import PhiSpec, resolve
+from ..options import check_batch_size, check_int
 
 
 def _offdiag(lam: float, n: int) -> np.ndarray:
@@ -82,17 +84,36 @@ class GegenbauerSeries:
     lambda_G: float
 
 
-def gegenbauer_series(phi: PhiSpec, batch_size: int, *, degree: int = 160, nodes: int = 240) -> GegenbauerSeries:
-    """lambda_G and the fixed point of ``phi`` by the Gegenbauer series, truncated at ``degree``.
+def gegenbauer_series(
+    phi: PhiSpec,
+    batch_size: int,
+    *,
+    degree: int = 160,
+    nodes: int = 240,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> GegenbauerSeries:
+    """lambda_G and the fixed point of ``phi(gamma z + beta)`` by the Gegenbauer series, truncated at ``degree``.
 
     Args:
-        phi: any phi specification (name, expression, Nonlinearity, vectorised callable).
+        phi, gamma, beta, derivative, kinks, **params: the nonlinearity, as for :func:`bnmft.theory`.
         batch_size: B >= 4 (finite).
         degree: highest k kept.
         nodes: size of the Gauss rule used for the coefficients (must exceed ``degree``).
+
+    Raises:
+        InputError: a bad phi, B not a finite integer >= 4, or degree / nodes not integers with nodes > degree.
     """
-    fn = get_nonlinearity(phi)
-    b = int(batch_size)
+    size = check_batch_size(batch_size)
+    if math.isinf(size):
+        raise InputError("batch_size must be finite for the Gegenbauer series (its polynomials depend on B)")
+    degree = check_int("degree", degree, 0)
+    nodes = check_int("nodes", nodes, degree + 1)
+    _, fn = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    b = int(size)
     t, w = gauss_gegenbauer(b, nodes)
     values = np.asarray(fn(math.sqrt(b - 1) * t), dtype=float)
     coeff = orthonormal_polys(b, t, degree) @ (w * values)

@@ -1,6 +1,6 @@
 """The batch Gram map ``V(Sigma) = E[phi(BN(h)) phi(BN(h))^T]``, ``h ~ N(0, Sigma)``, for any PSD Sigma.
 
-Three methods (theory.md section 2), chosen by :func:`gram_map` (``method="auto"``):
+Three methods (docs/theory.md section 2.6), chosen by :func:`gram_map` (``method="auto"``):
 
 * ``"laplace"`` - exact, for positive-homogeneous phi of degree alpha (identity, relu, alpha_relu with
   beta = 0). The Schwinger / Laplace identity ``|u|^(-2a) = Gamma(a)^-1 int_0^inf s^(a-1) e^(-s |u|^2) ds``
@@ -238,11 +238,23 @@ def gram_map(
 
     Returns:
         :class:`GramMapValue`: V(Sigma) (B x B) with entrywise standard errors (zeros for exact methods).
+
+    Raises:
+        InputError: a bad phi, method, Gram matrix (not square, symmetric, PSD, at least 4 x 4; no spread after
+            centring) or sample count; a method that does not apply (laplace: homogeneous phi; sphere: B <= 5).
     """
-    _, phi = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     sigma = check_gram(sigma)
+    return _gram_map(effective, sigma, method=method, samples=samples, rng=rng)
+
+
+def _gram_map(
+    phi: Nonlinearity, sigma: np.ndarray, *, method: str = "auto", samples: int = 100_000, rng=None
+) -> GramMapValue:
+    """The kernel of :func:`gram_map`: phi resolved (gamma, beta included), sigma a checked Gram matrix
+    (:func:`check_gram`), method one of :data:`METHODS`; the checks that depend on the method chosen are here."""
     b = len(sigma)
     alpha = phi.homogeneous_degree
     if method == "auto":

@@ -1,4 +1,4 @@
-"""Spherical moments of phi: every eps = 0 quantity reduces to these (theory.md sections 2 and 4).
+"""Spherical moments of phi: every eps = 0 quantity reduces to these (docs/theory.md sections 2-5).
 
 For finite B, x is uniform on the sphere of radius sqrt(B) in im G (see :mod:`.quadrature`); for
 ``B = inf``, x_1 and x_2 are independent standard Gaussians. With ``d = phi'``:
@@ -13,12 +13,12 @@ For finite B, x is uniform on the sphere of radius sqrt(B) in im G (see :mod:`.q
 ``xd``         E[(x_1 d(x_1) - x_2 d(x_2))^2] / 2
 ``x2d2``       E[x_1^2 d(x_1)^2]                   (residual blocks: the batch-mean part of the gradient)
 ``xphi``       E[x_1 phi(x_1)]
-``m_pair``     E[c_1 c_2 g], c = phi - E[phi], g of theory.md section 3 (lambda_M); finite B only
+``m_pair``     E[c_1 c_2 g], c = phi - E[phi], g of docs/theory.md 5.3 (lambda_M); finite B only
 ``l_one``      E[c_1^2 (x_1^2 - 1)]       (lambda_L, below); finite B only
 ``l_pair``     E[c_1 c_2 (x_1^2 - 1)]     (lambda_L); finite B only
 =============  ===========================================
 
-lambda_L's integrand needs the batch mean of phi; by exchangeability and the conditioning trick of section 2
+lambda_L's integrand needs the batch mean of phi; by exchangeability and the conditioning trick (docs/theory.md 2.4)
 (``E[x_2^2 | x_1] = (B - x_1^2)/(B-1)``, ``E[x_2^2 | x_1, x_3] = (B - x_1^2 - x_3^2)/(B-2)``) it reduces (ours) to
 ``T = 2 (1 - 2/B) B/(B-1) l_one - 4 l_pair`` and ``lambda_L = (B-1) T / (4 mu* (B-2))``.
 """
@@ -26,12 +26,14 @@ lambda_L's integrand needs the batch mean of phi; by exchangeability and the con
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
-from ..nonlinearity import Nonlinearity, PhiSpec, get_nonlinearity
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..options import check_batch_size
 from .quadrature import (
     ACCEPT_TOL,
     MAX_PANELS,
@@ -95,7 +97,7 @@ def find_support(phi: Nonlinearity, batch_size: float, *, check_derivative: bool
     """Truncate the x range where ``density * (1 + phi^2 + phi'^2 (1 + x^2))`` is below TAIL of its max.
 
     Raises:
-        ValueError: phi not finite on the support, discontinuous or with a non-square-integrable derivative
+        InputError: phi not finite on the support, discontinuous or with a non-square-integrable derivative
             at a kink, or (B = inf) moments that diverge.
     """
     x, log_density = scan_grid(batch_size)
@@ -168,8 +170,18 @@ def panel_counts(width: float) -> list[int]:
     return counts
 
 
-def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
-    """Moments of phi under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
+def spherical_moments(
+    phi: PhiSpec,
+    batch_size: float,
+    *,
+    with_derivative: bool = True,
+    gamma: float = 1.0,
+    beta: float = 0.0,
+    derivative: Callable[[np.ndarray], np.ndarray] | None = None,
+    kinks: tuple[float, ...] = (),
+    **params: float,
+) -> SphericalMoments:
+    """Moments of ``phi(gamma z + beta)`` under the batch law of size ``batch_size`` (an int >= 4, or ``math.inf``).
 
     Quadrature: see :mod:`.quadrature` (composite Gauss-Legendre in the sphere angles, kinks on panel
     boundaries). The rule used has the fewest panels of :func:`panel_counts` whose one-coordinate moments agree
@@ -178,10 +190,20 @@ def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool 
     With ``with_derivative=False`` the moments of phi' (d2, dd, xd) are still returned but not used to judge
     convergence (for callers that take the backward quantities from a closed form).
 
+    Args:
+        phi, gamma, beta, derivative, kinks, **params: the nonlinearity, as for :func:`bnmft.theory`.
+
     Raises:
-        ValueError: see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7) with MAX_PANELS panels.
+        InputError: a bad batch size or phi; see :func:`find_support`; or no convergence to ACCEPT_TOL (1e-7)
+            with MAX_PANELS panels.
     """
-    phi = get_nonlinearity(phi)  # any phi specification (a Nonlinearity passes through)
+    b = check_batch_size(batch_size)
+    _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    return _spherical_moments(effective, b, with_derivative=with_derivative)
+
+
+def _spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
+    """The kernel of :func:`spherical_moments`: phi resolved (gamma, beta included), B checked."""
     support = find_support(phi, batch_size, check_derivative=with_derivative)
     make = (
         (lambda p: GaussRule(support, p))
@@ -251,7 +273,7 @@ def spherical_moments(phi: PhiSpec, batch_size: float, *, with_derivative: bool 
 
 
 def _g_coefficients(x1: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """g of theory.md section 3 (lambda_M) as a polynomial in x_2: ``g = A(x_1) + Bc(x_1) x_2 + C x_2^2``."""
+    """g of docs/theory.md section 5.3 (lambda_M) as a polynomial in x_2: ``g = A(x_1) + Bc(x_1) x_2 + C x_2^2``."""
     m = b - 2
     k = m * (m - 1)
     return x1 * x1 / m + (2 * x1 * x1 - b) / k, x1 * (1 + 2 / m + 2 / k), 1 / m + 2 / k
@@ -262,7 +284,7 @@ def _angle_pairs(rule: SphereRule, phi: Nonlinearity, x, w, f, d, mean: float) -
     x1, x2, w12 = rule.two((x, w))
     f2, d2 = _evaluate(phi, x2, "at a quadrature node")
     x1, c1 = x1[:, 0], f - mean
-    # differences stay two-dimensional (no cancellation when phi_1 ~ phi_2, theory.md section 4b's mu*)
+    # differences stay two-dimensional (no cancellation when phi_1 ~ phi_2, docs/theory.md section 6's mu*)
     diff = f[:, None] - f2
     xd_diff = (x1 * d)[:, None] - x2 * d2
     # the rest is a row factor times an x_2 integral: contract each row once

@@ -5,20 +5,21 @@ end that still reaches the target depth D:
 
 * ``gamma`` (tanh-like phi: both tails grow, ``phi(gamma z)`` is linear as gamma -> 0): the *largest* gamma;
 * ``beta`` (relu-like phi: one tail flat, ``phi(z + beta)`` is linear as beta -> inf): the *smallest* beta >= 0;
-* ``eps`` (any phi; eps -> large makes BN a linear map, theory.md section 4b): the *smallest* eps;
-* ``alpha`` (residual networks, theory.md section 4c): the *largest* branch scale.
+* ``eps`` (any phi; eps -> large makes BN a linear map, docs/theory.md section 6): the *smallest* eps;
+* ``branch_scale`` (residual networks, docs/theory.md section 9): the *largest* branch scale a of ``x + a F(x)``.
 
 "Reaches D": a plain network's predicted trainable depth ``16 / ln max(lambda_G, lambda_W)``
 (:func:`bnmft.theory`) is >= D; a residual network's ``ln(E||g^0||^2 / E||g^D||^2)`` at depth D is <= the
-criterion (16, :func:`bnmft.residual`). Search: :data:`SCAN_POINTS` values over the knob's range (log-spaced for
-gamma, eps, alpha; linear for beta) walked from the nonlinear end until one reaches D, then bisection to a relative
-tolerance of 1e-4 against the value before it (the predicted depth is monotone in each knob for the
-nonlinearities we checked). ``at_bound``: already the nonlinear end of the range reaches D.
+criterion (16, :func:`bnmft.residual_theory`). Search: :data:`SCAN_POINTS` values over the knob's range
+(log-spaced for gamma, eps, branch_scale; linear for beta) walked from the nonlinear end until one reaches D, then
+bisection to a relative tolerance of 1e-4 against the value before it (the predicted depth is monotone in each knob
+for the nonlinearities we checked). ``at_bound``: already the nonlinear end of the range reaches D.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,17 +28,19 @@ import numpy as np
 
 from ..errors import InputError
 from ..nonlinearity import PhiSpec, resolve
-from ..options import check_batch_size, check_bn_options, check_int
-from .api import theory
-from .residual import BRANCHES, DEFAULT_CRITERION, residual_theory
+from ..options import check_batch_size, check_bn_options, check_int, check_real
+from .api import _theory, check_theory_input
+from .residual import BRANCHES, DEFAULT_CRITERION, _residual_theory, branch_scale_and_params
 
 #: (low, high, log-spaced, the nonlinear end is "high") per knob
 RANGES = {
     "gamma": (1e-3, 4.0, True, True),
     "beta": (0.0, 10.0, False, False),
     "eps": (1e-6, 100.0, True, False),
-    "alpha": (1e-4, 1.0, True, True),
+    "branch_scale": (1e-4, 1.0, True, True),
 }
+#: old knob names: still accepted, with a DeprecationWarning
+DEPRECATED_KNOBS = {"alpha": "branch_scale"}
 SCAN_POINTS = 25
 BISECTION_TOL = 1e-4
 
@@ -74,7 +77,8 @@ class DesignResult:
 
 
 def _knobs_for(effective, residual_net: bool) -> list[str]:
-    """gamma for tanh-like phi, beta for relu-like (one flat tail), neither for affine phi; eps; alpha (residual)."""
+    """gamma for tanh-like phi, beta for relu-like (one flat tail), neither for affine phi; eps; branch_scale
+    (residual)."""
     knobs = []
     if effective.affine is None:
         tails = effective(np.array([-20.0, 20.0]))
@@ -82,7 +86,7 @@ def _knobs_for(effective, residual_net: bool) -> list[str]:
         knobs.append("beta" if relu_like else "gamma")
     knobs.append("eps")
     if residual_net:
-        knobs.append("alpha")
+        knobs.append("branch_scale")
     return knobs
 
 
@@ -94,7 +98,7 @@ def design(
     residual_network: bool = False,
     branch_depth: int = 1,
     branch: str = "bn_first",
-    alpha: float = 1.0,
+    branch_scale: float | None = None,
     eps: float = 0.0,
     sigma_w: float = 1.0,
     gamma: float = 1.0,
@@ -103,17 +107,22 @@ def design(
     criterion: float = DEFAULT_CRITERION,
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
-    **params: float,
+    **params: Any,
 ) -> DesignResult:
     """Settings that make ``depth`` trainable by the theory, as nonlinear as possible (module docstring).
 
     Args:
         phi, batch_size: the nonlinearity and B (finite, >= 4).
         depth: the target depth D (layers of a plain network, blocks of a residual one).
-        residual_network: plan a residual network (:func:`bnmft.residual`) with ``branch_depth``, ``branch``.
-        alpha, eps, sigma_w, gamma, beta: the other knobs' values while one is searched.
-        knobs: which knobs to search (default: gamma or beta by phi's shape, eps, and alpha for residual networks).
+        residual_network: plan a residual network (:func:`bnmft.residual_theory`) with ``branch_depth``,
+            ``branch``.
+        branch_scale, eps, sigma_w, gamma, beta: the other knobs' values while one is searched (branch_scale None:
+            1).
+        knobs: which knobs to search (default: gamma or beta by phi's shape, eps, and branch_scale for residual
+            networks; ``"alpha"`` is branch_scale's deprecated name).
         criterion: residual networks: the largest allowed ``ln(E||g^0||^2 / E||g^D||^2)``.
+        derivative, kinks, **params: phi's, as for :func:`bnmft.theory`; ``alpha=`` as for
+            :func:`bnmft.residual_theory` (phi's parameter for alpha_relu and elu, else the deprecated branch scale).
 
     Returns:
         :class:`DesignResult`.
@@ -121,6 +130,7 @@ def design(
     Raises:
         InputError: bad settings, or no knob reaches D (the message gives each knob's best predicted depth).
     """
+    scale, params = branch_scale_and_params(phi, branch_scale, params)
     b = check_batch_size(batch_size)
     if math.isinf(b):
         raise InputError("batch_size must be finite for the planner")
@@ -129,35 +139,41 @@ def design(
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
     check_int("branch_depth", branch_depth)
+    scale = check_real("branch_scale", scale, minimum=0.0)
+    crit = check_real("criterion", criterion)
+    if not (math.isfinite(crit) and crit > 0):
+        raise InputError(f"criterion must be finite and > 0, got {criterion!r}")
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    if knobs is not None:
+        for old in set(knobs) & set(DEPRECATED_KNOBS):
+            new = DEPRECATED_KNOBS[old]
+            warnings.warn(f"knob {old!r} is deprecated: use {new!r}", DeprecationWarning, stacklevel=2)
+        knobs = [DEPRECATED_KNOBS.get(k, k) for k in knobs]
     chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
     for knob in chosen:
-        if knob not in RANGES or (knob == "alpha" and not residual_network):
-            allowed = tuple(k for k in RANGES if residual_network or k != "alpha")
+        if knob not in RANGES or (knob == "branch_scale" and not residual_network):
+            allowed = tuple(k for k in RANGES if residual_network or k != "branch_scale")
             raise InputError(f"knobs: {knob!r} is not one of {allowed}")
-    settings = {"gamma": gamma, "beta": beta, "eps": eps, "alpha": alpha}
-    spec = dict(derivative=derivative, kinks=kinks, **params)
+    settings = {"gamma": gamma, "beta": beta, "eps": eps, "branch_scale": scale}
 
     def evaluate(values: dict, full: bool = False):
-        """(reaches D, predicted depth or None, lambda_G, exponent) at these settings."""
-        common = dict(gamma=values["gamma"], beta=values["beta"], eps=values["eps"], sigma_w=sigma_w, **spec)
+        """(reaches D, predicted depth or None, lambda_G, exponent) at these settings: phi is not resolved again,
+        only BN's gamma and beta are folded into it (:meth:`Nonlinearity.affine_input`)."""
+        _, checked = check_theory_input(b, eps=values["eps"], sigma_w=sigma_w, gamma=values["gamma"],
+                                        beta=values["beta"])  # fmt: skip
+        here = base.affine_input(checked["gamma"], checked["beta"])
         if not residual_network:
-            t = theory(base, b, **common)
+            t = _theory(base, here, b, **checked)
             finite = math.isfinite(t.max_trainable_depth)
             return t.max_trainable_depth >= depth, t.max_trainable_depth if finite else None, t.lambda_G, None
-        r = residual_theory(
-            base,
-            b,
-            depth=depth,
-            branch_depth=branch_depth,
-            alpha=values["alpha"],
-            branch=branch,
-            criterion=criterion,
-            trainable_depth=full,
-            **common,
-        )
-        return r.blocks[0]["log_grad_ratio"] <= criterion, r.max_trainable_depth, r.lambda_G, r.exponent
+        r = _residual_theory(
+            base, here, b, depth=depth, branch_depth=branch_depth, branch=branch,
+            branch_scale=float(values["branch_scale"]), eps=checked["eps"], sigma_w=sigma_w,
+            gamma=checked["gamma"], beta=checked["beta"], input_variance=1.0, input_correlation=0.0,
+            output_gradient="iid", criterion=crit, trainable_depth=full,
+        )  # fmt: skip
+        return r.blocks[0]["log_grad_ratio"] <= crit, r.max_trainable_depth, r.lambda_G, r.exponent
 
     options, unreachable = [], {}
     for knob in chosen:

@@ -1,5 +1,5 @@
 """Iterating the Gram map from a user's batch: how a real batch approaches the BSB1 fixed point with depth,
-and how the correlation between two batches is lost (theory.md sections 2, 3, 5).
+and how the correlation between two batches is lost (docs/theory.md sections 2, 5 and 7).
 
 The input is a data batch X (B x d, rows are examples; the first layer's pre-activations have Gram
 ``X X^T / d``) or a Gram matrix. Each layer applies ``Sigma -> V(Sigma)`` (:mod:`.gram_map`: exact for
@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_real_array, check_seed
-from .api import theory
-from .gram import batch_norm_rows, centring, check_gram, gram_map
+from .api import _theory, check_theory_input
+from .gram import METHODS, _gram_map, batch_norm_rows, centring, check_gram
 from .result import TheoryResult
 
 #: limits of one propagation (each layer is one Gram map; Monte Carlo costs samples x B^2 per layer)
@@ -190,8 +190,8 @@ def propagate(
     check_seed(seed)
     if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or not 2 <= samples <= MAX_SAMPLES:
         raise InputError(f"samples must be an integer in [2, {MAX_SAMPLES:.0e}], got {str(samples)[:30]}")
-    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    rng = np.random.default_rng(seed)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if inputs2 is None:
         start = check_gram(inputs, "gram") if gram else gram_of_batch(inputs)
         b1 = len(start)
@@ -209,11 +209,14 @@ def propagate(
         b1 = len(start)
         both = np.concatenate([x1, x2])
         joint = both @ both.T / both.shape[1]
-    result = theory(base, b1, gamma=gamma, beta=beta)
+    b, settings = check_theory_input(b1, gamma=gamma, beta=beta)
+    base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    rng = np.random.default_rng(seed)
+    result = _theory(base, effective, b, **settings)
     fixed = result.q_star * ((1 - result.c_star) * np.eye(b1) + result.c_star)
 
     def step(sigma):
-        out = gram_map(effective, sigma, method=method, samples=samples, rng=rng)
+        out = _gram_map(effective, sigma, method=method, samples=samples, rng=rng)
         return out.value, out.stderr, out.method
 
     grams, errors, used = [start], [np.zeros_like(start)], "exact"

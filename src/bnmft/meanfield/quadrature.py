@@ -1,7 +1,7 @@
-"""Quadrature rules for the batch law of one and two coordinates (theory.md section 2).
+"""Quadrature rules for the batch law of one and two coordinates (docs/theory.md section 2.3).
 
 With eps = 0, batch norm sends every batch to ``x = sqrt(B) G h / ||G h||``: uniform on the sphere of radius
-``sqrt(B)`` in the (B-1)-dimensional space im G. With ``A = B - 1`` and ``rho = -1/(B-1)`` (theory.md section 2):
+``sqrt(B)`` in the (B-1)-dimensional space im G. With ``A = B - 1`` and ``rho = -1/(B-1)`` (docs/theory.md 2.3):
 
 * one coordinate: ``x_1 = sqrt(A) sin(theta)``, theta with density ``cos(theta)^(B-3)`` on [-pi/2, pi/2];
 * two coordinates: given theta, ``x_2 = sqrt(A) (rho sin(theta) + sqrt(1 - rho^2) cos(theta) sin(psi))`` with

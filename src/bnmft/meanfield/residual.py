@@ -1,24 +1,26 @@
-"""Residual BN networks (theory.md section 4c; derivation in docs/residual.md): exact mean field per block.
+"""Residual BN networks (docs/theory.md section 9; derivation in docs/residual.md): exact mean field per block.
 
-Network: ``x^(l+1) = x^l + alpha_l F(x^l)``, l = 0 .. D-1; the branch F is ``K x [BN -> phi -> linear]``
-(``branch="bn_first"``) or ``linear -> K x [BN -> phi -> linear]`` (``"linear_first"``), weights
-``N(0, sigma_w^2 / N)``, BN with eps over the batch. Inputs: every neuron of x^0 an independent Gaussian batch
-vector with the BSB1 covariance ``q_in ((1 - c_in) I + c_in 11^T)`` (i.i.d. Gaussian inputs: c_in = 0).
+Network: ``x^(l+1) = x^l + a_l F(x^l)``, l = 0 .. D-1, ``a_l`` the branch scale (``branch_scale``);
+the branch F is ``K x [BN -> phi -> linear]`` (``branch="bn_first"``) or ``linear -> K x [BN -> phi -> linear]``
+(``"linear_first"``), weights ``N(0, sigma_w^2 / N)``, BN with eps over the batch. Inputs: every neuron of x^0 an
+independent Gaussian batch vector with the BSB1 covariance ``q_in ((1 - c_in) I + c_in 11^T)`` (i.i.d. Gaussian
+inputs: c_in = 0).
 
 The state is exact in two numbers per block, forward and backward (docs/residual.md):
 
-* Forward. Each branch's BN sees a BSB1 input, so its output is BSB1 (sections 2, 4b) and the stream stays BSB1:
+* Forward. Each branch's BN sees a BSB1 input, so its output is BSB1 (docs/theory.md 2, 6) and the stream stays BSB1:
   ``Sigma^l = m_l G + n_l 11^T / B``. A BN -> phi layer whose input has centred eigenvalue ``mu_h`` (``G Sigma_h G
   = mu_h G``) returns ``E[phi phi^T] = (Q - P) I + P 11^T`` with ``Q, P`` the chi-averages of the spherical moments
   at ``s = chi^2 / (chi^2 + B eps / mu_h)`` (``mu_h``-independent at eps = 0). The branch adds
-  ``alpha_l^2 sigma_w^2 ((Q - P) G + (Q + (B-1) P) 11^T / B)`` to the stream (cross terms vanish: the last linear
+  ``a_l^2 sigma_w^2 ((Q - P) G + (Q + (B-1) P) 11^T / B)`` to the stream (cross terms vanish: the last linear
   layer's weights are independent of x^l and have mean zero).
 * Backward. The gradient covariance w.r.t. x^l is ``a_l G + b_l 11^T / B`` exactly, starting from ``a_D = b_D = 1``
   (a loss linear in the output: an i.i.d. gradient). The skip passes both parts; the branch maps the pair to a
-  multiple of G: ``a_l = a_(l+1) (1 + alpha_l^2 g_l) + b alpha_l^2 u_l``, ``b_l = 1``, where g_l (the G -> G gain)
+  multiple of G: ``a_l = a_(l+1) (1 + a_l^2 g_l) + b a_l^2 u_l``, ``b_l = 1`` (the a_l in the factors is the
+  branch scale), where g_l (the G -> G gain)
   and u_l (11^T/B -> G) are products over the branch's layers of ``sigma_w^2 lambda_hat(e) / mu_h`` and, for the
   last layer of the u-path, ``sigma_w^2 (t_hat(e) - lambda_hat(e)) / mu_h``, with
-  ``lambda_hat = E_chi[K(s) / (chi^2 + B e)]`` (section 4b) and
+  ``lambda_hat = E_chi[K(s) / (chi^2 + B e)]`` (docs/theory.md 6.4) and
   ``t_hat = B/(B-1) E_chi[((B-1) E[d^2] - (2s - s^2) E[x^2 d^2]) / (chi^2 + B e)]``, ``e = eps / mu_h``.
   ``E||dL/dx^l||^2 / E||dL/dx^D||^2 = ((B-1) a_l + 1) / B``.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,10 +47,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..nonlinearity import Nonlinearity, PhiSpec, resolve
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve, takes_parameter
 from ..options import check_batch_size, check_bn_options, check_int, check_real
 from .eps import chi_rule, moment_curves
-from .moments import spherical_moments
+from .moments import _spherical_moments
 
 BRANCHES = ("bn_first", "linear_first")
 #: the gradient at the output: i.i.d. (a loss linear in x^D) or centred over the batch (a BN after x^D, as in a
@@ -83,8 +86,8 @@ class _Layer:
 
     def __init__(self, phi: Nonlinearity, b: int, with_eps: bool):
         self.b = b
-        m = spherical_moments(phi, b)
-        k1 = (b - 1) * m.d2 + m.dd - m.xd  # K(1) of section 4b
+        m = _spherical_moments(phi, b)
+        k1 = (b - 1) * m.d2 + m.dd - m.xd  # K(1) of docs/theory.md 6.4
         self.zero = LayerValues(
             F=m.mu,
             Q=m.second,
@@ -120,7 +123,7 @@ class _Layer:
 @dataclass(frozen=True)
 class _Block:
     """One residual block at stream centred eigenvalue m: the branch's output (F, Q, P of its last layer) and its
-    backward gains g (G -> G) and u (11^T/B -> G), both without alpha^2."""
+    backward gains g (G -> G) and u (11^T/B -> G), both without the squared branch scale."""
 
     F: float
     Q: float
@@ -133,14 +136,15 @@ class _Block:
 class ResidualResult:
     """Per-block mean field of a residual BN network (module docstring).
 
-    ``blocks``: one dict per block l = 0 .. D (x^0 the input, x^D the output) with ``block``, ``alpha`` (the
-    block's branch scale; None at l = D), ``stream_variance`` (per-neuron centred, biased batch variance
+    ``blocks``: one dict per block l = 0 .. D (x^0 the input, x^D the output) with ``block``, ``branch_scale``
+    (the block's; None at l = D), ``stream_variance`` (per-neuron centred, biased batch variance
     ``m_l (B-1)/B``), ``stream_second_moment`` (``tr Sigma^l / B``), ``distance_to_bsb1`` (0: the stream is
     exactly BSB1 in mean field), ``grad_norm_sq`` (``E||dL/dx^l||^2 / E||dL/dx^D||^2``) and ``log_grad_ratio``
     (its log; 0 at l = D). ``exponent``: the power law ``E||g^0||^2 / E||g^D||^2 ~ (stream variance ratio)^exponent``;
     ``lambda_G``: the plain network's rate at eps (``exponent = lambda_G^K`` at eps = 0);
-    ``max_trainable_depth``: the largest D with ``log_grad_ratio[0] <= criterion`` for this alpha (a per-block
-    alpha sequence: its last value continues), None when beyond :data:`MAX_SEARCH_DEPTH`.
+    ``max_trainable_depth``: the largest D with ``log_grad_ratio[0] <= criterion`` for this branch scale (a
+    per-block sequence: its last value continues), None when beyond :data:`MAX_SEARCH_DEPTH`. ``branch_scale``: one
+    number, or one per block (``alpha`` is its deprecated name).
     """
 
     phi: str
@@ -148,7 +152,7 @@ class ResidualResult:
     depth: int
     branch_depth: int
     branch: str
-    alpha: float | tuple[float, ...]
+    branch_scale: float | tuple[float, ...]
     eps: float
     sigma_w: float
     gamma: float
@@ -166,27 +170,63 @@ class ResidualResult:
 
     def rows(self) -> list[dict]:
         """Tidy records: one per block, with the settings in every row."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("blocks", "notes", "params", "alpha")}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("blocks", "notes", "params", "branch_scale")}
         return [dict(settings, **row) for row in self.blocks]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["alpha"] = list(self.alpha) if isinstance(self.alpha, tuple) else self.alpha
+        out["branch_scale"] = list(self.branch_scale) if isinstance(self.branch_scale, tuple) else self.branch_scale
         out["notes"] = list(self.notes)
         return out
 
+    @property
+    def alpha(self) -> float | tuple[float, ...]:
+        """Deprecated name of :attr:`branch_scale`."""
+        warnings.warn("ResidualResult.alpha is deprecated: use branch_scale", DeprecationWarning, stacklevel=2)
+        return self.branch_scale
 
-def check_alpha(alpha, depth: int) -> tuple[float, ...]:
+
+def check_branch_scale(branch_scale, depth: int) -> tuple[float, ...]:
     """The branch scales: one number for every block, or one per block; finite and >= 0 (theory and simulator)."""
-    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        values = [alpha] * depth
-    elif isinstance(alpha, Sequence) and not isinstance(alpha, str):
-        values = list(alpha)
+    if isinstance(branch_scale, numbers.Real) and not isinstance(branch_scale, bool):
+        values = [branch_scale] * depth
+    elif isinstance(branch_scale, Sequence) and not isinstance(branch_scale, str):
+        values = list(branch_scale)
         if len(values) != depth:
-            raise InputError(f"alpha: one value per block (depth={depth}), got {len(values)}")
+            raise InputError(f"branch_scale: one value per block (depth={depth}), got {len(values)}")
     else:
-        raise InputError(f"alpha must be a number or a sequence of depth numbers, got {alpha!r}")
-    return tuple(check_real("alpha", v, minimum=0.0) for v in values)
+        raise InputError(f"branch_scale must be a number or a sequence of depth numbers, got {branch_scale!r}")
+    return tuple(check_real("branch_scale", v, minimum=0.0) for v in values)
+
+
+def branch_scale_and_params(
+    phi: Any, branch_scale: Any, params: dict[str, Any], *, stacklevel: int = 3
+) -> tuple[Any, dict[str, Any]]:
+    """The branch scale and phi's parameters from a call that may use the deprecated ``alpha=`` for the branch scale.
+
+    ``alpha=`` is phi's parameter when phi is a registered name that takes one (alpha_relu, elu); otherwise (any
+    other phi, or a sequence of numbers) it is the old name of ``branch_scale``: used as such, with a
+    DeprecationWarning. ``branch_scale`` None means 1 (every block unscaled).
+
+    Raises:
+        InputError: both ``branch_scale`` and the deprecated ``alpha`` given.
+    """
+    params = dict(params)
+    alpha = params.get("alpha")
+    if alpha is not None and (not takes_parameter(phi, "alpha") or not isinstance(alpha, numbers.Real)):
+        del params["alpha"]
+        if branch_scale is not None:
+            raise InputError(
+                "give branch_scale only: alpha is its deprecated name (and the parameter of alpha_relu, elu)"
+            )
+        warnings.warn(
+            "alpha= for the residual branch scale is deprecated: use branch_scale= (alpha= is the parameter of "
+            "alpha_relu and elu)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        branch_scale = alpha
+    return (1.0 if branch_scale is None else branch_scale), params
 
 
 class _Branch:
@@ -221,7 +261,7 @@ def residual_theory(
     *,
     depth: int,
     branch_depth: int = 1,
-    alpha: float | Sequence[float] = 1.0,
+    branch_scale: float | Sequence[float] | None = None,
     branch: str = "bn_first",
     eps: float = 0.0,
     sigma_w: float = 1.0,
@@ -234,7 +274,7 @@ def residual_theory(
     trainable_depth: bool = True,
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
-    **params: float,
+    **params: Any,
 ) -> ResidualResult:
     """Mean field of a residual BN network, block by block (module docstring).
 
@@ -243,7 +283,7 @@ def residual_theory(
         batch_size: B, an integer >= 4 (finite).
         depth: D, the number of residual blocks (1 .. MAX_DEPTH).
         branch_depth: K >= 1, the BN -> phi -> linear layers in each branch.
-        alpha: the branch scale, one number or one per block (>= 0).
+        branch_scale: the branch scale a_l of ``x + a_l F(x)``, one number or one per block (>= 0); None: 1.
         branch: ``"bn_first"`` (pre-activation, ResNet v2) or ``"linear_first"``.
         eps, sigma_w: BN's eps and the weight scale (every BN, every linear layer).
         input_variance, input_correlation: the input's BSB1 covariance ``q_in ((1-c_in) I + c_in 11^T)``,
@@ -252,11 +292,20 @@ def residual_theory(
         output_gradient: ``"iid"`` (a loss linear in x^D: ``a_D = b_D = 1``) or ``"centred"`` (a BN follows x^D:
             the gradient has no batch-mean part, ``b = 0``; the ratio is then ``a_l``).
         trainable_depth: False skips the search for ``max_trainable_depth`` (then None).
-        derivative, kinks, **params: as for :func:`bnmft.theory`.
+        derivative, kinks, **params: as for :func:`bnmft.theory`. ``alpha=`` is phi's parameter when phi is a
+            registered name that takes one (alpha_relu, elu: ``residual_theory("elu", 8, depth=4, alpha=0.5)`` is
+            elu with alpha 0.5 and branch scale 1); for any other phi it is the deprecated name of
+            ``branch_scale`` (DeprecationWarning), as it was before the rename.
 
     Returns:
         :class:`ResidualResult` (tidy per-block rows, exponent, trainable depth).
+
+    Raises:
+        InputError: a bad phi, batch size (finite, >= 4), depth, branch depth, branch, branch scale, BN option,
+            input covariance, output gradient or criterion; both ``branch_scale`` and the deprecated ``alpha``; a
+            phi constant on the batch law.
     """
+    scale, params = branch_scale_and_params(phi, branch_scale, params)
     b = check_batch_size(batch_size)
     if math.isinf(b):
         raise InputError("batch_size must be finite for residual networks (the block maps average over ||G h||)")
@@ -269,7 +318,7 @@ def residual_theory(
         raise InputError(f"branch_depth must be <= 1000, got {k}")
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
-    alphas = check_alpha(alpha, depth)
+    scales = check_branch_scale(scale, depth)
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     if gamma == 0:
         raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
@@ -279,31 +328,64 @@ def residual_theory(
         raise InputError(f"input_correlation must be in (-1/(B-1), 1) = ({-1 / (b - 1):.4g}, 1), got {c_in!r}")
     if output_gradient not in OUTPUT_GRADIENTS:
         raise InputError(f"output_gradient must be one of {OUTPUT_GRADIENTS}, got {output_gradient!r}")
-    mean_part = 1.0 if output_gradient == "iid" else 0.0
     crit = check_real("criterion", criterion)
     if not (math.isfinite(crit) and crit > 0):
         raise InputError(f"criterion must be finite and > 0, got {criterion!r}")
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    return _residual_theory(
+        base, effective, b, depth=depth, branch_depth=k, branch=branch,
+        branch_scale=scales[0] if len(set(scales)) == 1 and isinstance(scale, numbers.Real) else scales,
+        eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta, input_variance=q_in, input_correlation=c_in,
+        output_gradient=output_gradient, criterion=crit, trainable_depth=trainable_depth,
+    )  # fmt: skip
+
+
+def _residual_theory(
+    base: Nonlinearity,
+    effective: Nonlinearity,
+    b: int,
+    *,
+    depth: int,
+    branch_depth: int,
+    branch: str,
+    branch_scale: float | tuple[float, ...],
+    eps: float,
+    sigma_w: float,
+    gamma: float,
+    beta: float,
+    input_variance: float,
+    input_correlation: float,
+    output_gradient: str,
+    criterion: float,
+    trainable_depth: bool,
+) -> ResidualResult:
+    """The kernel of :func:`residual_theory`: phi resolved (``effective = base(gamma z + beta)``), every setting
+    checked (``branch_scale`` one number, or a tuple of ``depth``). Internal code (the planner) calls this."""
+    scales = (branch_scale,) * depth if isinstance(branch_scale, int | float) else tuple(branch_scale)
+    mean_part = 1.0 if output_gradient == "iid" else 0.0
     layer = _Layer(effective, b, eps > 0)
     if layer.zero.F <= 1e-14 * max(layer.zero.Q, 1e-300):
         raise InputError(f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g} is constant on the batch law")
-    branch_map = _Branch(layer, k, branch, eps, sigma_w)
+    branch_map = _Branch(layer, branch_depth, branch, eps, sigma_w)
     sw2 = sigma_w * sigma_w
+    q_in, c_in = input_variance, input_correlation
     m0, n0 = q_in * (1 - c_in), q_in * (1 + (b - 1) * c_in)
-    rows, blocks = block_rows(branch_map, alphas, m0, n0, mean_part)
+    rows, blocks = block_rows(branch_map, scales, m0, n0, mean_part)
     limit = branch_map(None)
     exponent = limit.g / (sw2 * limit.F)
     lam = _plain_rate(branch_map)
     max_depth, notes = (
-        _trainable_depth(branch_map, blocks, alphas, m0, b, sw2, crit, mean_part) if trainable_depth else (None, [])
+        _trainable_depth(branch_map, blocks, scales, m0, b, sw2, criterion, mean_part)
+        if trainable_depth
+        else (None, [])
     )
     return ResidualResult(
         phi=base.name,
         batch_size=b,
         depth=depth,
-        branch_depth=k,
+        branch_depth=branch_depth,
         branch=branch,
-        alpha=alphas[0] if len(set(alphas)) == 1 and isinstance(alpha, numbers.Real) else alphas,
+        branch_scale=branch_scale,
         eps=eps,
         sigma_w=sigma_w,
         gamma=gamma,
@@ -313,7 +395,7 @@ def residual_theory(
         output_gradient=output_gradient,
         exponent=exponent,
         lambda_G=lam,
-        criterion=crit,
+        criterion=criterion,
         max_trainable_depth=max_depth,
         blocks=rows,
         notes=tuple(notes),
@@ -345,7 +427,7 @@ def block_rows(
         rows.append(
             {
                 "block": layer,
-                "alpha": alphas[layer] if layer < depth else None,
+                "branch_scale": alphas[layer] if layer < depth else None,
                 "stream_variance": m[layer] * (b - 1) / b,
                 "stream_second_moment": (m[layer] * (b - 1) + n[layer]) / b,
                 "distance_to_bsb1": 0.0,
@@ -440,7 +522,7 @@ def local_rate(
     fixed point: ``weight_gain * lambda_hat(e) / mu_h`` with ``mu_h = input_variance B/(B-1)`` the centred eigenvalue
     of BN's input (``input_variance`` its per-channel biased variance), ``e = eps / mu_h`` and ``weight_gain`` the
     backward factor of the layer's weights (``E||W^T g||^2 / ||g||^2``: sigma_w^2 for ``N(0, sigma_w^2/fan_in)``,
-    ``mean(W^2) * fan_in`` in general). At the fixed point this is lambda_G (section 4b's lambda(mu*)); away from it
+    ``mean(W^2) * fan_in`` in general). At the fixed point this is lambda_G (docs/theory.md 6.4); away from it
     (eps comparable to the variance, the collapsed phase, shrinking variances) it follows the layer (docs/residual.md
     section 2 for lambda_hat). Used by :func:`bnmft.probe`."""
     b = int(check_batch_size(batch_size))
@@ -448,6 +530,11 @@ def local_rate(
     eps = check_real("eps", eps, minimum=0.0)
     gain = check_real("weight_gain", weight_gain, positive=True)
     _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    mu_h = v * b / (b - 1)
+    return _local_rate(effective, b, input_variance=v, eps=eps, weight_gain=gain)
+
+
+def _local_rate(effective: Nonlinearity, b: int, *, input_variance: float, eps: float, weight_gain: float) -> float:
+    """The kernel of :func:`local_rate`: phi resolved (gamma, beta included), the numbers checked."""
+    mu_h = input_variance * b / (b - 1)
     values = _Layer(effective, b, eps > 0)(eps / mu_h)
-    return gain * values.lam_hat / mu_h
+    return weight_gain * values.lam_hat / mu_h

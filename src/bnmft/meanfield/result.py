@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Trainable depth in units of the depth scale, found by the paper's experiments (theory.md section 4).
+#: Trainable depth in units of the depth scale, found by the paper's experiments (docs/theory.md section 8).
 TRAINABLE_DEPTH_FACTOR = 16.0
 
 
@@ -68,15 +68,15 @@ class TheoryResult:
         max_trainable_depth: ``16 * depth_scale``.
         method: ``"closed_form"`` or ``"quadrature"``: how q*, c*, mu*, lambda_G were computed.
         quadrature_error: estimated relative error of the quadrature (``0.0`` for closed forms).
-        lambda_L, lambda_M: the nonzero eigenvalues of the forward Jacobian at Sigma* (theory.md section 3),
+        lambda_L, lambda_M: the nonzero eigenvalues of the forward Jacobian at Sigma* (docs/theory.md section 5),
             with multiplicities :attr:`multiplicity_L` = B-1 and :attr:`multiplicity_M` = B(B-3)/2; the other
             B+1 eigenvalues are 0. ``None`` for B = inf (the spectrum is defined at finite B only).
         forward_depth_scale: ``-1 / ln max(lambda_L, lambda_M)`` (``inf`` if BSB1 is not attracting).
         bsb1_stable: both eigenvalues < 1: BSB1 is locally attracting.
         forward_method: ``"closed_form"`` (relu, affine) or ``"quadrature"``.
-        cross_batch_c: the constant cross block ``E[phi]^2`` of the two-batch fixed point (section 5).
+        cross_batch_c: the constant cross block ``E[phi]^2`` of the two-batch fixed point (docs/theory.md section 7).
         cross_batch_rate: per-layer factor by which the correlation between two batches decays.
-        eps, sigma_w, kappa: BN's eps, the weight scale and ``kappa = eps / sigma_w^2`` (theory.md section 4b).
+        eps, sigma_w, kappa: BN's eps, the weight scale and ``kappa = eps / sigma_w^2`` (docs/theory.md section 6).
         kappa_c: the critical kappa; ``phase``: ``"stationary"`` (kappa < kappa_c) or ``"collapsed"``.
         lambda_W: growth rate of the weight gradients (= lambda_G in the stationary phase). With eps > 0,
             ``depth_scale`` and ``max_trainable_depth`` use ``max(lambda_G, lambda_W)``; in the collapsed phase

@@ -1,6 +1,6 @@
 """Symmetry breaking for alpha_relu (``max(z, 0)^alpha``): the alpha at which BSB1 stops being attracting.
 
-As alpha grows, the forward eigenvalue ``lambda_L`` (perturbations of the examples' norms; theory.md section 3)
+As alpha grows, the forward eigenvalue ``lambda_L`` (perturbations of the examples' norms; docs/theory.md section 5)
 increases and crosses 1: beyond that, a batch drifts away from BSB1 toward block-structured "BSB2" Gram
 matrices where a few examples dominate (the paper's Fig 1c/d). We find the crossing of
 ``max(lambda_L, lambda_M) = 1`` by Brent's method on alpha (tolerance 1e-9), with lambda_L and lambda_M from
@@ -14,14 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 
 from ..errors import InputError
-from ..nonlinearity import Nonlinearity
+from ..nonlinearity import Nonlinearity, PhiSpec, get_nonlinearity, resolve
 from ..options import check_batch_size
-from .api import theory
+from .api import _theory, check_theory_input
 
 #: the parameters :func:`symmetry_breaking` can vary on any phi (BN's scale and shift)
 BN_PARAMETERS = ("gamma", "beta")
@@ -92,19 +93,42 @@ def symmetry_breaking(
     Raises:
         InputError: B not a finite integer >= 4, a bad bracket, or BSB1 not attracting at ``low``.
     """
-    size = check_batch_size(batch_size)
-    if math.isinf(size):
-        raise InputError("batch_size must be finite: the forward eigenvalues are defined for finite B")
-    b = int(size)
+    b = _finite_batch(batch_size)
     try:
         low, high = (float(v) for v in bracket)
     except (TypeError, ValueError):
         raise InputError(f"bracket must be two numbers (low, high), got {bracket!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise InputError(f"bracket must be finite with low < high, got {bracket!r}")
+    return _symmetry_breaking(phi, b, parameter, low, high, params)
+
+
+def _finite_batch(batch_size: Any) -> int:
+    size = check_batch_size(batch_size)
+    if math.isinf(size):
+        raise InputError("batch_size must be finite: the forward eigenvalues are defined for finite B")
+    return int(size)
+
+
+def _symmetry_breaking(
+    phi: PhiSpec, b: int, parameter: str, low: float, high: float, params: dict[str, Any]
+) -> SymmetryBreaking:
+    """The kernel of :func:`symmetry_breaking`: B and the bracket checked; phi resolved here, once when gamma or
+    beta varies (one base phi), at each value when a parameter of phi itself varies (it changes the function)."""
+    fixed = {k: v for k, v in params.items() if v is not None}
+    spec = {"derivative": fixed.pop("derivative", None), "kinks": fixed.pop("kinks", ())}
+    bn = {k: fixed.pop(k) for k in BN_PARAMETERS if k in fixed}
+    base = None if parameter not in BN_PARAMETERS else get_nonlinearity(phi, **spec, **fixed)
 
     def top(value: float) -> tuple[float, str]:
-        r = theory(phi, b, **{**params, parameter: value})  # type: ignore[arg-type]  # keyword names vary
+        _, settings = check_theory_input(b, **{**bn, parameter: value} if base is not None else bn)
+        if base is not None:
+            here, effective = base, base.affine_input(settings["gamma"], settings["beta"])
+        else:
+            here, effective = resolve(
+                phi, gamma=settings["gamma"], beta=settings["beta"], **spec, **{**fixed, parameter: value}
+            )
+        r = _theory(here, effective, b, **settings)
         assert r.lambda_L is not None and r.lambda_M is not None  # finite B
         return (r.lambda_L, "lambda_L") if r.lambda_L >= r.lambda_M else (r.lambda_M, "lambda_M")
 
@@ -113,11 +137,11 @@ def symmetry_breaking(
         raise InputError(
             f"bracket: BSB1 is not attracting at {parameter} = {low:g} (B = {b}); the lower end must be stable"
         )
-    fixed = {k: v for k, v in params.items() if v is not None}
+    reported = {k: v for k, v in params.items() if v is not None and k not in ("derivative", "kinks")}
     if top(high)[0] < 1.0:
-        return SymmetryBreaking(b, math.inf, None, (low, high), name, parameter, fixed)
+        return SymmetryBreaking(b, math.inf, None, (low, high), name, parameter, reported)
     star = brentq(lambda v: top(v)[0] - 1.0, low, high, xtol=1e-9, rtol=1e-12)
-    return SymmetryBreaking(b, float(star), top(star)[1], (low, high), name, parameter, fixed)
+    return SymmetryBreaking(b, float(star), top(star)[1], (low, high), name, parameter, reported)
 
 
 def symmetry_breaking_alpha(batch_size: int, *, alpha_max: float = 16.0) -> SymmetryBreaking:
@@ -130,4 +154,4 @@ def symmetry_breaking_alpha(batch_size: int, *, alpha_max: float = 16.0) -> Symm
     """
     if isinstance(alpha_max, bool) or not (isinstance(alpha_max, int | float) and 1.0 < alpha_max <= 64.0):
         raise InputError(f"alpha_max must be a number in (1, 64], got {alpha_max!r}")
-    return symmetry_breaking("alpha_relu", batch_size, parameter="alpha", bracket=(1.0, float(alpha_max)))
+    return _symmetry_breaking("alpha_relu", _finite_batch(batch_size), "alpha", 1.0, float(alpha_max), {})

@@ -19,6 +19,7 @@ from .registry import (
     from_expression,
     get_nonlinearity,
     resolve,
+    takes_parameter,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "from_expression",
     "get_nonlinearity",
     "resolve",
+    "takes_parameter",
 ]

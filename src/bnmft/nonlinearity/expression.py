@@ -113,7 +113,7 @@ class Expression:
         text: the expression, e.g. ``"tanh(2*z) + 0.1*z"``.
 
     Raises:
-        ExpressionError: (a ``ValueError``) naming what is not allowed.
+        ExpressionError: (an :class:`~bnmft.errors.InputError`) naming what is not allowed.
     """
 
     def __init__(self, text: str):

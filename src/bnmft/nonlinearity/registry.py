@@ -5,7 +5,7 @@ float64 array to an array of the same shape), the points where phi or phi' is no
 the quadrature to split its domain), and, for the closed forms, a ``family`` tag.
 
 The paper's knobs toward the linear regime, ``gamma`` and ``beta`` of batch norm, fold into the
-nonlinearity (theory.md section 1): :meth:`Nonlinearity.affine_input` returns ``z -> phi(gamma * z + beta)``.
+nonlinearity (docs/theory.md section 1): :meth:`Nonlinearity.affine_input` returns ``z -> phi(gamma * z + beta)``.
 
 Example:
     >>> phi = get_nonlinearity("tanh(2*z) + 0.1*z")
@@ -42,8 +42,8 @@ class Nonlinearity:
         fn: vectorised phi (float64 array in, same-shape array out).
         deriv: vectorised phi'.
         kinks: sorted points z where phi or phi' is not analytic (empty for smooth phi).
-        family: ``"identity"``, ``"relu"``, ``"alpha_relu"`` or ``None``; with ``alpha`` (degree of
-            positive homogeneity) in ``params``, this enables closed forms.
+        family: ``"identity"``, ``"alpha_relu"`` (relu is alpha_relu at alpha = 1) or ``None``; with ``alpha``
+            (degree of positive homogeneity) in ``params``, this enables closed forms.
         params: the parameters the nonlinearity was built with (``slope``, ``alpha``, ``gamma``, ``beta``).
         kink_grading: power p of the graded quadrature map ``u = s^p`` next to kinks (2 integrates
             half-integer power singularities exactly; alpha_relu asks for more when 2 alpha is not an integer).
@@ -76,9 +76,19 @@ class Nonlinearity:
         s-scaling and the Laplace Gram map all key on this one property."""
         gamma = self.params.get("gamma", 1.0)
         beta = self.params.get("beta", 0.0)
-        if self.family in ("identity", "relu", "alpha_relu") and beta == 0.0 and gamma != 0.0:
+        if self.family in ("identity", "alpha_relu") and beta == 0.0 and gamma != 0.0:
             return float(self.params.get("alpha", 1.0))
         return None
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """The parameters a user gives this phi (``slope``, ``alpha``): for a registered name, those it takes
+        (relu and identity none, although their ``params`` carry ``alpha = 1`` for the closed forms); otherwise
+        ``params`` without BN's gamma and beta (and identity's implied alpha)."""
+        if self.source[0] == "registry" and self.source[1] in _REGISTRY:
+            return {k: float(v) for k, v in self.params.items() if k in _REGISTRY[self.source[1]].params}
+        implied = ("gamma", "beta", "alpha") if self.family == "identity" else ("gamma", "beta")
+        return {k: float(v) for k, v in self.params.items() if k not in implied}
 
     @property
     def affine(self) -> tuple[float, float] | None:
@@ -88,7 +98,7 @@ class Nonlinearity:
         return float(self.params.get("gamma", 1.0)), float(self.params.get("beta", 0.0))
 
     def affine_input(self, gamma: float = 1.0, beta: float = 0.0) -> Nonlinearity:
-        """``z -> phi(gamma * z + beta)``: BN's gamma and beta folded into phi (theory.md section 1)."""
+        """``z -> phi(gamma * z + beta)``: BN's gamma and beta folded into phi (docs/theory.md section 1)."""
         check_real("gamma", gamma)
         check_real("beta", beta)
         if gamma == 1.0 and beta == 0.0:
@@ -156,17 +166,11 @@ def _identity() -> Nonlinearity:
     )
 
 
-@register("relu", doc="max(z, 0)")
+@register("relu", doc="max(z, 0): alpha_relu at alpha = 1")
 def _relu() -> Nonlinearity:
+    # the general rule at alpha = 1 (closed forms, Gram map, eps scaling), with relu's elementary value and derivative
     relu = ELEMENTARY["relu"]
-    return Nonlinearity(
-        "relu",
-        relu.value,
-        relu.derivative,
-        (0.0,),
-        family="relu",
-        params=MappingProxyType({"alpha": 1.0}),
-    )
+    return replace(_alpha_relu(1.0), name="relu", fn=relu.value, deriv=relu.derivative)
 
 
 @register("leaky_relu", params=("slope",), doc="max(z, 0) + slope * min(z, 0); slope = 0.01 by default")
@@ -251,7 +255,7 @@ def get_nonlinearity(
             alpha_relu and elu). ``None`` values are ignored.
 
     Raises:
-        ValueError: unknown name, unparsable or disallowed expression, parameter that does not apply.
+        InputError: unknown name, unparsable or disallowed expression, parameter that does not apply.
     """
     params = {k: v for k, v in params.items() if v is not None}
     if isinstance(spec, Nonlinearity):
@@ -278,6 +282,15 @@ def get_nonlinearity(
 
 
 PhiSpec = str | Nonlinearity | Callable[[np.ndarray], np.ndarray]
+
+
+def takes_parameter(spec: Any, name: str) -> bool:
+    """Whether ``spec`` is a registered name whose nonlinearity takes the parameter ``name`` (``alpha`` of
+    alpha_relu and elu, ``slope`` of leaky_relu); False for anything else (a Nonlinearity or a callable takes none)."""
+    if not isinstance(spec, str):
+        return False
+    entry = _REGISTRY.get(spec.strip().lower().replace("-", "_"))
+    return entry is not None and name in entry.params
 
 
 def resolve(

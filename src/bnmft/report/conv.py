@@ -1,15 +1,63 @@
-"""The main job's convolutional section (theory.md section 4d, docs/convolutional.md): the paper's appendix claim at
-initialisation, measured on a VGG-style conv-BN stack. Called by :mod:`bnmft.reproduce`."""
+"""The main job's convolutional section (docs/theory.md 10, docs/convolutional.md): the paper's appendix claim at
+initialisation, measured on a VGG-style conv-BN stack. A section of the main job (interface: :mod:`.section`); the
+probe is cached (``.cache/vgg_*``)."""
 
 from __future__ import annotations
 
+from .section import Check, Claim, Context
 
-def conv_report(sims: dict) -> list[str]:
-    v = sims["vgg"]
+NAME = "convolutional networks (VGG appendix)"
+
+
+def run(ctx: Context) -> dict:
+    """The VGG-style stack at initialisation (imports torch), cached."""
+    from .figures import vgg_appendix
+
+    return {"vgg": ctx.cached("vgg", lambda: vgg_appendix(ctx.out, ctx.preset))}
+
+
+def checks(data: dict) -> list[Check]:
+    return []
+
+
+def claims(data: dict) -> list[Claim]:
+    """The paper's appendix claim: at the deepest depth, growth falls with beta (smallest eps) and with eps
+    (beta = 0)."""
+    rows = data["vgg"]["rows"]
+    deepest = max(r["depth"] for r in rows)
+    small = {
+        r["beta"]: r["log_growth"] for r in rows if r["depth"] == deepest and r["eps"] == min(x["eps"] for x in rows)
+    }
+    big = {r["eps"]: r["log_growth"] for r in rows if r["depth"] == deepest and r["beta"] == 0.0}
+    helps_beta = all(small[a] > small[b] for a, b in zip(sorted(small), sorted(small)[1:], strict=False))
+    helps_eps = big[max(big)] < big[min(big)]
+    verdict = (
+        f"at depth {deepest}, gradient growth falls from {small[min(small)]:.2f} (beta = 0) to "
+        f"{small[max(small)]:.2f} (beta = {max(small):g}) at the smallest eps, and from {big[min(big)]:.2f} "
+        f"(eps = {min(big):g}) to {big[max(big)]:.2f} (eps = {max(big):g}) at beta = 0"
+        + (" - consistent" if helps_beta and helps_eps else " - not as claimed")
+    )
+    return [
+        Claim(
+            "Paper (appendix)",
+            "in VGG19 with BN, initialising beta > 0 and eps > 0 helps training.",
+            verdict,
+            consistent=helps_beta and helps_eps,
+            subject="VGG-style stack at initialisation",
+        )
+    ]
+
+
+def appendix(data: dict) -> str:
+    return ""
+
+
+def text(data: dict) -> str:
+    v = data["vgg"]
     p, rows = v["settings"], v["rows"]
     deepest = max(r["depth"] for r in rows)
     lines = [
-        "## Convolutional BN networks (ours: theory.md section 4d, docs/convolutional.md)",
+        "## Convolutional BN networks (ours: docs/theory.md section 10, docs/convolutional.md)",
         "",
         "Mean field with spatial BN (`bnmft.conv_theory`): with periodic padding the conv network is exactly the "
         "MLP at batch size B x H x W (a random conv layer leaves translation-invariant covariances alone, and the "
@@ -32,23 +80,6 @@ def conv_report(sims: dict) -> list[str]:
             lines.append(
                 f"| {r['beta']:g} | {r['eps']:g} | {r['log_growth']:.2f} | {r['log_growth_stderr']:.2f} | {t} |"
             )
-    small = {
-        r["beta"]: r["log_growth"] for r in rows if r["depth"] == deepest and r["eps"] == min(x["eps"] for x in rows)
-    }
-    big = {r["eps"]: r["log_growth"] for r in rows if r["depth"] == deepest and r["beta"] == 0.0}
-    helps_beta = all(small[a] > small[b] for a, b in zip(sorted(small), sorted(small)[1:], strict=False))
-    helps_eps = big[max(big)] < big[min(big)]
-    verdict = (
-        f"at depth {deepest}, gradient growth falls from {small[min(small)]:.2f} (beta = 0) to "
-        f"{small[max(small)]:.2f} (beta = {max(small):g}) at the smallest eps, and from {big[min(big)]:.2f} "
-        f"(eps = {min(big):g}) to {big[max(big)]:.2f} (eps = {max(big):g}) at beta = 0"
-        + (" - consistent" if helps_beta and helps_eps else " - not as claimed")
-    )
-    lines += [
-        "",
-        "> **Paper (appendix):** in VGG19 with BN, initialising beta > 0 and eps > 0 helps training. **Here, at "
-        f"initialisation:** {verdict}. Large eps turns the explosion into vanishing gradients (BN's collapsed "
-        "phase, theory.md section 4b).",
-        "",
-    ]
-    return lines
+    note = ". Large eps turns the explosion into vanishing gradients (BN's collapsed phase, docs/theory.md section 6)."
+    lines += ["", claims(data)[0].quote("Here, at initialisation", note), ""]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The paper's simulation figures (Fig 1a-d, Fig 2; theory.md section 6), from the simulator and the theory.
+"""The paper's simulation figures (Fig 1a-d, Fig 2; docs/theory.md section 12), from the simulator and the theory.
 
 Each builder runs its simulation, writes its figure(s) and a tidy CSV into ``out`` and returns a summary dict
 for the report. Two presets: ``"quick"`` (minutes on a 2-core CPU) and ``"paper"`` (the paper's sizes:
@@ -208,39 +208,9 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
     on MNIST: per-layer norms of the weights, of the pre-activation gradients and of the weight gradients.
     At step 0 the gradients explode with depth; one step later the early layers' weights have grown (BN is
     scale invariant, so their gradients shrink as 1/||W||) and the gradient profile flattens."""
-    import torch
+    from ..experiments.first_steps import first_steps
 
-    from ..experiments.config import TrainConfig
-    from ..experiments.training import BNMLP, cached_dataset
-
-    torch.manual_seed(seed)
-    data = cached_dataset("mnist", None)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for depth in depths:
-        cfg = TrainConfig(depth=depth, batch_size=batch_size, lr="paper", seed=seed)
-        gen = torch.Generator().manual_seed(seed)
-        model = BNMLP(cfg, data.features, data.classes, gen)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate())
-        for step in range(steps):
-            idx = rng.choice(len(data.x_train), size=batch_size, replace=False)
-            x, y = torch.as_tensor(data.x_train[idx]), torch.as_tensor(data.y_train[idx])
-            loss = torch.nn.functional.cross_entropy(model(x, keep=True), y)
-            opt.zero_grad()
-            loss.backward()
-            for layer, (w, h) in enumerate(zip(model.weights, model.pre, strict=True)):
-                rows.append(
-                    {
-                        "depth": depth,
-                        "step": step,
-                        "layer": layer + 1,
-                        "weight_norm": float(w.detach().norm()),
-                        "grad_h_norm": float(h.grad.norm()),
-                        "grad_w_norm": float(w.grad.norm()),
-                        "loss": float(loss.detach()),
-                    }
-                )
-            opt.step()
+    rows = first_steps(depths, steps, batch_size, seed)
     write_csv(out / "fig4_first_steps.csv", rows)
     plt = _pyplot()
     keys = (
@@ -280,7 +250,7 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
     return {"rows": rows, "gradient_ratio_first_to_last_layer": ratio}
 
 
-#: residual networks checked against the exact theory in the main job: (phi, B, branch depth K, alpha)
+#: residual networks checked against the exact theory in the main job: (phi, B, branch depth K, branch scale)
 RESIDUAL_CASES = (("relu", 8, 2, 1.0), ("tanh", 32, 1, 0.5), ("identity", 8, 1, 1.0))
 RESIDUAL_SIZES = {
     "tiny": {"width": 64, "depth": 10, "networks": 4},
@@ -290,7 +260,7 @@ RESIDUAL_SIZES = {
 
 
 def residual_networks(out: Path, preset: str = "quick") -> dict:
-    """Residual BN networks (theory.md section 4c): the simulator against :func:`bnmft.residual` for
+    """Residual BN networks (docs/theory.md section 9): the simulator against :func:`bnmft.residual_theory` for
     :data:`RESIDUAL_CASES`; ``residual_simulation.png`` (the first case) and ``residual_simulation.csv`` (per case,
     blocks 0, D/2 and D-5: measured log gradient ratio and stream variance with standard errors, theory)."""
     from ..simulate import simulate_residual
@@ -298,8 +268,8 @@ def residual_networks(out: Path, preset: str = "quick") -> dict:
 
     p = RESIDUAL_SIZES[preset]
     rows = []
-    for i, (phi, b, k, alpha) in enumerate(RESIDUAL_CASES):
-        sim = simulate_residual(phi, b, branch_depth=k, alpha=alpha, seed=7, **p)
+    for i, (phi, b, k, scale) in enumerate(RESIDUAL_CASES):
+        sim = simulate_residual(phi, b, branch_depth=k, branch_scale=scale, seed=7, **p)
         if i == 0:
             plot_residual(sim.theory, out / "residual_simulation.png", simulation=sim)
         for block in (0, p["depth"] // 2, p["depth"] - 5):
@@ -309,7 +279,7 @@ def residual_networks(out: Path, preset: str = "quick") -> dict:
                     "phi": phi,
                     "batch_size": b,
                     "branch_depth": k,
-                    "alpha": alpha,
+                    "branch_scale": scale,
                     "width": p["width"],
                     "depth": p["depth"],
                     "networks": p["networks"],

@@ -291,7 +291,7 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
 
 
 def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[float], path: str | Path, **kwargs) -> Path:
-    """theory.md section 4b against eps: lambda_G and lambda_W (left), the two depth lines 16/ln(rate) (right),
+    """docs/theory.md section 6 against eps: lambda_G and lambda_W (left), the two depth lines 16/ln(rate) (right),
     with the transition eps_c = kappa_c sigma_w^2 marked; one colour per batch size."""
     import numpy as np
 
@@ -326,12 +326,15 @@ def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[floa
     ax_depth.set_ylabel(r"max trainable depth $16/\ln(\mathrm{rate})$")
     ax_depth.set_yscale("log")
     first = theory(phi, batch_sizes[0], **kwargs)
-    fig.suptitle(f"{first.phi}: BN with eps > 0 (theory.md section 4b)")
+    fig.suptitle(
+        f"BN MLP, {first.phi} (gamma = {first.gamma:g}, beta = {first.beta:g}), "
+        f"B = {', '.join(str(b) for b in batch_sizes)}, sigma_w = {sigma_w:g}: mean-field gradient rates against eps"
+    )
     return save_figure(fig, path)
 
 
 def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
-    """Residual network (:func:`bnmft.residual`): ``ln(E||g^l||^2 / E||g^D||^2)`` and the stream variance against
+    """Residual network (:func:`bnmft.residual_theory`): ``ln(E||g^l||^2 / E||g^D||^2)`` and the stream variance against
     block l, theory lines; with ``simulation`` (:class:`bnmft.simulate.ResidualSimulation`) measured points with
     2-standard-error bars."""
     plt = _pyplot()
@@ -360,9 +363,10 @@ def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
             color="C1",
             label="simulation",
         )
-    alpha = result.alpha if isinstance(result.alpha, float) else "per block"
+    scale = result.branch_scale if isinstance(result.branch_scale, float) else "per block"
     ax_g.set_title(
-        f"{result.phi}, B = {result.batch_size}, K = {result.branch_depth}, alpha = {alpha}, eps = {result.eps:g}: "
+        f"{result.phi}, B = {result.batch_size}, K = {result.branch_depth}, branch scale = {scale}, "
+        f"eps = {result.eps:g}: "
         f"exponent {result.exponent:.4g}",
         fontsize=9,
     )
@@ -373,6 +377,57 @@ def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
     for ax in (ax_g, ax_v):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_conv(results, path: str | Path, *, simulations=None) -> Path:
+    """Convolutional network (:func:`bnmft.conv_theory` results, one per (batch size, eps)): lambda_G against batch
+    size, one line per eps, and the MLP at batch B x positions (dotted); with ``simulations`` (one
+    :class:`bnmft.simulate.ConvSimulation` per result) the measured lambda_G with 2-standard-error bars, and a second
+    panel: the measured log squared gradient norms by layer (mean +- 1 std across networks) with the theory's slope."""
+    import numpy as np
+
+    plt = _pyplot()
+    panels = 1 if simulations is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True, squeeze=False)
+    ax = axes[0][0]
+    by_eps: dict[float, list[int]] = {}
+    for i, r in enumerate(results):
+        by_eps.setdefault(r.eps, []).append(i)
+    for j, (eps, idx) in enumerate(sorted(by_eps.items())):
+        idx = sorted(idx, key=lambda i: results[i].batch_size)
+        color = f"C{j % 10}"
+        bs = [results[i].batch_size for i in idx]
+        ax.errorbar(bs, [results[i].lambda_G for i in idx], yerr=[2 * results[i].lambda_G_stderr for i in idx],
+                    color=color, marker="s", ms=4, label=f"theory, eps = {eps:g}")  # fmt: skip
+        ax.plot(bs, [results[i].mlp_lambda_G for i in idx], color=color, ls=":", lw=0.8)
+        if simulations is not None:
+            ax.errorbar(bs, [simulations[i].summary["lambda_G_mean"] for i in idx],
+                        yerr=[2 * simulations[i].summary["lambda_G_stderr"] for i in idx], fmt="o", ms=4,
+                        mfc="none", color=color, label="simulation")  # fmt: skip
+    first = results[0]
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(r"$\lambda_G$")
+    ax.set_title(f"{first.phi}, conv on {'x'.join(map(str, first.spatial))} ({first.padding} padding); dotted: MLP at "
+                 "B x positions", fontsize=9)  # fmt: skip
+    if simulations is not None:
+        ax_g = axes[0][1]
+        for i, (r, sim) in enumerate(zip(results, simulations, strict=True)):
+            logs = sim.run.log_grad_h.numpy() / math.log(10)
+            layers = np.arange(1, logs.shape[1] + 1)
+            mean, std = logs.mean(axis=0), logs.std(axis=0)
+            color = f"C{i % 10}"
+            ax_g.plot(layers, mean, color=color, label=f"B = {r.batch_size}, eps = {r.eps:g}")
+            ax_g.fill_between(layers, mean - std, mean + std, color=color, alpha=0.2)
+            ax_g.plot(layers, mean[-1] + (layers[-1] - layers) * math.log10(r.lambda_G), color=color, ls="--", lw=0.8)
+        ax_g.set_xlabel("layer l")
+        ax_g.set_ylabel(r"$\log_{10} \|\partial L / \partial h^l\|^2$")
+        ax_g.set_title("measured; dashed: the theory's slope", fontsize=9)
+    for row in axes:
+        for a in row:
+            a.grid(True, alpha=0.3)
+            a.legend(fontsize=8)
     return save_figure(fig, path)
 
 

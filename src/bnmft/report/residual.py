@@ -1,16 +1,21 @@
-"""The main job's residual-network sections (theory.md section 4c): checks of the theory against the simulator, the
-plain-vs-residual figure and the report text. Called by :mod:`bnmft.reproduce`."""
+"""The main job's residual-network section (docs/theory.md section 9): the simulator against the exact theory, with
+its checks (a section of the main job, interface: :mod:`.section`; the simulation is cached, ``.cache/residual_*``),
+and for :mod:`.training` the plain-vs-residual figure, verdict and our claims for the residual sweeps."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
+from .section import Check, Claim, Context, check_table
+
+NAME = "residual networks (simulation)"
+
 #: our claims for the residual sweeps (the paper has none): sweep name -> claim
 RESIDUAL_CLAIMS = {
     "resnet_batch": (
         "Residual BN networks train until the gradient has grown by e^16 from the last block to the first "
-        "(the paper's 16 / ln lambda_G criterion, read as a total growth; theory.md section 4c)."
+        "(the paper's 16 / ln lambda_G criterion, read as a total growth; docs/theory.md section 9)."
     ),
     "resnet_vs_plain": (
         "At equal depth, residual BN networks train where plain ones cannot: their gradient grows polynomially, "
@@ -21,21 +26,36 @@ RESIDUAL_SWEEPS = (*RESIDUAL_CLAIMS, "tiny_resnet_vs_plain")
 
 
 def allowance(row: dict) -> float:
-    """3 standard errors plus the finite-width allowance of tests/simulate/test_resnet.py (5% at N = 512), scaled
+    """3 standard errors plus the finite-width allowance of tests/simulate/test_residual_sim.py (5% at N = 512), scaled
     like 1/N (the measured trend of the deviation)."""
     return 3 * row["log_grad_ratio_stderr"] + 0.05 * (512 / row["width"]) * abs(row["log_grad_ratio_theory"])
 
 
-def residual_checks(sims: dict) -> list[tuple[str, float, float, float, float]]:
-    checks = []
-    for r in sims["residual"]["rows"]:
+def run(ctx: Context) -> dict:
+    """Residual BN networks from the simulator against the theory (imports torch), cached."""
+    from .figures import residual_networks
+
+    return {"residual": ctx.cached("residual", lambda: residual_networks(ctx.out, ctx.preset))}
+
+
+def checks(data: dict) -> list[Check]:
+    result = []
+    for r in data["residual"]["rows"]:
         what = (
-            f"residual {r['phi']} B={r['batch_size']} K={r['branch_depth']} alpha={r['alpha']:g}: ln gradient ratio "
-            f"at block {r['block']} of {r['depth']}, simulation (width {r['width']}) vs theory"
+            f"residual {r['phi']} B={r['batch_size']} K={r['branch_depth']} branch_scale={r['branch_scale']:g}: ln "
+            f"gradient ratio at block {r['block']} of {r['depth']}, simulation (width {r['width']}) vs theory"
         )
         value, ref = r["log_grad_ratio"], r["log_grad_ratio_theory"]
-        checks.append((what, value, ref, abs(value - ref), allowance(r)))
-    return checks
+        result.append(Check(what, value, ref, abs(value - ref), allowance(r)))
+    return result
+
+
+def claims(data: dict) -> list[Claim]:
+    return []
+
+
+def appendix(data: dict) -> str:
+    return ""
 
 
 def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Path:
@@ -68,37 +88,41 @@ def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Pat
     return save_figure(fig, path)
 
 
-def residual_simulation_report(sims: dict) -> list[str]:
-    rows = sims["residual"]["rows"]
-    p = sims["residual"]["settings"]
-    checks = residual_checks(sims)
-    ok = sum(c[3] <= c[4] for c in checks)
+def text(data: dict) -> str:
+    rows = data["residual"]["rows"]
+    p = data["residual"]["settings"]
+    found = checks(data)
+    ok = sum(c.passed for c in found)
     lines = [
-        "## Residual BN networks (ours: theory.md section 4c, docs/residual.md)",
+        "## Residual BN networks (ours: docs/theory.md section 9, docs/residual.md)",
         "",
-        f"Exact per-block mean field (`bnmft.residual`) against {p['networks']} simulated networks of width "
+        f"Exact per-block mean field (`bnmft.residual_theory`) against {p['networks']} simulated networks of width "
         f"{p['width']} and {p['depth']} blocks (`bnmft.simulate.simulate_residual`): the log squared-gradient ratio "
         "ln(E||dL/dx^l||^2 / E||dL/dx^D||^2) and the stream's variance, mean and standard error across networks.",
         "",
         "![residual simulation](residual_simulation.png)",
         "",
-        "| phi | B | K | alpha | block | ln ratio simulated | s.e. | theory | variance simulated | theory | exponent |",
+        "| phi | B | K | scale | block | ln ratio simulated | s.e. | theory | variance simulated | theory | exponent |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['phi']} | {r['batch_size']} | {r['branch_depth']} | {r['alpha']:g} | {r['block']} | "
+            f"| {r['phi']} | {r['batch_size']} | {r['branch_depth']} | {r['branch_scale']:g} | {r['block']} | "
             f"{r['log_grad_ratio']:.4f} | {r['log_grad_ratio_stderr']:.4f} | {r['log_grad_ratio_theory']:.4f} | "
             f"{r['stream_variance']:.4f} | {r['stream_variance_theory']:.4f} | {r['exponent']:.4f} |"
         )
     lines += [
         "",
-        f"{ok} of {len(checks)} within 3 standard errors plus the finite-width allowance (5% at width 512, scaled "
+        f"{ok} of {len(found)} within 3 standard errors plus the finite-width allowance (5% at width 512, scaled "
         "like 1/N). The gradient grows as a power of the stream variance with exponent lambda_G^K, not "
         "exponentially in depth.",
         "",
+        "### Checks: residual networks",
+        "",
+        *check_table(found),
+        "",
     ]
-    return lines
+    return "\n".join(lines)
 
 
 def plain_vs_residual_report(name: str, figure: str) -> list[str]:
@@ -110,7 +134,7 @@ def theory_line_text(name: str) -> str:
     if name in RESIDUAL_SWEEPS:
         return (
             "the theory's maximum trainable depth: for residual networks the deepest network whose gradient grows "
-            "by at most e^16 from the last block to the first (`bnmft.residual`, output gradient centred by the "
+            "by at most e^16 from the last block to the first (`bnmft.residual_theory`, output gradient centred by the "
             "final BN), for plain ones 16 / ln max(lambda_G, lambda_W)"
         )
     return (

@@ -1,18 +1,28 @@
-"""The main job's trainability section (paper Figs 3, 4 and 5, and our residual sweeps): per sweep the accuracy
-table with the theory's depth line, measured against predicted trainable depth, and a verdict on the claim.
-Called by :mod:`bnmft.reproduce`."""
+"""The main job's trainability section (paper Figs 3, 4 and 5, and our residual sweeps): Fig 4 (the first SGD
+steps, cached in ``.cache/fig4_*``), the preset's training sweeps (stored in ``sweeps.db``, resumable), and per
+sweep the accuracy table with the theory's depth line, measured against predicted trainable depth, and a verdict on
+the claim. A section of the main job (interface: :mod:`.section`)."""
 
 from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
 
 from .residual import (
     RESIDUAL_CLAIMS,
     RESIDUAL_SWEEPS,
+    plain_vs_residual_figure,
     plain_vs_residual_report,
     plain_vs_residual_verdict,
     theory_line_text,
 )
+from .section import Check, Claim, Context
 
-#: the paper's claim each trainability figure checks (theory.md section 6)
+NAME = "training (Figs 3, 4, 5)"
+
+#: the paper's claim each trainability figure checks (docs/theory.md section 12)
 PAPER_CLAIMS = {
     "fig3a": "ReLU-BN networks train up to about 16 / ln lambda_G(B) layers, and not beyond (Fig 3a).",
     "fig3b": "With BN statistics over ghost batches of size B inside a big batch, the edge follows B (Fig 3b).",
@@ -27,10 +37,123 @@ PAPER_CLAIMS = {
 }
 
 
-def training_report(sims: dict) -> list[str]:
+def run(ctx: Context) -> dict:
+    """Fig 4 (cached) and the preset's training sweeps into ``sweeps.db`` (resumable), a heatmap per sweep."""
+    from . import figures
+
+    fig4 = ctx.cached("fig4", lambda: figures.fig4(ctx.out, **figures.PRESETS[ctx.preset]["fig4"]))
+    return {"fig4": fig4, "sweeps": _sweeps(ctx)}
+
+
+def _sweeps(ctx: Context) -> dict:
+    """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
+    from ..experiments.store import Store
+    from ..experiments.sweep import load_sweeps, run_sweep
+    from .plots import plot_heatmap
+
+    out = ctx.out
+    store = Store(out / "sweeps.db")
+    made = {}
+    try:
+        for sweep in load_sweeps(ctx.preset):
+            sweep = _with_stand_in(sweep)
+            if sweep is None:
+                continue
+            started = time.perf_counter()
+            run_sweep(
+                sweep, store, progress=not ctx.quiet, workers=ctx.workers, scheduler=ctx.scheduler, device=ctx.device
+            )
+            results = store.results(sweep.name)
+            path = plot_heatmap(
+                results, sweep.x, out / f"heatmap_{sweep.name}.png", title=sweep.description or sweep.name
+            )
+            if sweep.x == "branch_depth":  # plain against residual: also accuracy against depth, side by side
+                figure = plain_vs_residual_figure(results, out / f"{sweep.name}.png", sweep.description or sweep.name)
+            made[sweep.name] = {
+                "figure": figure.name if sweep.x == "branch_depth" else None,
+                "path": path.name,
+                "sweep": sweep,
+                "results": results,
+                "seconds": time.perf_counter() - started,
+            }
+    finally:
+        store.close()
+    return made
+
+
+def _with_stand_in(sweep):
+    """CIFAR-10 sweeps run on CIFAR-10 where its files are in the data directory (``$BNMFT_DATA`` or ``data``);
+    otherwise on Fashion-MNIST as a clearly labelled stand-in (same shapes of network, 784 inputs), or not at all
+    (with a message) when neither is on this machine."""
+    from dataclasses import replace
+
+    from ..experiments.data import DatasetUnavailable, load_dataset
+
+    if sweep.base.get("dataset") != "cifar10":
+        return sweep
+    data_dir = sweep.base.get("data_dir") or os.environ.get("BNMFT_DATA", "data")
+    if (Path(data_dir) / "cifar-10-batches-py").exists():
+        return sweep
+    try:
+        load_dataset("fashion_mnist", sweep.base.get("data_dir"))
+    except DatasetUnavailable as err:
+        print(f"bnmft reproduce: skipping {sweep.name}: no CIFAR-10 files in {data_dir} and {err}", file=sys.stderr)
+        return None
+    return replace(
+        sweep,
+        name=f"{sweep.name}_fashion",
+        base=dict(sweep.base, dataset="fashion_mnist"),
+        description=sweep.description.replace("CIFAR-10", "Fashion-MNIST (stand-in: no CIFAR-10 files found)"),
+    )
+
+
+def checks(data: dict) -> list[Check]:
+    return []
+
+
+def _measured(name: str, made: dict) -> dict:
+    """One sweep's accuracy grid, its measured against predicted trainable depths, and the claim's verdict."""
     from ..experiments.agreement import median_ratio, trainable_depths
     from ..experiments.sweep import grid_table
 
+    sweep = made["sweep"]
+    xs, depths, table = grid_table(made["results"], sweep.x)
+    rows = trainable_depths(made["results"], sweep.x)  # one row per column, with the theory's depth
+    med, med_grid = median_ratio(rows), median_ratio(rows, "ratio")
+    claim = PAPER_CLAIMS.get(name.removesuffix("_fashion"), "") or RESIDUAL_CLAIMS.get(name, "")
+    source = "Ours" if name in RESIDUAL_SWEEPS else "Paper"
+    consistent: bool | None
+    if sweep.x == "branch_depth":
+        verdict, consistent = plain_vs_residual_verdict(rows, xs, depths, table), None
+    elif med is None:
+        verdict, consistent = "no column trains at all in this reduced run: not reproduced here", False
+    elif 0.5 <= med <= 2.0:
+        verdict = f"consistent: the measured edge sits at {med:.2f} x the predicted depth (median over columns)"
+        consistent = True
+    else:
+        verdict = f"not reproduced in this reduced run: the measured edge sits at {med:.2f} x the prediction"
+        consistent = False
+    found = Claim(
+        source,
+        claim,
+        verdict,
+        consistent=consistent,
+        ratio=med,
+        ratio_of="trainable depth measured / theory at the crossing, median over columns",
+        subject=f"sweep `{name}`",
+    )
+    return {"xs": xs, "depths": depths, "table": table, "rows": rows, "med": med, "med_grid": med_grid, "claim": found}
+
+
+def claims(data: dict) -> list[Claim]:
+    return [_measured(name, made)["claim"] for name, made in data["sweeps"].items()]
+
+
+def appendix(data: dict) -> str:
+    return ""
+
+
+def text(data: dict) -> str:
     lines = [
         "## Trainability (paper Figs 3 and 4)",
         "",
@@ -40,10 +163,10 @@ def training_report(sims: dict) -> list[str]:
         "![Fig 4](fig4_first_steps.png)",
         "",
     ]
-    for name, made in sims["training"].items():
+    for name, made in data["sweeps"].items():
         sweep = made["sweep"]
-        xs, depths, table = grid_table(made["results"], sweep.x)
-        rows = trainable_depths(made["results"], sweep.x)  # one row per column, with the theory's depth
+        measured = _measured(name, made)
+        xs, depths, table, rows = measured["xs"], measured["depths"], measured["table"], measured["rows"]
         line = [r["theory_depth"] for r in rows]
         lines += [
             f"Sweep `{name}`: {sweep.description}. Test accuracy; last row: {theory_line_text(name)}.",
@@ -56,7 +179,7 @@ def training_report(sims: dict) -> list[str]:
         label = "theory (e^16)" if name in RESIDUAL_SWEEPS else "16/ln lambda_G"
         lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in line) + " |")
         lines += ["", f"![{name}]({made['path']})", ""]
-        med, med_grid = median_ratio(rows), median_ratio(rows, "ratio")
+        med, med_grid = measured["med"], measured["med_grid"]
         lines += [
             f"Measured against predicted maximum trainable depth (`{name}`): per column the deepest depth whose test "
             "accuracy is above halfway between chance (0.1) and the shallowest network's accuracy, and where the "
@@ -91,15 +214,5 @@ def training_report(sims: dict) -> list[str]:
         ]
         if made.get("figure"):
             lines += plain_vs_residual_report(name, made["figure"])
-        claim = PAPER_CLAIMS.get(name.removesuffix("_fashion"), "") or RESIDUAL_CLAIMS.get(name, "")
-        source = "Ours" if name in RESIDUAL_SWEEPS else "Paper"
-        if sweep.x == "branch_depth":
-            verdict = plain_vs_residual_verdict(rows, xs, depths, table)
-        elif med is None:
-            verdict = "no column trains at all in this reduced run: not reproduced here"
-        elif 0.5 <= med <= 2.0:
-            verdict = f"consistent: the measured edge sits at {med:.2f} x the predicted depth (median over columns)"
-        else:
-            verdict = f"not reproduced in this reduced run: the measured edge sits at {med:.2f} x the prediction"
-        lines += [f"> **{source}:** {claim} **Here:** {verdict}.", ""]
-    return lines
+        lines += [measured["claim"].quote(note="."), ""]
+    return "\n".join(lines)

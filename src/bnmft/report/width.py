@@ -1,6 +1,7 @@
 """The main job's finite-width sections (issue 14): the width sweep to N = 65536 with the 1/N extrapolation of
 lambda_G and c* (theory at 1/N = 0), the table of the measured 1/N coefficient of lambda_G for relu and tanh at
-B = 4, 8, 32, 128, their checks and report text. Called by :mod:`bnmft.reproduce`.
+B = 4, 8, 32, 128, their checks and report text: a section of the main job (interface: :mod:`.section`). The
+simulations are cached (``.cache/width_sweep_*``, ``finite_width_*``).
 
 The simulations use the default sampler (the conditional one at these sizes: O(N B^2) per layer), which is what
 makes width 65536 affordable on a CPU.
@@ -15,10 +16,12 @@ import numpy as np
 
 from .._io import write_csv
 from .plots import _pyplot, save_figure
+from .section import Check, Claim, Context, check_table
 
 if TYPE_CHECKING:  # (the simulator imports torch: only the builders below need it)
     from ..simulate.extrapolation import WidthFit
 
+NAME = "finite width (1/N)"
 #: width sweep (relu, B = 32): width -> networks, per preset; depth 50 (window: layers 16 to 47)
 SWEEP_WIDTHS = {
     "tiny": {32: 8, 64: 8, 128: 8},
@@ -144,28 +147,46 @@ def finite_width_table(out: Path, preset: str = "quick") -> dict:
     return {"rows": rows, "depth": TABLE_DEPTH[preset]}
 
 
-def width_checks(sims: dict) -> list[tuple[str, float, float, float, float]]:
+def run(ctx: Context) -> dict:
+    """The width sweep and the 1/N table (imports torch), cached."""
+    return {
+        "width_sweep": ctx.cached("width_sweep", lambda: width_sweep(ctx.out, ctx.preset)),
+        "finite_width": ctx.cached("finite_width", lambda: finite_width_table(ctx.out, ctx.preset)),
+    }
+
+
+def checks(data: dict) -> list[Check]:
     """The extrapolated (1/N -> 0) lambda_G and c* against the theory: 4 standard errors of the intercept (c* also
     + 1e-3 relative: at B = 128 the deep finite-width state drifts from BSB1, see the report)."""
-    checks = []
-    for r in sims["width_sweep"]["fits"] + [r for r in sims["finite_width"]["rows"] if r["estimate"] == "lambda_G"]:
+    result = []
+    for r in data["width_sweep"]["fits"] + [r for r in data["finite_width"]["rows"] if r["estimate"] == "lambda_G"]:
         if r["theory"] is None:
             continue
         allow = 4 * r["a_stderr"] + (1e-3 * abs(r["theory"]) if r["estimate"] == "c_star" else 0.0)
-        checks.append((f"{r['phi']} B={r['batch_size']} {r['estimate']} extrapolated to 1/N = 0 (widths {r['widths']}) "
-                       "vs theory", r["a"], r["theory"], abs(r["a"] - r["theory"]), allow))  # fmt: skip
-    return checks
+        name = (
+            f"{r['phi']} B={r['batch_size']} {r['estimate']} extrapolated to 1/N = 0 (widths {r['widths']}) vs theory"
+        )
+        result.append(Check(name, r["a"], r["theory"], abs(r["a"] - r["theory"]), allow))
+    return result
 
 
-def width_report(sims: dict) -> list[str]:
-    sweep, table = sims["width_sweep"], sims["finite_width"]
+def claims(data: dict) -> list[Claim]:
+    return []
+
+
+def appendix(data: dict) -> str:
+    return ""
+
+
+def text(data: dict) -> str:
+    sweep, table = data["width_sweep"], data["finite_width"]
     fits = {r["estimate"]: r for r in sweep["fits"]}
     lam, c = fits["lambda_G"], fits["c_star"]
     widest = max(r["width"] for r in sweep["rows"])
     conditional = [r["width"] for r in sweep["rows"] if r["sampler"] == "conditional"]
     sampler = f"the conditional sampler from width {min(conditional)}" if conditional else "the dense sampler"
     lines = [
-        "### Finite width: extrapolation in 1/N",
+        "## Finite width: extrapolation in 1/N",
         "",
         f"relu, B = {SWEEP_BATCH}, widths {min(r['width'] for r in sweep['rows'])} to {widest} ({sampler}), "
         f"each estimate fitted as a + b/N (+ c/N^2 where chi^2 asks for it): lambda_G extrapolates to "
@@ -194,5 +215,9 @@ def width_report(sims: dict) -> list[str]:
         'At large B the finite-width Gram matrix drifts away from BSB1 with depth (README, "Past the matmul '
         'limit"), so there the coefficients belong to this depth window.',
         "",
+        "### Checks: extrapolation to infinite width",
+        "",
+        *check_table(checks(data)),
+        "",
     ]
-    return lines
+    return "\n".join(lines)

@@ -4,17 +4,20 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 * :mod:`.torch_phi` - the nonlinearity as a differentiable torch function;
 * :mod:`.network` - the batched ensemble: forward, hooks for log-space gradient norms, measurements;
 * :mod:`.mlp` - :func:`simulate_mlp` (the MLP family), estimates with standard errors, the tidy table;
-* :mod:`.resnet` - residual BN networks (:func:`simulate_residual`), per-block measurements;
+* :mod:`.residual` - residual BN networks (:func:`simulate_residual`), per-block measurements;
 * :mod:`.conv` - convolutional BN networks (:func:`simulate_conv`);
+* :mod:`.runner` - the one run skeleton the three families plug into (chunks, memory check, seed, progress,
+  statistics, tidy tables);
 * :mod:`.model_probe` - :func:`probe`: any PyTorch model, layer by layer, against the theory.
 """
 
 from .conv import ConvSimulation, simulate_conv
 from .extrapolation import WidthExtrapolation, WidthFit
-from .mlp import BatchSummary, SimulationConfig, SimulationResult, growth_rates, simulate_mlp, slope_rates
+from .mlp import BatchSummary, SimulationConfig, SimulationResult, simulate_mlp
 from .model_probe import ProbeResult, probe
 from .network import NetworkSpec, run_ensemble
 from .residual import ResidualSimulation, simulate_residual
+from .runner import growth_rates, slope_rates
 from .torch_phi import to_torch
 
 __all__ = [

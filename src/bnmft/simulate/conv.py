@@ -1,4 +1,4 @@
-"""Finite-channel convolutional BN networks (theory.md section 4d; docs/convolutional.md).
+"""Finite-channel convolutional BN networks (docs/theory.md section 10; docs/convolutional.md).
 
 Network, per layer: ``conv (k x k, or k in 1-D; C channels in and out, no bias, weights N(0, sigma_w^2 / (k^d C))),
 periodic or zero padding) -> BN per channel over (batch, every position) -> phi`` (BatchNorm2d's statistics), on
@@ -17,13 +17,20 @@ gradient norm w.r.t. the pre-activations (hooks, log-space rescaling as in :mod:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+from ..meanfield.api import check_theory_input
+from ..meanfield.conv import _conv_theory, check_conv_shape
+from ..nonlinearity import Nonlinearity, resolve
+from .mlp import DTYPES, SimulationConfig, validate
 from .network import NetworkSpec, batch_norm
-from .torch_phi import TorchFn
+from .runner import growth_rates, mean_se, run_family, tidy_rows, track_log_norms, true_log_norms, window_mean
+from .torch_phi import TorchFn, to_torch
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,8 @@ def run_conv_ensemble(phi: TorchFn, inputs: torch.Tensor, spec: ConvSpec, k: int
     group = spec.network.ghost_size or inputs.shape[0]
     b, c = inputs.shape[0], spec.network.width
     x = inputs
-    pre, stats = [], []
+    pre: list[torch.Tensor] = []
+    stats: list[tuple[torch.Tensor, ...]] = []
     for _ in range(spec.network.depth):
         h = convolve(x, conv_weights(k, spec, gen, device, dtype), spec, k)
         if not pre:
@@ -118,23 +126,48 @@ def run_conv_ensemble(phi: TorchFn, inputs: torch.Tensor, spec: ConvSpec, k: int
         with torch.no_grad():
             stats.append((*_gram_summary(x.detach(), k, spec), mean.mean(1), var.mean(1), var.std(1)))
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
-    logs = torch.zeros(spec.network.depth, k, dtype=torch.float64)
-
-    def make_hook(layer):
-        def hook(grad):
-            sq = grad.reshape(b, k, -1).pow(2).sum(dim=(0, 2), dtype=torch.float64)
-            logs[layer] = torch.log(sq).cpu()
-            scale = torch.rsqrt(sq).clamp(max=1e300).to(grad.dtype)
-            return (grad.reshape(b, k, -1) * scale[None, :, None]).reshape(grad.shape)
-
-        return hook
-
-    for layer, h in enumerate(pre):
-        h.register_hook(make_hook(layer))
+    # (B, K C, *spatial) seen as (B, K, C x positions): the networks along dim 1
+    logs = track_log_norms(pre, k, view=lambda g: g.reshape(b, k, -1), network_dim=1)
     (x * readout).sum().backward()
-    log_grad = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])
-    columns = [torch.stack([s[i] for s in stats], 1).double().cpu() for i in range(6)]
-    return ConvRun(*columns, log_grad_h=log_grad.T.contiguous())
+    q, c_space, c_batch, mean, var, spread = (torch.stack([s[i] for s in stats], 1).double().cpu() for i in range(6))
+    return ConvRun(q, c_space, c_batch, mean, var, spread, log_grad_h=true_log_norms(logs))
+
+
+@dataclass
+class _ConvChunks:
+    """The conv family for :func:`~bnmft.simulate.runner.run_family`: a chunk of K networks -> a :class:`ConvRun`."""
+
+    spec: ConvSpec
+    batch_size: int
+    phi: TorchFn
+    dtype: str
+    device: str
+    size_argument: str = "channels"
+
+    @property
+    def what(self) -> str:
+        net = self.spec.network
+        return (f"one network's activations ({net.width} channels, depth {net.depth}, batch {self.batch_size} x "
+                f"{self.spec.positions} positions)")  # fmt: skip
+
+    @property
+    def _activations(self) -> int:  # values kept for backprop per network: ~8 per (example, position, channel, layer)
+        return 8 * self.batch_size * self.spec.positions * self.spec.network.width * self.spec.network.depth
+
+    @property
+    def network_values(self) -> int:
+        # the convolutions' padded copies and workspaces on top: chunks of at most MAX_ELEMENTS / 2.5 activations
+        return self._activations * 5 // 2
+
+    @property
+    def network_bytes(self) -> int:
+        return self._activations * (8 if self.dtype == "float64" else 4)
+
+    def run_chunk(self, k: int, gen: torch.Generator) -> ConvRun:
+        c, spatial = self.spec.network.width, self.spec.spatial
+        device, dtype = torch.device(self.device), DTYPES[self.dtype]
+        x = torch.randn(self.batch_size, k * c, *spatial, generator=gen, device=device, dtype=dtype)
+        return run_conv_ensemble(self.phi, x, self.spec, k, gen)
 
 
 @dataclass
@@ -149,20 +182,12 @@ class ConvSimulation:
 
     def rows(self) -> list[dict]:
         """Tidy table: one dict per (network, layer), every setting in its columns."""
-        out = []
-        k, depth = self.run.q.shape
-        for net in range(k):
-            for layer in range(depth):
-                row = dict(self.settings, network=net, layer=layer + 1)
-                for name in ("q", "c_space", "c_batch", "channel_mean", "channel_var", "channel_var_spread"):
-                    row[name] = float(getattr(self.run, name)[net, layer])
-                row["log_grad_h"] = float(self.run.log_grad_h[net, layer])
-                out.append(row)
-        return out
+        names = ("q", "c_space", "c_batch", "channel_mean", "channel_var", "channel_var_spread", "log_grad_h")
+        return tidy_rows(self.settings, {name: getattr(self.run, name) for name in names}, index="layer", first=1)
 
 
 def simulate_conv(
-    phi,
+    phi: str | Nonlinearity,
     batch_size: int,
     *,
     spatial: tuple[int, ...] | list[int],
@@ -171,32 +196,31 @@ def simulate_conv(
     networks: int,
     kernel: int = 3,
     padding: str = "periodic",
-    progress=None,
+    progress: Callable[[int], None] | None = None,
     **options,
 ) -> ConvSimulation:
     """Simulate K conv-BN networks (module docstring) and estimate the per-layer gradient growth lambda_G and the
     Gram summaries per network, then across networks.
 
     Args:
-        phi: nonlinearity spec (a Nonlinearity for phi's own parameters).
+        phi: nonlinearity spec (as for :func:`bnmft.theory`; phi's parameters alpha, slope go in ``options``).
         batch_size: B (>= 2; B = 2 is fine here: BN's statistics run over B x positions).
         spatial: image shape, (L,) or (H, W).
         channels, depth, networks: C, L layers, K networks.
         kernel: odd kernel size k; padding: ``"periodic"`` or ``"zero"``.
         progress: called with the number of networks finished after each chunk.
-        **options: eps, gamma, beta, sigma_w, detach_stats, ghost_size, seed, device, dtype, chunk, window_start.
+        **options: eps, gamma, beta, sigma_w, detach_stats, ghost_size, seed, device, dtype, chunk, window_start;
+            alpha, slope (phi's).
 
     Returns:
         :class:`ConvSimulation`.
-    """
-    from ..errors import InputError
-    from ..meanfield.conv import check_conv_shape, conv_theory
-    from ..nonlinearity import get_nonlinearity
-    from .mlp import DTYPES, SimulationConfig, _mean_se, growth_rates, validate
-    from .torch_phi import to_torch
 
+    Raises:
+        InputError: a bad phi, option, size, shape, kernel or padding; a simulation that overflows its dtype.
+    """
     allowed = {"eps", "gamma", "beta", "sigma_w", "detach_stats", "ghost_size", "seed", "device", "dtype", "chunk"}
-    unknown = set(options) - allowed - {"window_start"}
+    params = {k: options.pop(k) for k in ("alpha", "slope") if options.get(k) is not None}
+    unknown = set(options) - allowed - {"window_start", "alpha", "slope"}
     if unknown:
         raise InputError(f"unknown option {sorted(unknown)[0]!r}")
     options = {key: v for key, v in options.items() if v is not None}
@@ -204,42 +228,29 @@ def simulate_conv(
     net_keys = {"eps", "sigma_w", "detach_stats", "ghost_size"}
     network = NetworkSpec(channels, depth, **{key: v for key, v in options.items() if key in net_keys})
     rest = {key: v for key, v in options.items() if key not in net_keys}
-    base = get_nonlinearity(phi)
-    config = SimulationConfig(phi=base.name, network=network, networks=networks, **rest)
+    base, _ = resolve(phi, **params)  # phi resolved once; gamma, beta folded in below (once checked)
+    config = SimulationConfig(phi=base.name, network=network, networks=networks, params=params, **rest)
     validate(config, [batch_size])
     spec = ConvSpec(network, spatial, kernel, padding)
-    per_network = 8 * batch_size * spec.positions * channels * depth
-    from ..options import check_memory
-
-    check_memory(per_network * (8 if config.dtype == "float64" else 4), "one network's activations", "channels")
-    phi_t = to_torch(base.affine_input(config.gamma, config.beta))
-    device, dtype = torch.device(config.device), DTYPES[config.dtype]
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    chunk = max(1, min(config.chunk, 60_000_000 // per_network))
-    parts = []
-    for first in range(0, networks, chunk):
-        k = min(chunk, networks - first)
-        x = torch.randn(batch_size, k * channels, *spatial, generator=gen, device=device, dtype=dtype)
-        parts.append(run_conv_ensemble(phi_t, x, spec, k, gen))
-        if progress is not None:
-            progress(first + k)
-    names = ("q", "c_space", "c_batch", "channel_mean", "channel_var", "channel_var_spread", "log_grad_h")
-    run = ConvRun(*(torch.cat([getattr(p, n) for p in parts]) for n in names))
+    effective = base.affine_input(config.gamma, config.beta)
+    phi_t = to_torch(effective)
+    chunks = _ConvChunks(spec, batch_size, phi_t, config.dtype, config.device)
+    run = run_family(chunks, networks=networks, chunk=config.chunk, seed=config.seed, device=config.device,
+                     progress=progress)  # fmt: skip
     start, stop = config.window()
-    lam, lam_se = _mean_se(growth_rates(run.log_grad_h, start, stop))
+    lam, lam_se = mean_se(growth_rates(run.log_grad_h, start, stop))
     if not math.isfinite(lam):
         raise InputError(f"the simulation produced non-finite values in {config.dtype}: use dtype='float64'")
     summary = {"lambda_G_mean": lam, "lambda_G_stderr": lam_se}
     for name in ("q", "c_space", "c_batch", "channel_var"):
-        mean, se = _mean_se(getattr(run, name)[:, start:stop].mean(dim=1).numpy())
+        mean, se = mean_se(window_mean(getattr(run, name), start, stop))
         summary[f"{name}_mean"], summary[f"{name}_stderr"] = mean, se
     group = network.ghost_size or batch_size
     summary["lambda_G_theory"] = None
     if not network.detach_stats and group * spec.positions >= 4 and (padding == "periodic" or network.eps == 0):
-        t = conv_theory(
-            base, group, spatial=spatial, kernel=kernel, padding=padding, gamma=config.gamma, beta=config.beta,
-            eps=network.eps, sigma_w=network.sigma_w,
-        )  # fmt: skip
+        _, settings = check_theory_input(group * spec.positions, gamma=config.gamma, beta=config.beta,
+                                         eps=network.eps, sigma_w=network.sigma_w)  # fmt: skip
+        t = _conv_theory(base, effective, group, spatial, kernel, padding, settings, samples=20_000, seed=0)
         summary.update(lambda_G_theory=t.lambda_G, c_star_theory=t.c_star, q_star_theory=t.q_star)
     settings = config.settings()
     settings.update(batch_size=batch_size, spatial="x".join(map(str, spatial)), kernel=kernel, padding=padding)

@@ -33,17 +33,16 @@ import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..meanfield import theory
-from ..nonlinearity import Nonlinearity, get_nonlinearity
-from ..options import check_bn_options, check_int, check_memory, check_seed
+from ..meanfield.api import _theory, check_theory_input
+from ..nonlinearity import Nonlinearity, resolve
+from ..options import check_bn_options, check_int, check_seed
 from .conditional import choose_sampler
 from .extrapolation import WidthExtrapolation, extrapolate
-from .network import INITS, PLACEMENTS, SAMPLERS, EnsembleRun, NetworkSpec, run_ensemble, segments_for
-from .torch_phi import to_torch
+from .network import INITS, PLACEMENTS, SAMPLERS, EnsembleRun, NetworkSpec, Segment, run_ensemble, segments_for
+from .runner import growth_rates, mean_se, run_family, slope_rates, tidy_rows, window_mean
+from .torch_phi import TorchFn, to_torch
 
 DEVICES = ("cpu", "cuda")
-#: cap on networks x rows x width x depth per chunk (activations kept for backprop: ~16 bytes each in float32)
-MAX_ELEMENTS = 150_000_000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: dtype -> (smallest sigma_w, largest sigma_w, largest eps) whose squared activations stay representable (and far
 #: above the 1e-30 that stands for eps = 0 in the fused kernel)
@@ -117,23 +116,9 @@ class SimulationResult:
         settings = self.config.settings()
         out = []
         for b, run in self.runs.items():
-            k, depth = run.q.shape
-            for net in range(k):
-                for layer in range(depth):
-                    row = dict(
-                        settings,
-                        batch_size=b,
-                        network=net,
-                        layer=layer + 1,
-                        q=float(run.q[net, layer]),
-                        c=float(run.c[net, layer]),
-                        distance=float(run.distance[net, layer]),
-                        log_grad_h=float(run.log_grad_h[net, layer]),
-                        log_grad_w=float(run.log_grad_w[net, layer]),
-                    )
-                    if run.cross is not None:
-                        row["cross_correlation"] = float(run.cross[net, layer])
-                    out.append(row)
+            columns = {name: getattr(run, name) for name in ("q", "c", "distance", "log_grad_h", "log_grad_w")}
+            columns["cross_correlation"] = run.cross
+            out += tidy_rows(dict(settings, batch_size=b), columns, index="layer", first=1)
         return out
 
     def save(self, directory: str | Path) -> dict[str, Path]:
@@ -177,13 +162,6 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int], input_dim: in
                 f"pre-activations' variance ~ sigma_w^2 and var + eps must be representable), got sigma_w = "
                 f"{net.sigma_w:g}, eps = {net.eps:g}; only kappa = eps / sigma_w^2 matters to the theory"
             )
-        bytes_per = 4 if config.dtype == "float32" else 8
-        rows = sum(2 * b if config.two_batches else b for b in batch_sizes)
-        # one network at a time at least: its largest weight matrix (the dense sampler's), and the activations
-        # kept for backprop
-        weights = net.width * max(net.width, rows) if net.sampler != "conditional" else 0
-        one = bytes_per * (weights + 4 * rows * net.width * net.depth)
-        check_memory(one, f"one network (width {net.width}, depth {net.depth}, {rows} rows)", "width")
     if net.init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {net.init!r}")
     if net.sampler not in SAMPLERS:
@@ -210,28 +188,6 @@ def validate(config: SimulationConfig, batch_sizes: Sequence[int], input_dim: in
             f"depth={net.depth} is too shallow to estimate lambda_G: the stationary window "
             f"[{start}, {stop}) needs at least 2 layers (use depth >= {start + 5})"
         )
-
-
-def growth_rates(log_norms: torch.Tensor, start: int, stop: int) -> np.ndarray:
-    """Per network, the mean over layers [start, stop - 1) of the backward growth factor
-    ``exp(log_norms[l] - log_norms[l + 1])``."""
-    y = log_norms[:, start:stop].numpy()
-    return np.exp(y[:, :-1] - y[:, 1:]).mean(axis=1)
-
-
-def slope_rates(log_norms: torch.Tensor, start: int, stop: int) -> np.ndarray:
-    """Per network, ``exp(-slope)`` of the least-squares line through log_norms[:, start:stop] vs layer."""
-    y = log_norms[:, start:stop].numpy()
-    layers = np.arange(start, stop, dtype=float)
-    lc = layers - layers.mean()
-    slope = (y - y.mean(axis=1, keepdims=True)) @ lc / (lc @ lc)
-    return np.exp(-slope)
-
-
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.inf
-    return float(values.mean()), se
 
 
 def simulate_mlp(
@@ -296,7 +252,7 @@ def simulate_mlp(
     unknown = set(options) - network_keys - (set(SimulationConfig.__dataclass_fields__) - {"network", "params"})
     if unknown:
         raise InputError(f"unknown option {sorted(unknown)[0]!r}")
-    base = get_nonlinearity(phi, **params)
+    base, _ = resolve(phi, **params)  # phi resolved once; gamma, beta folded in below (once checked)
     network = NetworkSpec(width, depth, **{k: v for k, v in options.items() if k in network_keys})
     rest = {k: v for k, v in options.items() if k not in network_keys}
     batch_sizes = list(batch_sizes)
@@ -309,41 +265,20 @@ def simulate_mlp(
     validate(config, batch_sizes, input_dim)
     effective = base.affine_input(config.gamma, config.beta)
     phi_t = to_torch(effective)
-    device, dtype = torch.device(config.device), DTYPES[config.dtype]
     if config.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     start, stop = config.window()
-    # all batch sizes run through the same networks (BN never mixes them): the weights, whose generation costs
-    # more than the matmuls at small B, are drawn once per layer for all of them
-    segments = segments_for(batch_sizes, network.ghost_size, config.two_batches)
-    # (the conditional sampler runs each batch through its own networks: its chunks hold the largest one)
-    conditional = network.sampler == "conditional"
-    rows_run = max(s.length for s in segments) if conditional else sum(s.length for s in segments)
-    chunk = max(1, min(config.chunk, MAX_ELEMENTS // (rows_run * network.width * network.depth)))
-    spec = network
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    parts: list[list[EnsembleRun]] = []
-    done = 0
-    for first in range(0, config.networks, chunk):
-        k = min(chunk, config.networks - first)
-        xs = [_inputs(inputs, k, b, config, gen, device, dtype) for b in batch_sizes]
-        if conditional:
-            # each batch size through its own networks: the conditional sampler's cost is O(N rows^2) per layer, so
-            # sharing the weights across batch sizes (all rows at once) would cost more than it saves
-            parts.append(
-                [run_ensemble(phi_t, x, spec, [replace(seg, offset=0)], gen, keep_grams=keep_grams)[0]
-                 for x, seg in zip(xs, segments, strict=True)]
-            )  # fmt: skip
-        else:
-            parts.append(run_ensemble(phi_t, torch.cat(xs, dim=1), spec, segments, gen, keep_grams=keep_grams))
-        done += k
-        if progress is not None:
-            progress(done * len(batch_sizes))
+    chunks = _MLPChunks(config, phi_t, batch_sizes, inputs, keep_grams)
+    scale = len(batch_sizes)  # progress counts (networks finished) x (batch sizes)
+    measured_runs = run_family(
+        chunks, networks=config.networks, chunk=config.chunk, seed=config.seed, device=config.device,
+        progress=None if progress is None else (lambda n: progress(n * scale)),
+    )  # fmt: skip
     summaries, runs = [], {}
     for i, b in enumerate(batch_sizes):
-        run = _concat([part[i] for part in parts])
+        run = measured_runs[i]
         runs[b] = run
-        summary = _summarise(config, base, b, run, start, stop)
+        summary = _summarise(config, base, effective, b, run, start, stop)
         measured = (summary.lambda_G_mean, summary.c_star_mean, summary.q_star_mean)
         if not all(math.isfinite(v) for v in measured):
             raise InputError(
@@ -354,44 +289,84 @@ def simulate_mlp(
     return SimulationResult(config, summaries, runs)
 
 
-def _inputs(inputs, k, b, config, gen, device, dtype):
-    if inputs is not None:
-        x = torch.as_tensor(np.asarray(inputs, dtype=float), dtype=dtype, device=device)
+@dataclass
+class _MLPChunks:
+    """The MLP family for :func:`~bnmft.simulate.runner.run_family`: a chunk of K networks -> one
+    :class:`~bnmft.simulate.network.EnsembleRun` per batch size."""
+
+    config: SimulationConfig
+    phi: TorchFn
+    batch_sizes: list[int]
+    inputs: np.ndarray | None
+    keep_grams: bool
+    size_argument: str = "width"
+    segments: list[Segment] = field(init=False)
+    conditional: bool = field(init=False)
+    network_values: int = field(init=False)
+    network_bytes: int = field(init=False)
+    what: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        net = self.config.network
+        # all batch sizes run through the same networks (BN never mixes them): the weights, whose generation costs
+        # more than the matmuls at small B, are drawn once per layer for all of them
+        self.segments = segments_for(self.batch_sizes, net.ghost_size, self.config.two_batches)
+        # (the conditional sampler runs each batch through its own networks: its chunks hold the largest one)
+        self.conditional = net.sampler == "conditional"
+        lengths = [s.length for s in self.segments]
+        self.network_values = (max(lengths) if self.conditional else sum(lengths)) * net.width * net.depth
+        rows = sum(lengths)
+        # one network at a time at least: its largest weight matrix (the dense sampler's), and the activations kept
+        # for backprop
+        weights = net.width * max(net.width, rows) if not self.conditional else 0
+        self.network_bytes = (4 if self.config.dtype == "float32" else 8) * (weights + 4 * rows * net.width * net.depth)
+        self.what = f"one network (width {net.width}, depth {net.depth}, {rows} rows)"
+
+    def run_chunk(self, k: int, gen: torch.Generator) -> list[EnsembleRun]:
+        device, dtype = torch.device(self.config.device), DTYPES[self.config.dtype]
+        spec = self.config.network
+        xs = [self._inputs(k, b, gen, device, dtype) for b in self.batch_sizes]
+        if self.conditional:
+            # each batch size through its own networks: the conditional sampler's cost is O(N rows^2) per layer, so
+            # sharing the weights across batch sizes (all rows at once) would cost more than it saves
+            return [run_ensemble(self.phi, x, spec, [replace(seg, offset=0)], gen, keep_grams=self.keep_grams)[0]
+                    for x, seg in zip(xs, self.segments, strict=True)]  # fmt: skip
+        return run_ensemble(self.phi, torch.cat(xs, dim=1), spec, self.segments, gen, keep_grams=self.keep_grams)
+
+    def _inputs(self, k, b, gen, device, dtype):
+        config, inputs = self.config, self.inputs
+        if inputs is not None:
+            x = torch.as_tensor(np.asarray(inputs, dtype=float), dtype=dtype, device=device)
+            if config.two_batches:
+                if x.ndim != 3 or x.shape[0] != 2 or x.shape[1] != b:
+                    raise InputError(f"inputs must have shape (2, {b}, d) for two batches, got {tuple(x.shape)}")
+                x = x.reshape(2 * b, -1)
+            elif x.ndim != 2 or x.shape[0] != b:
+                raise InputError(f"inputs must have shape ({b}, d), got {tuple(x.shape)}")
+            return x.unsqueeze(0).expand(k, -1, -1).contiguous()
+        x = torch.randn(k, b, config.network.width, generator=gen, device=device, dtype=dtype)
         if config.two_batches:
-            if x.ndim != 3 or x.shape[0] != 2 or x.shape[1] != b:
-                raise InputError(f"inputs must have shape (2, {b}, d) for two batches, got {tuple(x.shape)}")
-            x = x.reshape(2 * b, -1)
-        elif x.ndim != 2 or x.shape[0] != b:
-            raise InputError(f"inputs must have shape ({b}, d), got {tuple(x.shape)}")
-        return x.unsqueeze(0).expand(k, -1, -1).contiguous()
-    x = torch.randn(k, b, config.network.width, generator=gen, device=device, dtype=dtype)
-    if config.two_batches:
-        other = x.clone()
-        other[:, 0] = torch.randn(k, config.network.width, generator=gen, device=device, dtype=dtype)
-        x = torch.cat([x, other], dim=1)
-    return x
+            other = x.clone()
+            other[:, 0] = torch.randn(k, config.network.width, generator=gen, device=device, dtype=dtype)
+            x = torch.cat([x, other], dim=1)
+        return x
 
 
-def _concat(parts: list[EnsembleRun]) -> EnsembleRun:
-    def cat(name):
-        values = [getattr(p, name) for p in parts]
-        return None if values[0] is None else torch.cat(values, dim=0)
-
-    return EnsembleRun(*(cat(n) for n in ("q", "c", "distance", "log_grad_h", "log_grad_w", "cross", "grams")))
-
-
-def _summarise(config, base, b, run: EnsembleRun, start, stop) -> BatchSummary:
-    lam_mean, lam_se = _mean_se(growth_rates(run.log_grad_h, start, stop))
-    lw_mean, lw_se = _mean_se(growth_rates(run.log_grad_w, start, stop))
-    geo_mean, geo_se = _mean_se(slope_rates(run.log_grad_h, start, stop))
-    c_mean, c_se = _mean_se(run.c[:, start:stop].mean(dim=1).numpy())
-    q_mean, q_se = _mean_se(run.q[:, start:stop].mean(dim=1).numpy())
+def _summarise(config, base, effective, b, run: EnsembleRun, start, stop) -> BatchSummary:
+    lam_mean, lam_se = mean_se(growth_rates(run.log_grad_h, start, stop))
+    lw_mean, lw_se = mean_se(growth_rates(run.log_grad_w, start, stop))
+    geo_mean, geo_se = mean_se(slope_rates(run.log_grad_h, start, stop))
+    c_mean, c_se = mean_se(window_mean(run.c, start, stop))
+    q_mean, q_se = mean_se(window_mean(run.q, start, stop))
     # the eps = 0 theory of the paper's architecture; with ghost BN the statistics' batch is the ghost size
     net = config.network
     group = net.ghost_size or b
     t = None
     if group >= 4 and net.placement == "before" and not net.detach_stats:
-        t = theory(base, group, gamma=config.gamma, beta=config.beta, eps=net.eps, sigma_w=net.sigma_w)
+        size, settings = check_theory_input(
+            group, gamma=config.gamma, beta=config.beta, eps=net.eps, sigma_w=net.sigma_w
+        )
+        t = _theory(base, effective, size, **settings)
     return BatchSummary(
         batch_size=b,
         width=net.width,

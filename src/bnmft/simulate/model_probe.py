@@ -12,9 +12,10 @@ The loss is ``loss(output)`` if given, else ``sum(R * output)`` with a fixed Gau
 the output, as in the simulator). ``bn_layers``: for each BatchNorm layer after the first, ``measured_rate`` is the
 growth of the squared gradient norm across the block it ends, ``||dL/d out(BN_(i-1))||^2 / ||dL/d out(BN_i)||^2``;
 ``theory_rate`` is the mean-field lambda_G for the nonlinearity that follows the layer (the first activation
-module after it in forward order; ``nn.ReLU`` -> relu, ``nn.Tanh`` -> tanh, ...), BN's gamma and beta (their
-means) and the batch size the statistics run over: B for BatchNorm1d, B x positions for BatchNorm2d/3d (the
-periodic-padding conv theory, ``docs/convolutional.md``; zero padding and pooling make it approximate), taken
+module after it in forward order; :data:`bnmft.simulate.torch_phi.TORCH_MODULES`: ``nn.ReLU`` -> relu, ...), BN's
+gamma and beta (their means) and the batch size the statistics run over: B for BatchNorm1d, B x positions for
+BatchNorm2d/3d (the periodic-padding conv theory, ``docs/convolutional.md``; zero padding and pooling make it
+approximate), taken
 *locally* at the layer's measured state (:func:`bnmft.meanfield.local_rate`: BN's eps against the measured pre-BN
 variance, the preceding Linear/Conv's weight scale), which is lambda_G at the fixed point and follows the layer
 away from it (large eps, shrinking variances).
@@ -30,6 +31,7 @@ import torch
 
 from ..errors import InputError
 from .network import Segment, _gram_stats
+from .torch_phi import module_phi
 
 NORMS = {
     torch.nn.BatchNorm1d: "batchnorm",
@@ -43,19 +45,6 @@ WEIGHTED = {
     torch.nn.Conv1d: "conv",
     torch.nn.Conv2d: "conv",
     torch.nn.Conv3d: "conv",
-}
-#: activation modules -> the registry's nonlinearity (name, parameters from the module)
-ACTIVATIONS: dict[type, Callable[[torch.nn.Module], tuple[str, dict]]] = {
-    torch.nn.ReLU: lambda m: ("relu", {}),
-    torch.nn.Tanh: lambda m: ("tanh", {}),
-    torch.nn.GELU: lambda m: ("gelu", {}),
-    torch.nn.SiLU: lambda m: ("silu", {}),
-    torch.nn.Sigmoid: lambda m: ("sigmoid", {}),
-    torch.nn.Softplus: lambda m: ("softplus", {}),
-    torch.nn.SELU: lambda m: ("selu", {}),
-    torch.nn.ELU: lambda m: ("elu", {"alpha": float(m.alpha)}),
-    torch.nn.LeakyReLU: lambda m: ("leaky_relu", {"slope": float(m.negative_slope)}),
-    torch.nn.Identity: lambda m: ("identity", {}),
 }
 
 
@@ -171,9 +160,9 @@ def _phi_after(bn: torch.nn.Module, order: list[tuple[str, torch.nn.Module]]) ->
             continue
         if _kind(m) in ("linear", "conv", "batchnorm", "layernorm", "groupnorm"):
             return None
-        for cls, make in ACTIVATIONS.items():
-            if type(m) is cls:
-                return make(m)
+        phi = module_phi(m)
+        if phi is not None:
+            return phi
     return None
 
 
@@ -189,7 +178,9 @@ def _weight_before(bn: torch.nn.Module, order: list[tuple[str, torch.nn.Module]]
 
 
 def _theory_rate(bn, phi_spec, batch: int, input_var: float, weighted) -> tuple[float | None, str | None]:
-    from ..meanfield import local_rate
+    from ..meanfield.residual import _local_rate
+    from ..nonlinearity import resolve
+    from ..options import check_batch_size, check_real
 
     if phi_spec is None:
         return None, "no activation module found after it"
@@ -204,13 +195,48 @@ def _theory_rate(bn, phi_spec, batch: int, input_var: float, weighted) -> tuple[
         w = weighted.weight.detach().double()
         gain = float(w.pow(2).mean()) * w[0].numel()
     try:
-        rate = local_rate(
-            name, batch, input_variance=input_var, eps=float(bn.eps), weight_gain=gain, gamma=gamma, beta=beta,
-            **params,
+        # this layer's phi(gamma z + beta), resolved once (gamma, beta are this BN layer's)
+        _, effective = resolve(name, gamma=gamma, beta=beta, **params)
+        rate = _local_rate(
+            effective, int(check_batch_size(batch)), input_variance=check_real("input_variance", input_var,
+            positive=True), eps=check_real("eps", float(bn.eps), minimum=0.0), weight_gain=check_real("weight_gain",
+            gain, positive=True),
         )  # fmt: skip
         return rate, None
     except InputError as err:
         return None, str(err)
+
+
+def seeded_model(factory: Callable[[], object], seed: int, what: str = "model") -> torch.nn.Module:
+    """``factory()`` after ``torch.manual_seed(seed)`` (so the model's initial weights follow the seed).
+
+    Raises:
+        InputError: the factory returned something other than a ``torch.nn.Module`` (``what`` names it).
+    """
+    torch.manual_seed(seed)
+    model = factory()  # an exception inside the user's own code keeps its traceback
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"{what} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def gaussian_inputs(model: torch.nn.Module, batch_size: int, shape: tuple[int, ...] | None, seed: int) -> torch.Tensor:
+    """A ``(batch_size, *shape)`` batch of i.i.d. N(0, 1) inputs drawn from ``seed``; without ``shape``, the first
+    Linear layer's ``in_features`` (before any convolution).
+
+    Raises:
+        InputError: no shape given and the model does not start with a Linear layer.
+    """
+    if shape is None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                shape = (m.in_features,)
+                break
+            if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
+                break
+    if shape is None:
+        raise InputError("shape: needed, the model does not start with a Linear layer (CLI: --input-shape)")
+    return torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(seed))
 
 
 def probe(

@@ -1,6 +1,6 @@
 """Ensembles of independent batch-normalised MLPs, run together with batched matrix products.
 
-Network (theory.md section 1, the paper's order): ``h^l = W^l x^(l-1)``, ``x^l = phi(gamma BN(h^l) + beta)``
+Network (docs/theory.md section 1, the paper's order): ``h^l = W^l x^(l-1)``, ``x^l = phi(gamma BN(h^l) + beta)``
 ("before", the default) or ``x^l = gamma BN(phi(h^l)) + beta`` ("after"). BN normalises each neuron over the
 batch (or over ghost sub-batches of ``ghost_size`` examples) with the biased variance plus ``eps`` (torch's fused
 kernel; it needs eps > 0, so eps = 0 is passed as 1e-30, negligible against any batch variance); with

@@ -1,6 +1,7 @@
-"""Finite-width residual BN networks (theory.md section 4c): per-block stream statistics and gradient norms.
+"""Finite-width residual BN networks (docs/theory.md section 9): per-block stream statistics and gradient norms.
 
-Network: ``x^(l+1) = x^l + alpha_l F(x^l)``, l = 0 .. D-1, branch ``F = K x [BN -> phi -> linear]``
+Network: ``x^(l+1) = x^l + a_l F(x^l)`` (a_l: the branch scale), l = 0 .. D-1, branch
+``F = K x [BN -> phi -> linear]``
 (``branch="bn_first"``) or ``linear -> K x [BN -> phi -> linear]`` (``"linear_first"``); the BN, the weight
 initialisation and the nonlinearity are the plain simulator's (:mod:`.network`), so every option of
 :class:`~bnmft.simulate.network.NetworkSpec` except ``placement`` applies (``depth`` counts blocks). Inputs: Gaussian
@@ -12,7 +13,7 @@ Estimates per block, across networks (mean and standard error): the stream's per
 variance (within each ghost batch, where BN's statistics are taken); its distance to the BSB1 shape;
 ``E||g^l||^2 / E||g^D||^2`` as the mean of the per-network ratios (g^D = R is nearly deterministic:
 ``||R||^2 / (N B) = 1 + O(1/sqrt(N B))``) and its log, with the delta-method error ``se / mean``.
-Compare with :func:`bnmft.residual`.
+Compare with :func:`bnmft.residual_theory`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..meanfield.residual import BRANCHES, ResidualResult, check_alpha, residual_theory
-from ..nonlinearity import Nonlinearity, get_nonlinearity
+from ..meanfield.residual import (
+    BRANCHES,
+    DEFAULT_CRITERION,
+    ResidualResult,
+    _residual_theory,
+    branch_scale_and_params,
+    check_branch_scale,
+)
+from ..nonlinearity import Nonlinearity, resolve
 from ..options import check_int, check_real
-from .mlp import DTYPES, MAX_ELEMENTS, SimulationConfig, validate
 from .conditional import choose_sampler, conditional_linear
+from .mlp import DTYPES, SimulationConfig, validate
 from .network import NetworkSpec, Segment, _gram_stats, batch_norm, init_weights
+from .runner import mean_se, run_family, tidy_rows, track_log_norms, true_log_norms
 from .torch_phi import TorchFn, to_torch
 
 
@@ -44,7 +53,7 @@ class ResidualConfig:
     simulation: SimulationConfig
     batch_size: int
     branch_depth: int = 1
-    alpha: tuple[float, ...] = ()
+    branch_scale: tuple[float, ...] = ()
     branch: str = "bn_first"
     input_variance: float = 1.0
 
@@ -99,7 +108,7 @@ def run_residual_ensemble(
         for _ in range(cfg.branch_depth):
             y = phi(batch_norm(h, group, spec.eps, spec.detach_stats))
             h = linear(y)
-        x = x + cfg.alpha[block] * h
+        x = x + cfg.branch_scale[block] * h
         streams.append(x)
     variance, distance = [], []
     with torch.no_grad():
@@ -109,30 +118,50 @@ def run_residual_ensemble(
             variance.append(centred.pow(2).sum(dim=(1, 2, 3), dtype=torch.float64) / (b * n))
             distance.append(_gram_stats(s.detach(), seg)[2].double())
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
-    logs = torch.zeros(len(streams), k, dtype=torch.float64)
-
-    def make_hook(i):
-        def hook(grad):
-            sq = grad.pow(2).sum(dim=(1, 2), dtype=torch.float64)
-            logs[i] = torch.log(sq).cpu()
-            return grad * torch.rsqrt(sq).clamp(max=1e300).to(grad.dtype)[:, None, None]
-
-        return hook
-
-    for i, s in enumerate(streams):
-        s.register_hook(make_hook(i))
+    logs = track_log_norms(streams, k)  # (K, B, N): the networks along dim 0
     (x * readout).sum().backward()
-    log_grad = torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0])  # the true log norms: add the scales back
     return ResidualRun(
         stream_variance=torch.stack(variance, 1).cpu(),
         distance=torch.stack(distance, 1).cpu(),
-        log_grad=log_grad.T.contiguous(),
+        log_grad=true_log_norms(logs),
     )
 
 
 @dataclass
+class _ResidualChunks:
+    """The residual family for :func:`~bnmft.simulate.runner.run_family`: a chunk of K networks -> a
+    :class:`ResidualRun`."""
+
+    config: ResidualConfig
+    phi: TorchFn
+    size_argument: str = "width"
+
+    @property
+    def what(self) -> str:
+        net = self.config.simulation.network
+        return (f"one network (width {net.width}, {net.depth} blocks of {self.config.branch_depth} layers, batch "
+                f"{self.config.batch_size})")  # fmt: skip
+
+    @property
+    def network_values(self) -> int:
+        cfg, net = self.config, self.config.simulation.network
+        return 4 * (cfg.branch_depth + 2) * (net.depth + 1) * cfg.batch_size * net.width
+
+    @property
+    def network_bytes(self) -> int:
+        return self.network_values * (8 if self.config.simulation.dtype == "float64" else 4)
+
+    def run_chunk(self, k: int, gen: torch.Generator) -> ResidualRun:
+        sim = self.config.simulation
+        device, dtype = torch.device(sim.device), DTYPES[sim.dtype]
+        x = torch.randn(k, self.config.batch_size, sim.network.width, generator=gen, device=device, dtype=dtype)
+        x = x * math.sqrt(self.config.input_variance)
+        return run_residual_ensemble(self.phi, x, sim.network, self.config, gen)
+
+
+@dataclass
 class ResidualSimulation:
-    """Measurements of a residual simulation, with the theory (:func:`bnmft.residual`) at the same settings.
+    """Measurements of a residual simulation, with the theory (:func:`bnmft.residual_theory`) at the same settings.
 
     ``blocks``: one dict per block l = 0 .. D: ``stream_variance`` (+ ``_stderr``), ``distance`` (+ ``_stderr``),
     ``grad_norm_sq`` = mean over networks of ``||g^l||^2 / ||g^D||^2`` (+ ``_stderr``), ``log_grad_ratio`` (its
@@ -145,23 +174,10 @@ class ResidualSimulation:
 
     def rows(self) -> list[dict]:
         """Tidy table: one dict per (network, block), every setting in its columns (as the plain simulator's)."""
-        settings = self.config.settings()
-        out = []
-        k, blocks = self.run.log_grad.shape
-        for net in range(k):
-            for block in range(blocks):
-                out.append(
-                    dict(
-                        settings,
-                        network=net,
-                        block=block,
-                        alpha=self.config.alpha[block] if block < blocks - 1 else None,
-                        stream_variance=float(self.run.stream_variance[net, block]),
-                        distance=float(self.run.distance[net, block]),
-                        log_grad=float(self.run.log_grad[net, block]),
-                    )
-                )
-        return out
+        blocks = self.run.log_grad.shape[1]
+        columns = {name: getattr(self.run, name) for name in ("stream_variance", "distance", "log_grad")}
+        return tidy_rows(self.config.settings(), columns, index="block", first=0, per_index=lambda block: dict(
+            branch_scale=self.config.branch_scale[block] if block < blocks - 1 else None))  # fmt: skip
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``blocks.csv`` (the tidy table) and ``summary.csv`` (per block, with the theory)."""
@@ -173,12 +189,6 @@ class ResidualSimulation:
         return paths
 
 
-def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    k = values.shape[0]
-    se = values.std(axis=0, ddof=1) / math.sqrt(k) if k > 1 else np.full(values.shape[1], math.inf)
-    return values.mean(axis=0), se
-
-
 def simulate_residual(
     phi: str | Nonlinearity,
     batch_size: int,
@@ -187,7 +197,7 @@ def simulate_residual(
     depth: int,
     networks: int,
     branch_depth: int = 1,
-    alpha: float | Sequence[float] = 1.0,
+    branch_scale: float | Sequence[float] | None = None,
     branch: str = "bn_first",
     input_variance: float = 1.0,
     progress: Callable[[int], None] | None = None,
@@ -196,17 +206,25 @@ def simulate_residual(
     """Simulate K residual BN networks of ``depth`` blocks and measure them per block (module docstring).
 
     Args:
-        phi: nonlinearity spec; ``alpha_relu``'s exponent is not an option here (``alpha`` is the branch scale):
-            pass ``get_nonlinearity("alpha_relu", alpha=...)``.
+        phi: nonlinearity spec (as for :func:`bnmft.theory`); phi's parameters (``alpha`` of alpha_relu and elu,
+            ``slope`` of leaky_relu) go in ``options``.
         batch_size: B (>= 2; the theory column needs B >= 4).
         width, depth, networks: N, D (blocks), K (networks).
-        branch_depth, alpha, branch, input_variance: as for :func:`bnmft.residual`.
+        branch_depth, branch_scale, branch, input_variance: as for :func:`bnmft.residual_theory` (``alpha=`` as
+            there: phi's parameter for alpha_relu and elu, else the deprecated name of ``branch_scale``).
         progress: called with the number of networks finished after each chunk.
-        **options: eps, gamma, beta, sigma_w, init, detach_stats, ghost_size, seed, device, dtype, chunk.
+        **options: eps, gamma, beta, sigma_w, init, detach_stats, ghost_size, seed, device, dtype, chunk; alpha,
+            slope (phi's).
+
+    Raises:
+        InputError: a bad phi, option, size, branch or branch scale; both ``branch_scale`` and the deprecated
+            ``alpha``; a simulation whose values overflow its dtype.
 
     Returns:
         :class:`ResidualSimulation`; same seed, same numbers (same device and dtype).
     """
+    scale, options = branch_scale_and_params(phi, branch_scale, options)
+    params = {k: options.pop(k) for k in ("alpha", "slope") if options.get(k) is not None}
     unknown = set(options) - {
         "sampler",
         "eps",
@@ -228,55 +246,37 @@ def simulate_residual(
     check_int("branch_depth", branch_depth)
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
-    alphas = check_alpha(alpha, depth)
+    scales = check_branch_scale(scale, depth)
     q_in = check_real("input_variance", input_variance, positive=True)
     network_keys = {"eps", "sigma_w", "init", "detach_stats", "ghost_size", "sampler"}
-    base = get_nonlinearity(phi)
+    base, _ = resolve(phi, **params)  # phi resolved once; gamma, beta folded in below (once checked)
     network = NetworkSpec(width, depth, **{key: v for key, v in options.items() if key in network_keys})
     if network.sampler == "auto":  # the faster valid one (recorded in the settings)
         network = replace(network, sampler=choose_sampler(width, [batch_size], network.init))
     rest = {key: v for key, v in options.items() if key not in network_keys}
-    sim = SimulationConfig(phi=base.name, network=network, networks=networks, window_start=0, **rest)
-    cfg = ResidualConfig(sim, batch_size, branch_depth, alphas, branch, q_in)
+    sim = SimulationConfig(phi=base.name, network=network, networks=networks, window_start=0, params=params, **rest)
+    cfg = ResidualConfig(sim, batch_size, branch_depth, scales, branch, q_in)
     # the plain simulator's checks (its lambda_G window needs 5 layers; the residual estimates need none)
     validate(replace(sim, network=replace(network, depth=max(depth, 5))), [batch_size])
-    per_network = 4 * (branch_depth + 2) * (depth + 1) * batch_size * width
-    if per_network * (8 if sim.dtype == "float64" else 4) > 8 * 2**30:
-        raise InputError(f"width x depth x branch_depth x batch_size too large for memory ({per_network:.3g} values)")
-    phi_t = to_torch(base.affine_input(sim.gamma, sim.beta))
-    device, dtype = torch.device(sim.device), DTYPES[sim.dtype]
-    gen = torch.Generator(device=device).manual_seed(sim.seed)
-    chunk = max(1, min(sim.chunk, MAX_ELEMENTS // per_network))
-    parts = []
-    for first in range(0, networks, chunk):
-        k = min(chunk, networks - first)
-        x = torch.randn(k, batch_size, width, generator=gen, device=device, dtype=dtype) * math.sqrt(q_in)
-        parts.append(run_residual_ensemble(phi_t, x, network, cfg, gen))
-        if progress is not None:
-            progress(first + k)
-    run = ResidualRun(*(torch.cat([getattr(p, f) for p in parts]) for f in ("stream_variance", "distance", "log_grad")))
+    effective = base.affine_input(sim.gamma, sim.beta)
+    phi_t = to_torch(effective)
+    run = run_family(_ResidualChunks(cfg, phi_t), networks=networks, chunk=sim.chunk, seed=sim.seed, device=sim.device,
+                     progress=progress)  # fmt: skip
     if not torch.isfinite(run.log_grad).all() or not torch.isfinite(run.stream_variance).all():
         raise InputError(f"the simulation produced non-finite values in {sim.dtype}: use dtype='float64'")
-    var_mean, var_se = _mean_se(run.stream_variance.numpy())
-    dist_mean, dist_se = _mean_se(run.distance.numpy())
+    var_mean, var_se = mean_se(run.stream_variance.numpy())
+    dist_mean, dist_se = mean_se(run.distance.numpy())
     ratios = np.exp(run.log_grad.numpy() - run.log_grad.numpy()[:, -1:])
-    ratio_mean, ratio_se = _mean_se(ratios)
+    ratio_mean, ratio_se = mean_se(ratios)
     t = None
     group = network.ghost_size or batch_size
     if group >= 4 and not network.detach_stats:
-        t = residual_theory(
-            base,
-            group,
-            depth=depth,
-            branch_depth=branch_depth,
-            alpha=list(alphas),
-            branch=branch,
-            eps=network.eps,
-            sigma_w=network.sigma_w,
-            gamma=sim.gamma,
-            beta=sim.beta,
-            input_variance=q_in,
-        )
+        t = _residual_theory(
+            base, effective, group, depth=depth, branch_depth=branch_depth, branch=branch,
+            branch_scale=scales[0] if len(set(scales)) == 1 and isinstance(scale, int | float) else scales,
+            eps=network.eps, sigma_w=network.sigma_w, gamma=sim.gamma, beta=sim.beta, input_variance=q_in,
+            input_correlation=0.0, output_gradient="iid", criterion=DEFAULT_CRITERION, trainable_depth=True,
+        )  # fmt: skip
     blocks = []
     for i in range(depth + 1):
         row = {

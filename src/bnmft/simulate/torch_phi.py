@@ -1,11 +1,12 @@
 """The nonlinearities of :mod:`bnmft.nonlinearity` as differentiable torch functions: the torch adapter.
 
-Two name tables, the only torch code for nonlinearities: :data:`TORCH_FUNCTIONS` has every elementary function of
+The name tables, the only torch code for nonlinearities: :data:`TORCH_FUNCTIONS` has every elementary function of
 :data:`bnmft._expression.FUNCTIONS` (the numpy core's :data:`bnmft._elementary.ELEMENTARY` plus max and min) and
 is passed to :meth:`bnmft._expression.Expression.build` to compile expressions; registered names are the
 elementary function of the same name or a :data:`TORCH_REGISTRY` builder for the parametric ones. Plain numpy
 callables run through a custom autograd function built from phi and phi' (CPU tensors only, slower). ``gamma`` and
-``beta`` are applied as ``phi(gamma * z + beta)`` exactly as in the theory. Every entry is tested against the numpy
+``beta`` are applied as ``phi(gamma * z + beta)`` exactly as in the theory. :data:`TORCH_MODULES` maps torch's
+activation modules to registered names (for :func:`bnmft.simulate.probe`). Every entry is tested against the numpy
 value and derivative (tests/simulate/test_torch_phi.py).
 """
 
@@ -72,6 +73,37 @@ TORCH_REGISTRY: dict[str, Callable[..., TorchFn]] = {
 }
 
 
+#: torch activation modules -> registered nonlinearities, as (name, {parameter: the module's attribute}); the rule is
+#: the class name lower-cased, without parameters; the others are spelled out
+TORCH_MODULES: dict[type[torch.nn.Module], tuple[str, dict[str, str]]] = {
+    **{
+        cls: (cls.__name__.lower(), {})
+        for cls in (
+            torch.nn.ReLU,
+            torch.nn.Tanh,
+            torch.nn.GELU,
+            torch.nn.SiLU,
+            torch.nn.Sigmoid,
+            torch.nn.Softplus,
+            torch.nn.SELU,
+            torch.nn.Identity,
+        )
+    },
+    torch.nn.ELU: ("elu", {"alpha": "alpha"}),
+    torch.nn.LeakyReLU: ("leaky_relu", {"slope": "negative_slope"}),
+}
+
+
+def module_phi(module: torch.nn.Module) -> tuple[str, dict[str, float]] | None:
+    """The registered nonlinearity of an activation module of :data:`TORCH_MODULES` (exactly that class): its name
+    and its parameters read from the module; None for any other module."""
+    entry = TORCH_MODULES.get(type(module))
+    if entry is None:
+        return None
+    name, attributes = entry
+    return name, {param: float(getattr(module, attr)) for param, attr in attributes.items()}
+
+
 def _registry_fn(name: str, params: dict) -> TorchFn:
     if name in TORCH_REGISTRY:
         return TORCH_REGISTRY[name](**params)
@@ -117,4 +149,4 @@ def check_against_numpy(phi: Nonlinearity, points: int = 101) -> float:
     return float(np.max(np.abs(ours - ref) / np.maximum(1.0, np.abs(ref))))
 
 
-__all__ = ["TORCH_FUNCTIONS", "TORCH_REGISTRY", "check_against_numpy", "to_torch"]
+__all__ = ["TORCH_FUNCTIONS", "TORCH_MODULES", "TORCH_REGISTRY", "check_against_numpy", "module_phi", "to_torch"]
