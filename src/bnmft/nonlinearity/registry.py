@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from types import MappingProxyType
 from typing import Any
 
@@ -167,6 +168,7 @@ def _identity() -> Nonlinearity:
 
 
 @register("relu", doc="max(z, 0): alpha_relu at alpha = 1")
+@cache  # immutable: built once (relu is the most used phi; theory("relu", B) costs ~50 us in all)
 def _relu() -> Nonlinearity:
     # the general rule at alpha = 1 (closed forms, Gram map, eps scaling), with relu's elementary value and derivative
     relu = ELEMENTARY["relu"]
