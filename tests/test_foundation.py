@@ -245,3 +245,32 @@ def test_training_batch_norm_is_the_simulators():
 def test_theory_json_is_strict_json():
     text = json.dumps(bnmft.theory("relu", 8, eps=5.0).to_dict(), allow_nan=False)
     assert json.loads(text)["phase"] == "collapsed"
+
+
+@pytest.mark.parametrize(
+    ("package", "old", "new"),
+    [
+        ("bnmft", "residual", "residual_theory"),
+        ("bnmft", "spatial_theory", "conv_theory"),
+        ("bnmft.simulate", "simulate", "simulate_mlp"),
+    ],
+)
+def test_old_public_names_still_work_with_a_deprecation_warning(package, old, new):
+    module = importlib.import_module(package)
+    with pytest.warns(DeprecationWarning, match=new):
+        alias = getattr(module, old)
+    assert alias is getattr(module, new)
+    assert old not in getattr(module, "__all__", ())
+    assert not hasattr(module, "no_such_name")  # the module's __getattr__ still refuses unknown names
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name with a leading underscore is its module's own; what other modules need has a public name (the
+    kernels that take an already-resolved phi are ``*_resolved``)."""
+    import ast
+
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                assert not private, f"{path.relative_to(SRC)} imports {private} from {node.module}"

@@ -45,7 +45,7 @@ from .nonlinearity import available as nonlinearities
 __version__ = "0.1.0"
 
 #: old public names -> (new name, the function): still work, with a DeprecationWarning
-_DEPRECATED = {"residual": "residual_theory", "conv_theory": "conv_theory"}
+_DEPRECATED = {"residual": "residual_theory", "spatial_theory": "conv_theory"}
 
 
 def __getattr__(name: str):

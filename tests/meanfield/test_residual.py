@@ -1,4 +1,4 @@
-"""Residual BN networks (bnmft.residual): closed forms, exact identities and a Monte Carlo of the block's maps."""
+"""Residual BN networks (bnmft.residual_theory): closed forms, exact identities, a Monte Carlo of the block's maps."""
 
 import math
 

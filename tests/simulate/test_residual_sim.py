@@ -1,4 +1,4 @@
-"""The residual simulator against the exact residual theory (bnmft.residual): within error bars plus a stated
+"""The residual simulator against the exact residual theory (bnmft.residual_theory): within error bars plus a stated
 finite-width allowance, and a deviation that shrinks like 1/N."""
 
 import itertools

@@ -16,7 +16,7 @@ from ..options import check_batch_size, check_bn_options
 from . import closed_forms, forward
 from .eps import kappa_critical
 from .eps import solve as solve_eps
-from .moments import _spherical_moments
+from .moments import spherical_moments_resolved
 from .result import TRAINABLE_DEPTH_FACTOR, TheoryResult, depth_scale
 
 #: lambda_G below 1 by at most this is rounding (the quadrature's accuracy); it is reported as 1
@@ -42,7 +42,8 @@ def _closed_form(phi: Nonlinearity, batch_size: float) -> dict[str, float] | Non
 
 def _overflow_is_bad_input(fn: Callable[..., TheoryResult]) -> Callable[..., TheoryResult]:
     """Settings whose numbers leave double precision (gamma = 1e308, alpha = 1000) are bad input: say so. Wraps the
-    kernel :func:`_theory`, so every caller (the public functions and the other kernels) gets the same message."""
+    kernel :func:`theory_resolved`, so every caller (the public functions and the other kernels) gets the same
+    message."""
 
     @functools.wraps(fn)
     def checked(base: Nonlinearity, effective: Nonlinearity, b: float, **settings: Any) -> TheoryResult:
@@ -68,7 +69,7 @@ def check_theory_input(
     batch_size: Any, *, method: str = "auto", eps: Any = 0.0, sigma_w: Any = 1.0, gamma: Any = 1.0, beta: Any = 0.0
 ) -> tuple[float, dict[str, Any]]:
     """The checks of :func:`theory` except phi: ``(B, settings)`` with settings the keyword arguments of
-    :func:`_theory` (method, eps, sigma_w, gamma, beta as floats).
+    :func:`theory_resolved` (method, eps, sigma_w, gamma, beta as floats).
 
     Raises:
         InputError: a bad method, batch size, eps, sigma_w, gamma (also 0) or beta; eps > 0 with B = inf.
@@ -125,11 +126,11 @@ def theory(
     base, effective = resolve(
         phi, gamma=settings["gamma"], beta=settings["beta"], derivative=derivative, kinks=kinks, **params
     )
-    return _theory(base, effective, b, **settings)
+    return theory_resolved(base, effective, b, **settings)
 
 
 @_overflow_is_bad_input
-def _theory(
+def theory_resolved(
     base: Nonlinearity,
     effective: Nonlinearity,
     b: float,
@@ -154,7 +155,7 @@ def _theory(
     moments = None
     if values is None or not forward_closed:
         # with a closed-form lambda_G, phi' moments are not needed: do not let them decide convergence
-        moments = _spherical_moments(effective, b, with_derivative=values is None)
+        moments = spherical_moments_resolved(effective, b, with_derivative=values is None)
         _check_not_constant(base.name, gamma, beta, moments.second, moments.mu)
     if values is not None:
         method_used, error = "closed_form", 0.0
@@ -290,4 +291,4 @@ def theory_table(phi: PhiSpec, batch_sizes: Iterable, **kwargs: Any) -> list[The
     base, effective = resolve(
         phi, gamma=settings["gamma"], beta=settings["beta"], derivative=derivative, kinks=kinks, **kwargs
     )
-    return [_theory(base, effective, b, **settings) for b, _ in checked]
+    return [theory_resolved(base, effective, b, **settings) for b, _ in checked]

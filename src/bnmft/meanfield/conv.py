@@ -33,8 +33,8 @@ import numpy as np
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_bn_options, check_int
-from .api import _theory, check_theory_input
-from .gram import _gram_map
+from .api import check_theory_input, theory_resolved
+from .gram import gram_map_resolved
 
 PADDINGS = ("periodic", "zero")
 #: largest image (positions) the theory and the conv simulator take
@@ -219,10 +219,10 @@ def conv_theory(
         raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
     _, settings = check_theory_input(n, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    return _conv_theory(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed)
+    return conv_theory_resolved(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed)
 
 
-def _conv_theory(
+def conv_theory_resolved(
     base: Nonlinearity,
     effective: Nonlinearity,
     b: int,
@@ -245,12 +245,12 @@ def _conv_theory(
         if n > MAX_ZERO_PAIRS:
             raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
         check_int("samples", samples, 8)
-    mlp = _theory(base, effective, n, **settings)
-    at_b = _theory(base, effective, b, **settings).lambda_G if b >= 4 else None
+    mlp = theory_resolved(base, effective, n, **settings)
+    at_b = theory_resolved(base, effective, b, **settings).lambda_G if b >= 4 else None
     common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,
                   sigma_w=sigma_w, gamma=gamma, beta=beta, effective_batch_size=n, mlp_lambda_G=mlp.lambda_G,
                   mlp_lambda_G_at_batch=at_b,
-                  params=dict(base.params))  # fmt: skip
+                  params=dict(base.parameters))  # fmt: skip
     if padding == "periodic" or kernel == 1:
         return ConvResult(
             **common, lambda_G=mlp.lambda_G, lambda_G_stderr=0.0, q_star=mlp.q_star, c_star=mlp.c_star,
@@ -261,7 +261,7 @@ def _conv_theory(
     notes = []
     method = "laplace" if effective.homogeneous_degree is not None else "monte_carlo"
     for _ in range(200):
-        value = _gram_map(effective, conv_average(sigma, b, spatial, kernel, padding), method=method,
+        value = gram_map_resolved(effective, conv_average(sigma, b, spatial, kernel, padding), method=method,
                           samples=samples, rng=np.random.default_rng(seed))  # fmt: skip
         change = float(np.max(np.abs(value.value - sigma)))
         sigma = value.value

@@ -37,7 +37,7 @@ from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_batch_size
 from . import closed_forms
-from .moments import _spherical_moments
+from .moments import spherical_moments_resolved
 
 CHEB_NODES = 40
 CHI_POINTS = 600
@@ -63,7 +63,7 @@ class MomentCurves:
         self.alpha = phi.homogeneous_degree
         self.m_prime0 = m_prime_at_zero(phi, b)
         if self.alpha is not None:
-            m = _spherical_moments(phi, b)
+            m = spherical_moments_resolved(phi, b)
             self._one = np.array([m.mu, m.second, m.cross, (b - 1) * m.d2 + m.dd, m.xd, m.d2, m.x2d2])
             return
         # Chebyshev-Lobatto points: the ends s = 0 (taken as 1e-12: phi(1e-6 x)) and s = 1 (eps -> 0) are nodes
@@ -71,7 +71,7 @@ class MomentCurves:
         values = []
         for s in nodes:
             rho = math.sqrt(s)
-            m = _spherical_moments(phi.affine_input(rho, 0.0), b)  # x -> phi(rho x): derivative rho * d
+            m = spherical_moments_resolved(phi.affine_input(rho, 0.0), b)  # x -> phi(rho x): derivative rho * d
             values.append([m.mu, m.second, m.cross, ((b - 1) * m.d2 + m.dd) / s, m.xd / s, m.d2 / s, m.x2d2 / s])
         table = np.array(values)
         self._coef = np.stack([chebyshev.chebfit(2 * nodes - 1, table[:, j], CHEB_NODES - 1) for j in range(7)], 1)

@@ -247,10 +247,10 @@ def gram_map(
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     sigma = check_gram(sigma)
-    return _gram_map(effective, sigma, method=method, samples=samples, rng=rng)
+    return gram_map_resolved(effective, sigma, method=method, samples=samples, rng=rng)
 
 
-def _gram_map(
+def gram_map_resolved(
     phi: Nonlinearity, sigma: np.ndarray, *, method: str = "auto", samples: int = 100_000, rng=None
 ) -> GramMapValue:
     """The kernel of :func:`gram_map`: phi resolved (gamma, beta included), sigma a checked Gram matrix

@@ -199,10 +199,12 @@ def spherical_moments(
     """
     b = check_batch_size(batch_size)
     _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    return _spherical_moments(effective, b, with_derivative=with_derivative)
+    return spherical_moments_resolved(effective, b, with_derivative=with_derivative)
 
 
-def _spherical_moments(phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True) -> SphericalMoments:
+def spherical_moments_resolved(
+    phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True
+) -> SphericalMoments:
     """The kernel of :func:`spherical_moments`: phi resolved (gamma, beta included), B checked."""
     support = find_support(phi, batch_size, check_derivative=with_derivative)
     make = (

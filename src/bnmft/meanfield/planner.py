@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import InputError
 from ..nonlinearity import PhiSpec, resolve
 from ..options import check_batch_size, check_bn_options, check_int, check_real
-from .api import _theory, check_theory_input
-from .residual import BRANCHES, DEFAULT_CRITERION, _residual_theory, branch_scale_and_params
+from .api import check_theory_input, theory_resolved
+from .residual import BRANCHES, DEFAULT_CRITERION, branch_scale_and_params, residual_theory_resolved
 
 #: (low, high, log-spaced, the nonlinear end is "high") per knob
 RANGES = {
@@ -164,10 +164,10 @@ def design(
                                         beta=values["beta"])  # fmt: skip
         here = base.affine_input(checked["gamma"], checked["beta"])
         if not residual_network:
-            t = _theory(base, here, b, **checked)
+            t = theory_resolved(base, here, b, **checked)
             finite = math.isfinite(t.max_trainable_depth)
             return t.max_trainable_depth >= depth, t.max_trainable_depth if finite else None, t.lambda_G, None
-        r = _residual_theory(
+        r = residual_theory_resolved(
             base, here, b, depth=depth, branch_depth=branch_depth, branch=branch,
             branch_scale=float(values["branch_scale"]), eps=checked["eps"], sigma_w=sigma_w,
             gamma=checked["gamma"], beta=checked["beta"], input_variance=1.0, input_correlation=0.0,

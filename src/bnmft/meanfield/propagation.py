@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_real_array, check_seed
-from .api import _theory, check_theory_input
-from .gram import METHODS, _gram_map, batch_norm_rows, centring, check_gram
+from .api import check_theory_input, theory_resolved
+from .gram import METHODS, batch_norm_rows, centring, check_gram, gram_map_resolved
 from .result import TheoryResult
 
 #: limits of one propagation (each layer is one Gram map; Monte Carlo costs samples x B^2 per layer)
@@ -212,11 +212,11 @@ def propagate(
     b, settings = check_theory_input(b1, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     rng = np.random.default_rng(seed)
-    result = _theory(base, effective, b, **settings)
+    result = theory_resolved(base, effective, b, **settings)
     fixed = result.q_star * ((1 - result.c_star) * np.eye(b1) + result.c_star)
 
     def step(sigma):
-        out = _gram_map(effective, sigma, method=method, samples=samples, rng=rng)
+        out = gram_map_resolved(effective, sigma, method=method, samples=samples, rng=rng)
         return out.value, out.stderr, out.method
 
     grams, errors, used = [start], [np.zeros_like(start)], "exact"

@@ -50,7 +50,7 @@ from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve, takes_parameter
 from ..options import check_batch_size, check_bn_options, check_int, check_real
 from .eps import chi_rule, moment_curves
-from .moments import _spherical_moments
+from .moments import spherical_moments_resolved
 
 BRANCHES = ("bn_first", "linear_first")
 #: the gradient at the output: i.i.d. (a loss linear in x^D) or centred over the batch (a BN after x^D, as in a
@@ -86,7 +86,7 @@ class _Layer:
 
     def __init__(self, phi: Nonlinearity, b: int, with_eps: bool):
         self.b = b
-        m = _spherical_moments(phi, b)
+        m = spherical_moments_resolved(phi, b)
         k1 = (b - 1) * m.d2 + m.dd - m.xd  # K(1) of docs/theory.md 6.4
         self.zero = LayerValues(
             F=m.mu,
@@ -332,7 +332,7 @@ def residual_theory(
     if not (math.isfinite(crit) and crit > 0):
         raise InputError(f"criterion must be finite and > 0, got {criterion!r}")
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    return _residual_theory(
+    return residual_theory_resolved(
         base, effective, b, depth=depth, branch_depth=k, branch=branch,
         branch_scale=scales[0] if len(set(scales)) == 1 and isinstance(scale, numbers.Real) else scales,
         eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta, input_variance=q_in, input_correlation=c_in,
@@ -340,7 +340,7 @@ def residual_theory(
     )  # fmt: skip
 
 
-def _residual_theory(
+def residual_theory_resolved(
     base: Nonlinearity,
     effective: Nonlinearity,
     b: int,
@@ -399,7 +399,7 @@ def _residual_theory(
         max_trainable_depth=max_depth,
         blocks=rows,
         notes=tuple(notes),
-        params=dict(base.params),
+        params=dict(base.parameters),
     )
 
 
@@ -530,10 +530,12 @@ def local_rate(
     eps = check_real("eps", eps, minimum=0.0)
     gain = check_real("weight_gain", weight_gain, positive=True)
     _, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    return _local_rate(effective, b, input_variance=v, eps=eps, weight_gain=gain)
+    return local_rate_resolved(effective, b, input_variance=v, eps=eps, weight_gain=gain)
 
 
-def _local_rate(effective: Nonlinearity, b: int, *, input_variance: float, eps: float, weight_gain: float) -> float:
+def local_rate_resolved(
+    effective: Nonlinearity, b: int, *, input_variance: float, eps: float, weight_gain: float
+) -> float:
     """The kernel of :func:`local_rate`: phi resolved (gamma, beta included), the numbers checked."""
     mu_h = input_variance * b / (b - 1)
     values = _Layer(effective, b, eps > 0)(eps / mu_h)

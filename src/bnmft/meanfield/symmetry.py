@@ -22,7 +22,7 @@ from scipy.optimize import brentq
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, get_nonlinearity, resolve
 from ..options import check_batch_size
-from .api import _theory, check_theory_input
+from .api import check_theory_input, theory_resolved
 
 #: the parameters :func:`symmetry_breaking` can vary on any phi (BN's scale and shift)
 BN_PARAMETERS = ("gamma", "beta")
@@ -128,7 +128,7 @@ def _symmetry_breaking(
             here, effective = resolve(
                 phi, gamma=settings["gamma"], beta=settings["beta"], **spec, **{**fixed, parameter: value}
             )
-        r = _theory(here, effective, b, **settings)
+        r = theory_resolved(here, effective, b, **settings)
         assert r.lambda_L is not None and r.lambda_M is not None  # finite B
         return (r.lambda_L, "lambda_L") if r.lambda_L >= r.lambda_M else (r.lambda_M, "lambda_M")
 

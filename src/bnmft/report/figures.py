@@ -16,7 +16,7 @@ from .._io import write_csv
 from ..meanfield import propagate, theory
 from ..meanfield.symmetry import symmetry_breaking_alpha
 from ..simulate import simulate_mlp
-from .plots import _pyplot, plot_gradient_depth, plot_simulation_summary, save_figure
+from .plots import load_pyplot, plot_gradient_depth, plot_simulation_summary, save_figure
 
 PRESETS = {
     "tiny": {
@@ -82,7 +82,7 @@ def fig1cd(out: Path, preset: str = "quick", alphas=None, progress: Callable[[in
         examples[float(alpha)] = g[0]
         if progress is not None:
             progress(i + 1)
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4), constrained_layout=True)
     ax.semilogy(alphas, spread_diag, "o-", label="variance of diagonal entries")
     ax.semilogy(alphas, spread_off, "s-", label="variance of off-diagonal entries")
@@ -143,7 +143,7 @@ def fig2(out: Path, preset: str = "quick", progress: Callable[[int], None] | Non
     t = theory("identity", b)
     cross = run.cross.numpy()
     layers = np.arange(1, p["depth"] + 1)
-    plt = _pyplot()
+    plt = load_pyplot()
     shown = sorted({1, 2, min(5, p["depth"]), min(20, p["depth"]), p["depth"]})
     fig, grid = plt.subplots(2, 3, figsize=(12, 7.5), constrained_layout=True)
     axes = list(grid.ravel())
@@ -212,7 +212,7 @@ def fig4(out: Path, depths=(10, 25, 50), steps: int = 10, batch_size: int = 64, 
 
     rows = first_steps(depths, steps, batch_size, seed)
     write_csv(out / "fig4_first_steps.csv", rows)
-    plt = _pyplot()
+    plt = load_pyplot()
     keys = (
         ("weight_norm", r"$\|W^l\|$"),
         ("grad_h_norm", r"$\|\partial L/\partial h^l\|$"),
@@ -315,7 +315,7 @@ def vgg_appendix(out: Path, preset: str = "quick") -> dict:
     rows = gradient_explosion(p["depths"], VGG_BETAS, VGG_EPS, channels=p["channels"], image=p["image"],
                               seeds=p["seeds"])  # fmt: skip
     write_csv(out / "vgg_gradients.csv", rows)
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, axes = plt.subplots(1, len(VGG_BETAS), figsize=(5 * len(VGG_BETAS), 4), constrained_layout=True, sharey=True)
     for ax, beta in zip(axes, VGG_BETAS, strict=True):
         for i, eps in enumerate(VGG_EPS):

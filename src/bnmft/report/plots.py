@@ -9,7 +9,7 @@ from pathlib import Path
 from ..meanfield import TheoryResult, theory, theory_table
 
 
-def _pyplot():
+def load_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +55,7 @@ def plot_theory_curves(
         path: output file (format from the suffix: .png, .pdf, .svg).
         markers: label -> results drawn as points (e.g. the batch sizes asked for).
     """
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (ax_rate, ax_depth, ax_fwd) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     for i, (label, results) in enumerate(curves.items()):
         color = f"C{i % 10}"
@@ -118,7 +118,7 @@ def plot_propagation(result, path: str | Path) -> Path:
     ``max(lambda_L, lambda_M)^l``; for two batches, the cross-batch correlation with ``cross_batch_rate^l``."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = load_pyplot()
     two = result.cross_correlation is not None
     fig, axes = plt.subplots(
         1, 2 if two else 1, figsize=(11 if two else 5.5, 4), constrained_layout=True, squeeze=False
@@ -164,7 +164,7 @@ def plot_propagation(result, path: str | Path) -> Path:
 
 def plot_symmetry_breaking(results, path: str | Path) -> Path:
     """alpha* (BSB1 -> BSB2 threshold of alpha_relu) against batch size; the region above is symmetry-broken."""
-    plt = _pyplot()
+    plt = load_pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     finite = [r for r in results if math.isfinite(r.alpha_star)]
@@ -198,7 +198,7 @@ def plot_simulation_summary(
     across networks (the paper's Fig 1a band) with the standard error as error bars."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = load_pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     bs = np.array([s.batch_size for s in summaries])
@@ -230,7 +230,7 @@ def plot_gradient_depth(rows, path: str | Path, *, rates: dict | None = None, ti
     (mean +- 1 std across networks); dashed: the theory's slope lambda_G per layer (``rates``: B -> lambda_G)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
     for i, ((b,), group) in enumerate(sorted(_group(rows, "batch_size").items())):
         layers = sorted({r["layer"] for r in group})
@@ -261,7 +261,7 @@ def plot_heatmap(results: list[dict], x: str, path: str | Path, *, title: str | 
     from ..experiments.agreement import theory_depth_for
     from ..experiments.sweep import grid_table
 
-    plt = _pyplot()
+    plt = load_pyplot()
     xs, depths, table = grid_table(results, x)
     grid = np.array([[np.nan if v is None else v for v in row] for row in table], dtype=float)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(xs), 1.2 + 0.35 * len(depths)), constrained_layout=True)
@@ -295,7 +295,7 @@ def plot_eps_phase_diagram(phi, batch_sizes: Sequence, eps_values: Sequence[floa
     with the transition eps_c = kappa_c sigma_w^2 marked; one colour per batch size."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = load_pyplot()
     positive = [e for e in eps_values if e > 0]
     lo, hi = (min(positive), max(positive)) if positive else (1e-3, 10.0)
     grid = sorted(set(np.geomspace(lo / 3, hi * 3, 60).tolist()) | set(positive))
@@ -337,7 +337,7 @@ def plot_residual(result, path: str | Path, *, simulation=None) -> Path:
     """Residual network (:func:`bnmft.residual_theory`): ``ln(E||g^l||^2 / E||g^D||^2)`` and the stream variance against
     block l, theory lines; with ``simulation`` (:class:`bnmft.simulate.ResidualSimulation`) measured points with
     2-standard-error bars."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (ax_g, ax_v) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     blocks = [r["block"] for r in result.blocks]
     ax_g.plot(blocks, [r["log_grad_ratio"] for r in result.blocks], color="C0", label="theory")
@@ -387,7 +387,7 @@ def plot_conv(results, path: str | Path, *, simulations=None) -> Path:
     panel: the measured log squared gradient norms by layer (mean +- 1 std across networks) with the theory's slope."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = load_pyplot()
     panels = 1 if simulations is None else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True, squeeze=False)
     ax = axes[0][0]
@@ -434,7 +434,7 @@ def plot_conv(results, path: str | Path, *, simulations=None) -> Path:
 def plot_probe(result, path: str | Path) -> Path:
     """Signal propagation through a probed model (:func:`bnmft.probe`): squared gradient norm and per-channel
     variance by layer (forward order, step 0 and after the steps); BN layers' measured and theory rates."""
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (ax_g, ax_v, ax_r) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     steps = sorted({r["step"] for r in result.layers})
     for i, step in enumerate(steps):

@@ -62,9 +62,9 @@ def plain_vs_residual_figure(results: list[dict], path: Path, title: str) -> Pat
     """Test accuracy against depth, one line per branch depth (0: plain), with each one's theory depth (dotted)."""
     from ..experiments.agreement import theory_depth_for
     from ..experiments.sweep import grid_table
-    from .plots import _pyplot, save_figure
+    from .plots import load_pyplot, save_figure
 
-    plt = _pyplot()
+    plt = load_pyplot()
     xs, depths, table = grid_table(results, "branch_depth")
     fig, ax = plt.subplots(figsize=(6, 4.2), constrained_layout=True)
     base = results[0]["config"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._io import write_csv
-from .plots import _pyplot, save_figure
+from .plots import load_pyplot, save_figure
 from .section import Check, Claim, Context, check_table
 
 if TYPE_CHECKING:  # (the simulator imports torch: only the builders below need it)
@@ -95,7 +95,7 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
 
 
 def _plot_sweep(rows: list[dict], fits: dict[str, WidthFit], slope: float, path: Path) -> Path:
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     inv = np.array([1 / r["width"] for r in rows])
     grid = np.linspace(0, inv.max() * 1.05, 200)

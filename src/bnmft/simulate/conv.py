@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..meanfield.api import check_theory_input
-from ..meanfield.conv import _conv_theory, check_conv_shape
+from ..meanfield.conv import check_conv_shape, conv_theory_resolved
 from ..nonlinearity import Nonlinearity, resolve
 from .mlp import DTYPES, SimulationConfig, validate
 from .network import NetworkSpec, batch_norm
@@ -250,7 +250,7 @@ def simulate_conv(
     if not network.detach_stats and group * spec.positions >= 4 and (padding == "periodic" or network.eps == 0):
         _, settings = check_theory_input(group * spec.positions, gamma=config.gamma, beta=config.beta,
                                          eps=network.eps, sigma_w=network.sigma_w)  # fmt: skip
-        t = _conv_theory(base, effective, group, spatial, kernel, padding, settings, samples=20_000, seed=0)
+        t = conv_theory_resolved(base, effective, group, spatial, kernel, padding, settings, samples=20_000, seed=0)
         summary.update(lambda_G_theory=t.lambda_G, c_star_theory=t.c_star, q_star_theory=t.q_star)
     settings = config.settings()
     settings.update(batch_size=batch_size, spatial="x".join(map(str, spatial)), kernel=kernel, padding=padding)

@@ -33,7 +33,7 @@ import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..meanfield.api import _theory, check_theory_input
+from ..meanfield.api import check_theory_input, theory_resolved
 from ..nonlinearity import Nonlinearity, resolve
 from ..options import check_bn_options, check_int, check_seed
 from .conditional import choose_sampler
@@ -366,7 +366,7 @@ def _summarise(config, base, effective, b, run: EnsembleRun, start, stop) -> Bat
         size, settings = check_theory_input(
             group, gamma=config.gamma, beta=config.beta, eps=net.eps, sigma_w=net.sigma_w
         )
-        t = _theory(base, effective, size, **settings)
+        t = theory_resolved(base, effective, size, **settings)
     return BatchSummary(
         batch_size=b,
         width=net.width,

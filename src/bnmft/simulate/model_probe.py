@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
-from .network import Segment, _gram_stats
+from .network import Segment, gram_stats
 from .torch_phi import module_phi
 
 NORMS = {
@@ -79,7 +79,7 @@ def _forward_stats(out: torch.Tensor) -> dict:
     diag = torch.diagonal(gram)
     corr = gram / torch.sqrt(torch.outer(diag, diag)).clamp_min(1e-300)
     off = (corr.sum() - torch.diagonal(corr).sum()) / max(b * (b - 1), 1)
-    dist = _gram_stats(flat[None], Segment(0, b, b))[2][0]  # the simulator's distance to BSB1
+    dist = gram_stats(flat[None], Segment(0, b, b))[2][0]  # the simulator's distance to BSB1
     return {
         "shape": list(x.shape),
         "channel_mean": float(mean.mean()),
@@ -178,7 +178,7 @@ def _weight_before(bn: torch.nn.Module, order: list[tuple[str, torch.nn.Module]]
 
 
 def _theory_rate(bn, phi_spec, batch: int, input_var: float, weighted) -> tuple[float | None, str | None]:
-    from ..meanfield.residual import _local_rate
+    from ..meanfield.residual import local_rate_resolved
     from ..nonlinearity import resolve
     from ..options import check_batch_size, check_real
 
@@ -197,7 +197,7 @@ def _theory_rate(bn, phi_spec, batch: int, input_var: float, weighted) -> tuple[
     try:
         # this layer's phi(gamma z + beta), resolved once (gamma, beta are this BN layer's)
         _, effective = resolve(name, gamma=gamma, beta=beta, **params)
-        rate = _local_rate(
+        rate = local_rate_resolved(
             effective, int(check_batch_size(batch)), input_variance=check_real("input_variance", input_var,
             positive=True), eps=check_real("eps", float(bn.eps), minimum=0.0), weight_gain=check_real("weight_gain",
             gain, positive=True),

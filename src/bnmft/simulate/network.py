@@ -155,7 +155,7 @@ def _segment_bn(h: torch.Tensor, segments: list[Segment], eps: float, detach: bo
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def _gram_stats(x: torch.Tensor, seg: Segment, full_gram: torch.Tensor | None = None):
+def gram_stats(x: torch.Tensor, seg: Segment, full_gram: torch.Tensor | None = None):
     """q, c, distance (and the cross-batch correlation of a pair) of one segment, per network; ``full_gram``:
     ``x x^T`` of all rows when already computed (the conditional sampler's)."""
     n = x.shape[-1]
@@ -248,7 +248,7 @@ def run_ensemble(
         pre.append(h)
         with torch.no_grad():
             gram_x = gram(x) if conditional else None
-            stats.append([_gram_stats(x.detach(), seg, gram_x) for seg in segments])
+            stats.append([gram_stats(x.detach(), seg, gram_x) for seg in segments])
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
 
     def make_hook(layer):

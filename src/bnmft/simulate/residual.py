@@ -32,15 +32,15 @@ from ..meanfield.residual import (
     BRANCHES,
     DEFAULT_CRITERION,
     ResidualResult,
-    _residual_theory,
     branch_scale_and_params,
     check_branch_scale,
+    residual_theory_resolved,
 )
 from ..nonlinearity import Nonlinearity, resolve
 from ..options import check_int, check_real
 from .conditional import choose_sampler, conditional_linear
 from .mlp import DTYPES, SimulationConfig, validate
-from .network import NetworkSpec, Segment, _gram_stats, batch_norm, init_weights
+from .network import NetworkSpec, Segment, batch_norm, gram_stats, init_weights
 from .runner import mean_se, run_family, tidy_rows, track_log_norms, true_log_norms
 from .torch_phi import TorchFn, to_torch
 
@@ -116,7 +116,7 @@ def run_residual_ensemble(
             grouped = s.reshape(k, b // group, group, n)  # the variance BN sees: within each (ghost) group
             centred = grouped - grouped.mean(dim=2, keepdim=True)
             variance.append(centred.pow(2).sum(dim=(1, 2, 3), dtype=torch.float64) / (b * n))
-            distance.append(_gram_stats(s.detach(), seg)[2].double())
+            distance.append(gram_stats(s.detach(), seg)[2].double())
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
     logs = track_log_norms(streams, k)  # (K, B, N): the networks along dim 0
     (x * readout).sum().backward()
@@ -271,7 +271,7 @@ def simulate_residual(
     t = None
     group = network.ghost_size or batch_size
     if group >= 4 and not network.detach_stats:
-        t = _residual_theory(
+        t = residual_theory_resolved(
             base, effective, group, depth=depth, branch_depth=branch_depth, branch=branch,
             branch_scale=scales[0] if len(set(scales)) == 1 and isinstance(scale, int | float) else scales,
             eps=network.eps, sigma_w=network.sigma_w, gamma=sim.gamma, beta=sim.beta, input_variance=q_in,
