@@ -231,6 +231,15 @@ def _cases():
     cases.append(["probe", "--model", "torch.nn:ReLU", "-B", "4", "--input-shape", "8"])  # nothing to probe
     cases.append(["probe", "--model", "torch.nn:ReLU", "-B", "4"])  # no input shape to infer
     add(["probe", "--model", "torch.nn:ReLU", "-B", "4", "--input-shape", "8"], "--steps", ["-1", "abc"])
+    bn = ["probe", "--model", "tests.simulate.test_probe_data:bn_mlp"]
+    add(bn, "-B", ["1"])  # batch statistics of one example
+    add([*bn, "-B", "4"], "--plot", ["{d}/out.txt", "{d}/adir"])  # not a figure format; a directory
+    add([*bn, "-B", "4"], "--draws", ["0", "abc"])
+    bad_data = ["nosuch", "{d}/other.npy", "{d}/adir", "{d}/complex.npy", "{d}/nanbatch.npy", "{d}/text.npy",
+                "{d}/objects.npy", "{d}/zerod.npy", "{d}/missing.npy"]  # fmt: skip
+    add([*bn, "-B", "4"], "--data", bad_data)
+    add([*bn, "-B", "9"], "--data", ["{d}/batch.npy"])  # 8 examples for a batch of 9
+    cases.append(["probe", "--model", "tests.simulate.test_probe_data:Raising", "-B", "4", "--input-shape", "12"])
     # sweep
     add(["sweep"], None, ["{d}/missing.toml", "{d}/binary.toml", "{d}/invalid.toml", "{d}/adir", "nosuchpreset"])
     add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])

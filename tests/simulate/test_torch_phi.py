@@ -8,7 +8,15 @@ import torch
 from bnmft import get_nonlinearity, nonlinearities
 from bnmft.nonlinearity.elementary import ELEMENTARY
 from bnmft.nonlinearity.expression import BINARY, FUNCTIONS
-from bnmft.simulate.torch_phi import TORCH_FUNCTIONS, TORCH_MODULES, TORCH_REGISTRY, module_phi, to_torch
+from bnmft.simulate.torch_phi import (
+    TORCH_CALLS,
+    TORCH_FUNCTIONS,
+    TORCH_MODULES,
+    TORCH_REGISTRY,
+    call_phi,
+    module_phi,
+    to_torch,
+)
 
 #: arguments inside each function's domain (log, sqrt, log1p need positive or > -1 arguments; tan away from poles)
 DOMAIN = {"log": "log(z + 5)", "sqrt": "sqrt(z + 5)", "log1p": "log1p(z + 3)", "tan": "tan(0.3 * z)"}
@@ -53,8 +61,9 @@ def test_constant_subexpressions_are_folded():
 MODULES = [torch.nn.ELU(alpha=0.7), torch.nn.LeakyReLU(negative_slope=0.2)]
 
 
-@pytest.mark.parametrize("module", [*MODULES, *(cls() for cls in TORCH_MODULES if cls not in (torch.nn.ELU,
-                                                                                           torch.nn.LeakyReLU))])
+@pytest.mark.parametrize(
+    "module", [*MODULES, *(cls() for cls in TORCH_MODULES if cls not in (torch.nn.ELU, torch.nn.LeakyReLU))]
+)
 def test_every_activation_module_is_its_registered_nonlinearity(module):
     """torch's own module against the numpy core's nonlinearity of the name and parameters the table gives."""
     name, params = module_phi(module)
@@ -67,9 +76,32 @@ def test_every_activation_module_is_its_registered_nonlinearity(module):
 def test_module_table_is_exact_about_classes():
     assert module_phi(torch.nn.ReLU()) == ("relu", {})
     assert module_phi(torch.nn.LeakyReLU(0.3)) == ("leaky_relu", {"slope": 0.3})
-    assert module_phi(torch.nn.ReLU6()) is None and module_phi(torch.nn.Linear(2, 2)) is None
+    assert module_phi(torch.nn.Hardtanh()) is None and module_phi(torch.nn.Linear(2, 2)) is None
 
     class MyReLU(torch.nn.ReLU):
         pass
 
     assert module_phi(MyReLU()) is None  # exactly the class, as the probe always matched
+
+
+CALLS = [(torch.nn.functional.leaky_relu, (0.2,), {}), (torch.nn.functional.elu, (), {"alpha": 0.7})]
+
+
+@pytest.mark.parametrize("call", [*CALLS, *((fn, (), {}) for fn in TORCH_CALLS if callable(fn))])
+def test_every_functional_activation_is_its_registered_nonlinearity(call):
+    """torch's own function (with its arguments) against the numpy core's nonlinearity the table gives."""
+    fn, args, kwargs = call
+    name, params = call_phi(fn, args, kwargs)
+    phi = get_nonlinearity(name, **params)
+    z = np.linspace(-4, 4, 201) + 1e-3
+    out = fn(torch.as_tensor(z, dtype=torch.float64).clone(), *args, **kwargs).numpy()
+    np.testing.assert_allclose(out, phi(z), rtol=1e-12, atol=1e-14)
+
+
+def test_method_activations_and_other_calls():
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    for method in (m for m in TORCH_CALLS if isinstance(m, str)):
+        name, params = call_phi(method, (), {})
+        np.testing.assert_allclose(getattr(z.clone(), method)().numpy(), get_nonlinearity(name, **params)(z.numpy()),
+                                   rtol=1e-12, atol=1e-14)  # fmt: skip
+    assert call_phi(torch.add, (), {}) is None and call_phi("view", (), {}) is None

@@ -183,15 +183,21 @@ def add_parsers(sub) -> None:
     for command in ("theory", "simulate"):
         sub.choices[command].add_argument("--spatial", action=MovedToConv, help=argparse.SUPPRESS)
     add_conv_parser(sub)
-    p = sub.add_parser("probe", help="any PyTorch model: per-layer statistics and gradients, BN layers vs theory")
+    p = sub.add_parser("probe", help="any PyTorch model: per-layer statistics and gradients along its graph, BN "
+                       "layers vs theory, a verdict")  # fmt: skip
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE", help="MODULE importable from here")
     p.add_argument("--input-shape", metavar="SHAPE", help="one example's shape, e.g. 3x32x32 or 784 (default: "
-                   "the first Linear layer's in_features)")  # fmt: skip
+                   "the first Linear layer's in_features, or the data set's own shape)")  # fmt: skip
     p.add_argument("--batch-size", "-B", required=True, type=positive_int)
-    p.add_argument("--steps", type=int, default=0, help="also record after this many SGD steps")
+    p.add_argument("--data", metavar="SOURCE", help="inputs (and labels) from mnist, fashion-mnist, cifar10, a DIR "
+                   "holding cifar-10-batches-py, or a FILE.npy of examples (n, ...), instead of Gaussian inputs; "
+                   "resized to --input-shape")  # fmt: skip
+    p.add_argument("--data-dir", help="where fashion-mnist / cifar10 files are")
+    p.add_argument("--draws", type=positive_int, default=1, help="K fresh initialisations: means and standard errors")
+    p.add_argument("--steps", type=int, default=0, help="also record after this many SGD steps (cross-entropy)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="one object with lists layers and bn_layers")
+    p.add_argument("--json", action="store_true", help="one object: layers, bn_layers, blocks, growth, verdict")
     p.add_argument("--plot", metavar="FILE", help="signal propagation: gradient norms and variances by layer")
     p.set_defaults(func=cmd_probe)
 
@@ -241,6 +247,17 @@ def _input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+#: the figure formats --plot writes (matplotlib's common ones)
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _fmt(value, spec: str = ".4g", stderr=None) -> str:
+    if value is None:
+        return "-"
+    text = format(value, spec)
+    return text if stderr is None else f"{text} +- {stderr:.2g}"
+
+
 def cmd_probe(args) -> int:
     from ..simulate.model_probe import gaussian_inputs, probe, seeded_model
 
@@ -250,14 +267,22 @@ def cmd_probe(args) -> int:
         raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
     if args.seed < 0:
         raise InputError(f"--seed must be >= 0, got {args.seed}")
+    if args.plot and not args.plot.lower().endswith(PLOT_SUFFIXES):
+        raise InputError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}, got {args.plot!r}")
     factory = load_factory(args.model)
     model = seeded_model(factory, args.seed, what=f"--model: {args.model}")
-    inputs = gaussian_inputs(model, args.batch_size, _input_shape(args.input_shape), args.seed)
-    shape = tuple(inputs.shape[1:])
-    try:
-        result = probe(model, inputs, steps=args.steps, lr=args.lr, seed=args.seed)
-    except RuntimeError as err:  # the model's own forward refuses these inputs (shapes): the user's input
-        raise InputError(f"--input-shape {shape}: the model's forward failed: {str(err).splitlines()[0]}") from None
+    shape = _input_shape(args.input_shape)
+    labels = None
+    if args.data:
+        from ..experiments.data import probe_batch
+        from ..simulate.model_probe import fit_inputs
+
+        examples, native, classes = probe_batch(args.data, args.batch_size, args.seed, args.data_dir)
+        inputs, labels = fit_inputs(model, examples, native, classes, shape)
+    else:
+        inputs = gaussian_inputs(model, args.batch_size, shape, args.seed)
+    result = probe(factory if args.draws > 1 else model, inputs, labels=labels, steps=args.steps, lr=args.lr,
+                   seed=args.seed, draws=args.draws)  # fmt: skip
     if args.plot:
         from ..report.plots import plot_probe
 
@@ -265,19 +290,50 @@ def cmd_probe(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=float))
         return 0
-    print(f"{'layer':>14}  {'kind':>10}  {'channel var':>12}  {'batch corr':>10}  {'grad norm^2':>12}")
+    _print_probe(result, args)
+    return 0
+
+
+def _print_probe(result, args) -> None:
+    width = max([len("layer"), *(len(r["name"]) for r in result.layers)])
+    print(f"{'layer':<{width}}  {'kind':>12}  {'channel var':>12}  {'batch corr':>10}  {'grad norm^2':>12}")
     for row in result.layers:
         if row["step"] == 0:
-            g = "-" if row["grad_norm_sq"] is None else f"{row['grad_norm_sq']:.4g}"
-            print(f"{row['name'][-14:]:>14}  {row['kind']:>10}  {row['channel_var']:>12.4g}  "
-                  f"{row['batch_correlation']:>10.4f}  {g:>12}")  # fmt: skip
-    print(f"\n{'BN layer':>14}  {'phi':>8}  {'batch':>7}  {'measured rate':>13}  {'theory rate':>11}")
-    for b in result.bn_layers:
-        m = "-" if b["measured_rate"] is None else f"{b['measured_rate']:.4f}"
-        t = "-" if b["theory_rate"] is None else f"{b['theory_rate']:.4f}"
-        print(f"{b['name'][-14:]:>14}  {b['phi']!s:>8}  {b['batch']:>7}  {m:>13}  {t:>11}")
+            print(f"{row['name']:<{width}}  {row['kind']:>12}  {row['channel_var']:>12.4g}  "
+                  f"{row['batch_correlation']:>10.4f}  {_fmt(row['grad_norm_sq']):>12}")  # fmt: skip
+    if result.bn_layers:
+        print(f"\n{'BN layer':<{width}}  {'phi':>10}  {'batch':>7}  {'measured rate':>13}  {'theory rate':>11}  "
+              f"{'local rate':>10}  previous")  # fmt: skip
+        for b in result.bn_layers:
+            phi = str(b["phi"]) if b["phi"] is None or len(b["phi"]) <= 10 else b["phi"][:9] + "~"
+            print(
+                f"{b['name']:<{width}}  {phi:>10}  {b['batch']:>7}  {_fmt(b['measured_rate'], '.4f'):>13}  "
+                f"{_fmt(b['theory_rate'], '.4f'):>11}  {_fmt(b['local_rate'], '.4f'):>10}  {b['previous'] or '-'}"
+            )
+    if result.blocks:
+        print(f"\n{'block':<{width}}  {'level':>6}  {'class':>12}  {'kind':>9}  {'ln growth':>10}")
+        for b in result.blocks:
+            print(f"{b['name']:<{width}}  {b['level']:>6}  {b['class'][:12]:>12}  {b['kind']:>9}  "
+                  f"{_fmt(b['growth'], '.3f', b.get('growth_stderr')):>10}")  # fmt: skip
+    g = result.growth
+    if g.get("measured") is not None:
+        print(f"\ntotal ln gradient growth {g['first']} <- {g['last']}: "
+              f"{_fmt(g['measured'], '.3f', g.get('measured_stderr'))}")  # fmt: skip
+    if result.steps:
+        after = g.get("after_steps")
+        print(f"after {result.steps} SGD steps (lr {args.lr:g}): total ln growth {_fmt(after, '.3f')}")
+    v = result.verdict
+    if v.get("summary"):
+        print(f"verdict: {v['summary']}")
+        for c in v.get("concentrated_in", []):
+            print(f"  growth concentrates in {c['name']}: {c['growth']:.3f} ({100 * c['share']:.0f}% of the growth)")
+        for c in v.get("changes", []):
+            print(f"  change {c['knob']} -> {c['value']:.4g}: {c['effect']}")
+        unit = v.get("unit") or {}
+        for key in ("why", "design_note"):
+            if unit.get(key):
+                print(f"  {unit['class']}: {unit[key]}")
     for note in result.notes:
         print(f"note: {note}")
     if args.plot:
         print(f"plot written to {args.plot}")
-    return 0

@@ -181,3 +181,51 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     if key == "cifar10":
         return load_cifar10(data_dir)
     raise InputError(f"dataset must be one of {DATASETS}, got {name!r}")
+
+
+#: each data set's example shape (its flattened (n, d) inputs reshaped)
+NATIVE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def probe_batch(
+    source: str, batch_size: int, seed: int, data_dir: str | Path | None = None
+) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | None]:
+    """``batch_size`` examples for :func:`bnmft.probe` (``bnmft probe --data``), drawn from ``seed``: from a data set
+    (``mnist``, ``fashion-mnist``, ``cifar10``; training split, inputs in [0, 1]) with its labels, from a directory
+    ``DIR`` holding the standard ``cifar-10-batches-py`` folder (or that folder itself; read by
+    :func:`load_cifar10`, never downloaded) with its labels, or from a ``FILE.npy`` of shape (n, ...) without labels.
+    Returns ``(examples (batch_size, d), example shape, labels)``.
+
+    Raises:
+        InputError: an unknown source, a missing or unreadable file, a directory without CIFAR-10's files, fewer
+            than ``batch_size`` examples.
+    """
+    key = source.lower().replace("-", "_")
+    if key in NATIVE_SHAPES:
+        data = load_dataset(key, data_dir)
+        x, y, shape = data.x_train, data.y_train, NATIVE_SHAPES[key]
+    elif Path(source).is_dir():
+        root = Path(source)
+        if root.name == "cifar-10-batches-py" and not (root / "cifar-10-batches-py").exists():
+            root = root.parent
+        if not (root / "cifar-10-batches-py").is_dir():
+            raise InputError(f"--data {source}: a directory must hold the standard cifar-10-batches-py folder")
+        data = load_cifar10(root, download=False)
+        x, y, shape = data.x_train, data.y_train, NATIVE_SHAPES["cifar10"]
+    elif source.endswith(".npy"):
+        try:
+            x = np.load(source, allow_pickle=False)
+        except ValueError as err:
+            raise InputError(f"--data {source}: not a numeric .npy file ({err})") from None
+        real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+        if x.ndim < 2 or not real or not np.all(np.isfinite(x)):
+            raise InputError(f"--data {source}: needs a finite real array of shape (n, ...), got {x.dtype} {x.shape}")
+        y, shape = None, tuple(x.shape[1:])
+        x = x.reshape(len(x), -1)
+    else:
+        raise InputError(f"--data must be mnist, fashion-mnist, cifar10, a DIR with cifar-10-batches-py or a FILE.npy, "
+                         f"got {source!r}")  # fmt: skip
+    if len(x) < batch_size:
+        raise InputError(f"--data {source}: {len(x)} examples, fewer than the batch size {batch_size}")
+    pick = np.random.default_rng(seed).choice(len(x), batch_size, replace=False)
+    return x[pick].astype(np.float32), shape, None if y is None else y[pick]

@@ -431,29 +431,66 @@ def plot_conv(results, path: str | Path, *, simulations=None) -> Path:
     return save_figure(fig, path)
 
 
+def _stacked_theory(bn: list[dict]) -> dict[str, float]:
+    """ln(||g||^2 / ||g_last||^2) predicted per BN layer by stepping back from the last one along ``previous``,
+    each step adding ln ``theory_rate`` (a plain stack of such layers; None where a rate is missing)."""
+    if not bn or bn[-1].get("log_grad_ratio") is None:
+        return {}
+    out = {bn[-1]["name"]: 0.0}
+    for b in reversed(bn):
+        up, rate = b.get("previous"), b.get("theory_rate")
+        if b["name"] in out and up is not None and up not in out and rate:
+            out[up] = out[b["name"]] + math.log(rate)
+    return out
+
+
 def plot_probe(result, path: str | Path) -> Path:
-    """Signal propagation through a probed model (:func:`bnmft.probe`): squared gradient norm and per-channel
-    variance by layer (forward order, step 0 and after the steps); BN layers' measured and theory rates."""
+    """A probed model (:func:`bnmft.probe`) along its graph: per BN layer (forward order) ln of its squared gradient
+    norm over the last BN layer's (``log_grad_ratio``, 2-standard-error bars with draws) beside the theory stacked
+    from the last layer along ``previous`` (each step ln ``theory_rate``); each BN layer's ``measured_rate`` against
+    ``theory_rate`` and ``local_rate``; the ln gradient growth across each block and stage (``blocks``), with the
+    verdict's total against the criterion in the title."""
     plt = load_pyplot()
-    fig, (ax_g, ax_v, ax_r) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    steps = sorted({r["step"] for r in result.layers})
-    for i, step in enumerate(steps):
-        rows = [r for r in result.layers if r["step"] == step]
-        idx = [r["index"] for r in rows]
-        ax_g.semilogy(idx, [r["grad_norm_sq"] or float("nan") for r in rows], "o-", ms=3, color=f"C{i}",
-                      label=f"step {step}")  # fmt: skip
-        ax_v.semilogy(idx, [r["channel_var"] for r in rows], "o-", ms=3, color=f"C{i}", label=f"step {step}")
-    ax_g.set_xlabel("layer (forward order)")
-    ax_g.set_ylabel(r"$\|\partial L/\partial\, \mathrm{output}\|^2$")
-    ax_v.set_xlabel("layer (forward order)")
-    ax_v.set_ylabel("per-channel variance (mean over channels)")
+    fig, (ax_g, ax_r, ax_b) = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
     bn = result.bn_layers
     x = list(range(len(bn)))
-    ax_r.plot(x, [b["measured_rate"] or float("nan") for b in bn], "o", label="measured")
-    ax_r.plot(x, [b["theory_rate"] or float("nan") for b in bn], "k_", ms=14, label="theory (mean field)")
-    ax_r.set_xticks(x, [b["name"] for b in bn], rotation=60, fontsize=7)
-    ax_r.set_ylabel("gradient growth across the block (BN layers)")
-    for ax in (ax_g, ax_v, ax_r):
+    names = [b["name"] for b in bn]
+
+    def values(rows, key):
+        return [float("nan") if r.get(key) is None else r[key] for r in rows]
+
+    def errors(rows, key):
+        return [0.0 if r.get(f"{key}_stderr") is None else 2 * r[f"{key}_stderr"] for r in rows]
+
+    ax_g.errorbar(x, values(bn, "log_grad_ratio"), yerr=errors(bn, "log_grad_ratio"), fmt="o-", ms=4, color="C0",
+                  label="measured")  # fmt: skip
+    stacked = _stacked_theory(bn)
+    ax_g.plot(x, [stacked.get(n, float("nan")) for n in names], "k_", ms=12, mew=2,
+              label=r"theory: $\sum \ln \lambda_G$ along the graph")  # fmt: skip
+    ax_g.set_ylabel(r"$\ln(\|\partial L/\partial\,\mathrm{BN}\|^2 / \|\partial L/\partial\,\mathrm{BN_{last}}\|^2)$")
+    ax_r.errorbar(x, values(bn, "measured_rate"), yerr=errors(bn, "measured_rate"), fmt="o", ms=4, color="C0",
+                  label="measured (vs the BN layer upstream)")  # fmt: skip
+    ax_r.plot(x, values(bn, "theory_rate"), "k_", ms=12, mew=2, label=r"theory rate (fixed-point $\lambda_G$)")
+    ax_r.plot(x, values(bn, "local_rate"), "x", ms=5, color="C3", label="local rate (measured state)")
+    ax_r.set_ylabel("gradient growth back to the previous BN layer")
+    for ax in (ax_g, ax_r):
+        ax.set_xticks(x, names, rotation=70, fontsize=6)
+        ax.set_xlabel("BN layer (forward order)")
+    blocks = result.blocks
+    xb = list(range(len(blocks)))
+    colors = ["C1" if b["level"] == "stage" else "C2" for b in blocks]
+    ax_b.bar(xb, values(blocks, "growth"), yerr=errors(blocks, "growth"), color=colors)
+    ax_b.set_xticks(xb, [f"{b['name']} ({b['level']})" for b in blocks], rotation=70, fontsize=6)
+    ax_b.set_ylabel("ln gradient growth across it (input over output)")
+    ax_b.set_xlabel("block / stage")
+    v = result.verdict or {}
+    if v.get("log_growth") is not None:
+        verb = "trainable" if v.get("trainable") else "NOT trainable"
+        ax_b.set_title(f"total ln growth {v['log_growth']:.3g} vs criterion {v['criterion']:g}: {verb}", fontsize=9)
+    if not blocks:
+        ax_b.text(0.5, 0.5, "no repeated blocks", ha="center", va="center", transform=ax_b.transAxes)
+    for ax in (ax_g, ax_r, ax_b):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+    ax_g.legend(fontsize=7)
+    ax_r.legend(fontsize=7)
     return save_figure(fig, path)

@@ -6,7 +6,8 @@ is passed to :meth:`bnmft._expression.Expression.build` to compile expressions; 
 elementary function of the same name or a :data:`TORCH_REGISTRY` builder for the parametric ones. Plain numpy
 callables run through a custom autograd function built from phi and phi' (CPU tensors only, slower). ``gamma`` and
 ``beta`` are applied as ``phi(gamma * z + beta)`` exactly as in the theory. :data:`TORCH_MODULES` maps torch's
-activation modules to registered names (for :func:`bnmft.simulate.probe`). Every entry is tested against the numpy
+activation modules, and :data:`TORCH_CALLS` its functional activations, to registered names or expressions (for
+:func:`bnmft.simulate.probe`). Every entry is tested against the numpy
 value and derivative (tests/simulate/test_torch_phi.py).
 """
 
@@ -91,6 +92,32 @@ TORCH_MODULES: dict[type[torch.nn.Module], tuple[str, dict[str, str]]] = {
     },
     torch.nn.ELU: ("elu", {"alpha": "alpha"}),
     torch.nn.LeakyReLU: ("leaky_relu", {"slope": "negative_slope"}),
+    # no registered name: the expression of torch's definition (kinks found by the expression language)
+    torch.nn.ReLU6: ("min(max(z, 0), 6)", {}),
+    torch.nn.Hardswish: ("z * min(max(z + 3, 0), 6) / 6", {}),
+    torch.nn.Hardsigmoid: ("min(max(z / 6 + 0.5, 0), 1)", {}),
+    torch.nn.Mish: ("z * tanh(softplus(z))", {}),
+}
+
+#: functional activations (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu()``) -> registered nonlinearities, as (name,
+#: {parameter: (position among the call's arguments after the input, keyword, default)}); methods by name
+TORCH_CALLS: dict[object, tuple[str, dict[str, tuple[int, str, float]]]] = {
+    **{fn: ("relu", {}) for fn in (F.relu, torch.relu, F.relu_, torch.relu_)},
+    **{fn: ("tanh", {}) for fn in (torch.tanh, F.tanh)},
+    **{fn: ("sigmoid", {}) for fn in (torch.sigmoid, F.sigmoid)},
+    F.gelu: ("gelu", {}),
+    F.silu: ("silu", {}),
+    F.selu: ("selu", {}),
+    F.softplus: ("softplus", {}),
+    F.elu: ("elu", {"alpha": (0, "alpha", 1.0)}),
+    F.leaky_relu: ("leaky_relu", {"slope": (0, "negative_slope", 0.01)}),
+    F.relu6: TORCH_MODULES[torch.nn.ReLU6],
+    F.hardswish: TORCH_MODULES[torch.nn.Hardswish],
+    F.hardsigmoid: TORCH_MODULES[torch.nn.Hardsigmoid],
+    F.mish: TORCH_MODULES[torch.nn.Mish],
+    **{name: ("relu", {}) for name in ("relu", "relu_")},
+    **{name: ("tanh", {}) for name in ("tanh", "tanh_")},
+    **{name: ("sigmoid", {}) for name in ("sigmoid", "sigmoid_")},
 }
 
 
@@ -102,6 +129,23 @@ def module_phi(module: torch.nn.Module) -> tuple[str, dict[str, float]] | None:
         return None
     name, attributes = entry
     return name, {param: float(getattr(module, attr)) for param, attr in attributes.items()}
+
+
+def call_phi(target: object, args: tuple, kwargs: dict) -> tuple[str, dict[str, float]] | None:
+    """The registered nonlinearity of a functional activation call (:data:`TORCH_CALLS`: a function, or a tensor
+    method's name) with ``args`` the arguments after the input; None for any other call."""
+    try:
+        entry = TORCH_CALLS.get(target)
+    except TypeError:  # an unhashable target is no activation
+        return None
+    if entry is None:
+        return None
+    name, parameters = entry
+    params = {}
+    for param, (position, keyword, default) in parameters.items():
+        value = kwargs.get(keyword, args[position] if len(args) > position else default)
+        params[param] = float(value)
+    return name, params
 
 
 def _registry_fn(name: str, params: dict) -> TorchFn:
@@ -149,4 +193,13 @@ def check_against_numpy(phi: Nonlinearity, points: int = 101) -> float:
     return float(np.max(np.abs(ours - ref) / np.maximum(1.0, np.abs(ref))))
 
 
-__all__ = ["TORCH_FUNCTIONS", "TORCH_MODULES", "TORCH_REGISTRY", "check_against_numpy", "module_phi", "to_torch"]
+__all__ = [
+    "TORCH_CALLS",
+    "TORCH_FUNCTIONS",
+    "TORCH_MODULES",
+    "TORCH_REGISTRY",
+    "call_phi",
+    "check_against_numpy",
+    "module_phi",
+    "to_torch",
+]
