@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..nonlinearity import PhiSpec, resolve
+from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_batch_size, check_bn_options, check_int, check_real
 from .api import check_theory_input, theory_resolved
 from .residual import BRANCHES, DEFAULT_CRITERION, branch_scale_and_params, residual_theory_resolved
@@ -150,6 +150,37 @@ def design(
             new = DEPRECATED_KNOBS[old]
             warnings.warn(f"knob {old!r} is deprecated: use {new!r}", DeprecationWarning, stacklevel=2)
         knobs = [DEPRECATED_KNOBS.get(k, k) for k in knobs]
+    return design_resolved(
+        base, effective, b, depth, residual_network=residual_network, branch_depth=branch_depth, branch=branch,
+        branch_scale=scale, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta, knobs=knobs, criterion=crit,
+    )  # fmt: skip
+
+
+def design_resolved(
+    base: Nonlinearity,
+    effective: Nonlinearity,
+    b: int,
+    depth: int,
+    *,
+    residual_network: bool,
+    branch_depth: int,
+    branch: str,
+    branch_scale: float,
+    eps: float,
+    sigma_w: float,
+    gamma: float,
+    beta: float,
+    knobs: list[str] | None,
+    criterion: float,
+) -> DesignResult:
+    """The kernel of :func:`design`: phi resolved (``base``, and ``effective`` with gamma and beta folded in), every
+    setting already checked (finite B >= 4, depth, branch, criterion > 0, BN options; ``knobs`` with the deprecated
+    names mapped). The probe's verdict calls it with a model's measured setting.
+
+    Raises:
+        InputError: a knob that does not apply, or no knob reaches ``depth``.
+    """
+    scale, crit = branch_scale, criterion
     chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
     for knob in chosen:
         if knob not in RANGES or (knob == "branch_scale" and not residual_network):

@@ -39,20 +39,26 @@ def is_norm_kind(kind: str | None) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _theory(name: str, params: tuple, gamma: float, beta: float, batch: int, eps: float, sigma_w: float) -> float:
-    from ..meanfield.api import check_theory_input, theory_resolved
+def _setting(name: str, params: tuple, gamma: float, beta: float, batch: int, eps: float, sigma_w: float):
+    """A measured setting checked and phi resolved, once: ``(base, effective, B, settings)`` for the engine's
+    kernels (``settings``: method, eps, sigma_w, gamma, beta as checked floats)."""
+    from ..meanfield.api import check_theory_input
     from ..nonlinearity import resolve
 
     b, settings = check_theory_input(batch, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(name, gamma=settings["gamma"], beta=settings["beta"], **dict(params))
-    return theory_resolved(base, effective, b, **settings).lambda_G
+    return base, effective, int(b), settings
+
+
+def _unit_setting(unit: dict):
+    return _setting(unit["phi"], tuple(sorted(unit["params"].items())), unit["gamma"], unit["beta"], unit["batch"],
+                    unit["eps"], unit["sigma_w"])  # fmt: skip
 
 
 def theory_rates(spec, gamma: float, beta: float, batch: int, eps: float, gain: float, input_var: float) -> dict:
     """``theory_rate`` and ``local_rate`` (module docstring) for one BatchNorm layer, and ``why`` where one is None
     (too small a batch, gamma = 0, a phi the theory refuses)."""
     from ..meanfield.residual import local_rate_resolved
-    from ..nonlinearity import resolve
 
     out: dict = {"theory_rate": None, "local_rate": None, "why": None}
     if spec is None:
@@ -61,11 +67,14 @@ def theory_rates(spec, gamma: float, beta: float, batch: int, eps: float, gain: 
     if batch < 4:
         out["why"] = f"its statistics run over {batch} values (< 4)"
         return out
+    from ..meanfield.api import theory_resolved
+
     name, params = spec
     try:
-        out["theory_rate"] = _theory(name, tuple(sorted(params.items())), gamma, beta, batch, eps, math.sqrt(gain))
+        base, effective, b, settings = _setting(name, tuple(sorted(params.items())), gamma, beta, batch, eps,
+                                                math.sqrt(gain))  # fmt: skip
+        out["theory_rate"] = theory_resolved(base, effective, b, **settings).lambda_G
         if input_var > 0 and math.isfinite(input_var):
-            _, effective = resolve(name, gamma=gamma, beta=beta, **params)
             out["local_rate"] = local_rate_resolved(effective, batch, input_variance=input_var, eps=eps,
                                                     weight_gain=gain)  # fmt: skip
     except InputError as err:  # the theory's own refusal (gamma = 0, ...): reported beside the layer
@@ -102,39 +111,38 @@ def _unit(blocks: list[dict], bn_layers: list[dict]) -> dict | None:
 
 def _unit_depth(unit: dict) -> tuple[float | None, str | None]:
     """The unit's predicted maximum trainable depth (in units) at its measured setting."""
-    from ..meanfield.api import theory
-    from ..meanfield.residual import residual_theory
+    from ..meanfield.api import theory_resolved
+    from ..meanfield.residual import DEFAULT_CRITERION, residual_theory_resolved
 
-    common = {"eps": unit["eps"], "gamma": unit["gamma"], "beta": unit["beta"], "sigma_w": unit["sigma_w"],
-              **unit["params"]}  # fmt: skip
     try:
+        base, effective, b, s = _unit_setting(unit)
         if "residual" in unit["kind"]:
-            r = residual_theory(
-                unit["phi"],
-                unit["batch"],
-                depth=unit["count"],
-                branch_depth=max(unit["norm_layers"], 1),
-                branch=unit["branch"],
-                **common,
-            )
+            r = residual_theory_resolved(
+                base, effective, b, depth=unit["count"], branch_depth=max(unit["norm_layers"], 1),
+                branch=unit["branch"], branch_scale=1.0, eps=s["eps"], sigma_w=s["sigma_w"], gamma=s["gamma"],
+                beta=s["beta"], input_variance=1.0, input_correlation=0.0, output_gradient="iid",
+                criterion=DEFAULT_CRITERION, trainable_depth=True,
+            )  # fmt: skip
             return (None if r.max_trainable_depth is None else float(r.max_trainable_depth)), None  # fmt: skip
-        t = theory(unit["phi"], unit["batch"], **common)
+        t = theory_resolved(base, effective, b, **s)
         return t.max_trainable_depth / max(unit["norm_layers"], 1), None
     except InputError as err:
         return None, str(err)
 
 
 def _changes(unit: dict, target: int, blocks: list[dict]) -> tuple[list[dict], str | None]:
-    from ..meanfield.planner import design
+    from ..meanfield.planner import design_resolved
+    from ..meanfield.residual import DEFAULT_CRITERION
 
     residual = "residual" in unit["kind"]
-    common = {"eps": unit["eps"], "gamma": unit["gamma"], "beta": unit["beta"], "sigma_w": unit["sigma_w"],
-              **unit["params"]}  # fmt: skip
     changes = []
     why = None
     try:
-        d = design(unit["phi"], unit["batch"], target, residual_network=residual,
-                   branch_depth=max(unit["norm_layers"], 1), branch=unit["branch"], **common)  # fmt: skip
+        base, effective, b, s = _unit_setting(unit)
+        d = design_resolved(base, effective, b, target, residual_network=residual,
+                            branch_depth=max(unit["norm_layers"], 1), branch=unit["branch"], branch_scale=1.0,
+                            eps=s["eps"], sigma_w=s["sigma_w"], gamma=s["gamma"], beta=s["beta"], knobs=None,
+                            criterion=DEFAULT_CRITERION)  # fmt: skip
         needless = [o.knob for o in d.options if o.at_bound]  # every value in the knob's range reaches the target
         for o in d.options:
             if o.at_bound:
