@@ -6,13 +6,14 @@ anchor found."""
 import html
 import inspect
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.browser import chromium_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ["index", "quickstart", "theory", "families", "simulator", "experiments", "cli", "errors", "numerics"]
@@ -114,18 +115,7 @@ INSPECT = """() => {
 
 
 def test_every_page_renders_in_a_real_browser(site):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (scripts/setup installs it where apt-get can)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    sync_playwright, chromium, args = chromium_launcher()
     pages = sorted(site.rglob("*.html"))
     errors: list[str] = []
     off_site: list[str] = []

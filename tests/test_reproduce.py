@@ -6,13 +6,13 @@ import csv
 import json
 import math
 import re
-import shutil
 import statistics
 
 import pytest
 
 from bnmft.cli import main
 from bnmft.report.section import Check
+from tests.browser import chromium_launcher
 
 CHECK_ROW = re.compile(r"^\| .* \| (yes|NO) \|$", flags=re.M)
 
@@ -139,18 +139,7 @@ def test_a_check_passes_within_its_tolerance_and_never_on_nan():
 
 
 def test_the_html_report_renders_in_a_real_browser(run):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (scripts/setup installs it where apt-get can)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
+    sync_playwright, chromium, args = chromium_launcher()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=args)
         page = browser.new_page()

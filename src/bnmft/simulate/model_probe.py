@@ -205,6 +205,16 @@ def seeded_model(factory: Callable[[], object], seed: int, what: str = "model") 
     return model
 
 
+def _linear_input_shape(model: torch.nn.Module) -> tuple[int, ...] | None:
+    """``(in_features,)`` of the first Linear layer when no convolution comes before it, else None."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            return (m.in_features,)
+        if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
+            return None
+    return None
+
+
 def gaussian_inputs(model: torch.nn.Module, batch_size: int, shape: tuple[int, ...] | None, seed: int) -> torch.Tensor:
     """A ``(batch_size, *shape)`` batch of i.i.d. N(0, 1) inputs drawn from ``seed``; without ``shape``, the first
     Linear layer's ``in_features`` (before any convolution).
@@ -213,12 +223,7 @@ def gaussian_inputs(model: torch.nn.Module, batch_size: int, shape: tuple[int, .
         InputError: no shape given and the model does not start with a Linear layer.
     """
     if shape is None:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                shape = (m.in_features,)
-                break
-            if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
-                break
+        shape = _linear_input_shape(model)
     if shape is None:
         raise InputError("shape: needed, the model does not start with a Linear layer (CLI: --input-shape)")
     return torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(seed))
@@ -446,12 +451,7 @@ def fit_inputs(
     x = torch.as_tensor(examples, dtype=torch.float32).reshape(len(examples), *native)
     y = None if labels is None else torch.as_tensor(labels, dtype=torch.int64)
     if shape is None:
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
-                shape = (m.in_features,)
-                break
-            if isinstance(m, torch.nn.Conv1d | torch.nn.Conv2d | torch.nn.Conv3d):
-                break
+        shape = _linear_input_shape(model)
     if shape is None or tuple(shape) == tuple(native):
         return x, y
     if math.prod(shape) == math.prod(native):
