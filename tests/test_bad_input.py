@@ -7,6 +7,7 @@ wrong-kind paths, corrupt files of each kind the commands read), crossed with th
 
 import json
 import sqlite3
+import sys
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ def files(tmp_path_factory):
     np.save(d / "nanbatch.npy", np.full((8, 4), np.nan))
     np.save(d / "objects.npy", np.array([{"a": 1}] * 8, dtype=object), allow_pickle=True)
     (d / "text.npy").write_text("not an array")
+    (d / "zerobytes.npy").write_bytes(b"")
     (d / "text.db").write_text("not a database")
     (d / "binary.toml").write_bytes(bytes(range(256)))
     (d / "invalid.toml").write_text("name = [unclosed\n")
@@ -263,6 +265,25 @@ def _cases():
     )
     add(["heatmap", "--store", "{d}/noacc.db", "--out"], None, ["{d}/adir", "{d}/afile/x.png"])
     add(["heatmap", "--store", "{d}/noacc.db", "--out", "{d}/h.png"], "--sweep", ["nosuch"])
+    # residual and design: overflow, hidden errors, options outside their mode (issue 22)
+    res = ["residual", "--phi", "relu", "-B", "8", "-D", "5"]
+    add(res, "--criterion", ["1000", "1e300", "0"])
+    add(res, "--sigma-w", ["1e-200", "1e200"])
+    add(res, "--eps", ["1e308"])
+    add(res, "--branch-scale", ["1e200"])
+    add(res, "--gamma", ["1e200"])
+    add(["residual", "--phi", "elu", "-B", "8", "-D", "5"], "--alpha", ["1e200"])
+    add(res, "--seed", ["3"])  # a simulation option without a simulation
+    des = ["design", "--phi", "tanh", "-B", "8", "-D", "50"]
+    add(des, "--beta", ["1e308"])
+    add([*des, "--knobs", "beta"], "--gamma", ["0"])
+    add([*des, "--residual"], "-D", ["100001"])
+    add([*des, "--residual"], "--sigma-w", ["1e-200"])
+    add(["design", "--phi", "alpha_relu", "-B", "8", "-D", "50", "--residual"], "--alpha", ["-1"])
+    add(des, "-K", ["2"])  # residual options without --residual
+    add(des, "--branch-scale", ["0.5"])
+    add(["propagate", "--phi", "relu", "--depth", "1", "--input"], None, ["{d}/zerobytes.npy"])
+    add(["reproduce", "--out"], None, [""])
     # reproduce, nonlinearities, the command itself
     add(["reproduce"], "--out", ["{d}/afile"])
     add(["reproduce"], "--preset", ["huge"])
@@ -298,3 +319,102 @@ def test_json_output_of_bad_input_is_not_printed(files, capsys):
     assert out == ""
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
+
+
+# --- the probe runs the user's code (issue 22): its exceptions shown as theirs in one line, --debug for the traceback
+
+USER_MODELS = """
+import torch
+
+nn = torch.nn
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def linear():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def raising():
+    raise ValueError("the factory refuses")
+
+
+def _filled(value):
+    model = mlp()
+    with torch.no_grad():
+        model[3].weight.fill_(value)
+    return model
+
+
+def nan_output():
+    return _filled(float("nan"))
+
+
+def inf_output():
+    return _filled(1e38)  # overflows float32
+"""
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    """A working directory with three modules (unique names: imports stay cached): models, one that raises on
+    import, one with a syntax error; sys.path restored afterwards (the probe adds the working directory)."""
+    tag = tmp_path.name.replace("-", "_").lower()
+    names = {"m": f"models_{tag}", "broken": f"broken_{tag}", "syntax": f"syntax_{tag}"}
+    (tmp_path / f"{names['m']}.py").write_text(USER_MODELS)
+    (tmp_path / f"{names['broken']}.py").write_text('raise RuntimeError("this module is broken")\n')
+    (tmp_path / f"{names['syntax']}.py").write_text("def f(:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("BNMFT_DEBUG", raising=False)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "named"),
+    [
+        (".{m}:mlp", [], ["--model must be MODULE:CALLABLE", "'.{m}:mlp'"]),
+        ("{m}:", [], ["--model must be MODULE:CALLABLE"]),
+        ("{broken}:mlp", [], ["--model {broken}:mlp", "RuntimeError: this module is broken"]),
+        ("{syntax}:mlp", [], ["--model {syntax}:mlp", "SyntaxError: invalid syntax"]),
+        ("{m}:raising", [], ["--model {m}:raising", "its factory raised ValueError: the factory refuses"]),
+        ("{m}:raising", ["--draws", "3"], ["its factory raised ValueError: the factory refuses"]),
+        ("{m}:nan_output", [], ["--model {m}:nan_output", "output", "NaN or inf"]),
+        ("{m}:inf_output", ["--json"], ["--model {m}:inf_output", "output", "NaN or inf"]),
+        ("{m}:mlp", ["-B", "1"], ["--batch-size must be an integer >= 2"]),
+        ("{m}:linear", ["-B", "1"], ["--batch-size must be an integer >= 2"]),  # no BN: still batch statistics
+        ("{m}:mlp", ["--seed", str(2**70)], ["--seed must be an integer in [0, 2^63)"]),
+        ("{m}:mlp", ["--seed", str(2**63 - 1), "--draws", "2"], ["--seed + --draws - 1", "[0, 2^63)"]),
+    ],
+)
+def test_the_probe_shows_the_users_errors_in_one_line(user_models, capsys, model, extra, named):
+    code = main(["probe", "--model", model.format(**user_models), "-B", "8", *extra])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (code, out, err)
+    assert err.count("\n") == 1 and err.startswith("bnmft probe: error: ") and "Traceback" not in err, err
+    for text in named:
+        assert text.format(**user_models) in err, err
+
+
+@pytest.mark.parametrize("how", ["--debug first", "--debug last", "BNMFT_DEBUG=1"])
+def test_debug_shows_the_users_traceback(user_models, capsys, monkeypatch, how):
+    argv = ["probe", "--model", f"{user_models['m']}:raising", "-B", "8"]
+    if how == "--debug first":
+        argv.insert(0, "--debug")
+    elif how == "--debug last":
+        argv.append("--debug")
+    else:
+        monkeypatch.setenv("BNMFT_DEBUG", "1")
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert 'raise ValueError("the factory refuses")' in "\n".join(lines)  # the user's own line, in their file
+    assert lines[-1].startswith("bnmft probe: error: --model") and "ValueError: the factory refuses" in lines[-1]
+
+
+def test_a_valid_users_model_is_probed(user_models, capsys):
+    assert main(["probe", "--model", f"{user_models['m']}:mlp", "-B", "8", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and json.loads(out)["bn_layers"][0]["theory_rate"] > 1

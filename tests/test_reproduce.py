@@ -167,7 +167,7 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
-    cached = sorted((run / ".cache").glob("*.pickle"))
+    cached = sorted((run / ".cache").glob("*.json"))
     assert len(cached) == 8  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, residual networks, VGG stack
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"

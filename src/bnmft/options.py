@@ -44,6 +44,15 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_in_range(name: str, value: float, low: float, high: float, why: str, *, open_low: bool = False) -> float:
+    """An already checked real number in ``[low, high]`` (``(low, high]`` with ``open_low``); ``why`` says where the
+    limits come from."""
+    if not ((value > low if open_low else value >= low) and value <= high):
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise InputError(f"{name} must be in {interval} ({why}), got {value!r}")
+    return value
+
+
 #: the shared options of batch norm and the weights, and what each allows (keyword arguments of check_real)
 BN_OPTIONS: dict[str, dict[str, Any]] = {
     "eps": {"minimum": 0.0},
@@ -201,6 +210,7 @@ __all__ = [
     "check_batch_size",
     "check_bn_option",
     "check_bn_options",
+    "check_in_range",
     "check_int",
     "check_memory",
     "check_output_path",

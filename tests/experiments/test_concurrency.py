@@ -99,3 +99,82 @@ def test_bad_lease(tmp_path, lease):
     with pytest.raises(ValueError, match="lease must be a positive number"):
         run_sweep(load_sweeps(write_config(tmp_path / "s.toml", [1]))[0], store, lease=lease)
     store.close()
+
+
+#: run in a child subreaper (orphans are re-parented to it, so none escapes the count): start a sweep, kill -9 its
+#: coordinator at MOMENT, then wait up to 10 s for its pipes to reach EOF and for every descendant to exit
+KILL_HARNESS = r"""
+import ctypes, json, os, select, signal, sqlite3, subprocess, sys, time
+import psutil
+
+moment, config, db = sys.argv[1:4]
+ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+cmd = [sys.executable, "-m", "bnmft.cli", "sweep", config, "--store", db, "--workers", "2", "--json"]
+proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def workers():
+    try:
+        return [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+    except psutil.Error:  # a child exiting between the listing and its cmdline: look again
+        return []
+
+
+def stored():
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM cells").fetchone()[0]
+    except sqlite3.OperationalError:  # no schema yet
+        return 0
+    finally:
+        con.close()
+
+
+deadline = time.time() + 120
+if moment == "startup":  # the first worker exists: it is still importing, its parent-death signal not armed
+    while not workers() and time.time() < deadline:
+        time.sleep(0.005)
+elif moment == "midrun":
+    while stored() < 1 and time.time() < deadline:
+        time.sleep(0.02)
+else:
+    time.sleep(float(moment))
+seen, before = len(workers()), stored()
+os.kill(proc.pid, signal.SIGKILL)
+proc.wait()
+killed, open_pipes, live = time.time(), [proc.stdout, proc.stderr], []
+while time.time() < killed + 10:
+    while True:  # reap the orphans that exited
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    for pipe in select.select(open_pipes, [], [], 0.1)[0]:
+        if os.read(pipe.fileno(), 65536) == b"":
+            open_pipes.remove(pipe)
+    live = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    if not live and not open_pipes:
+        break
+left = [" ".join(p.cmdline())[:100] for p in live if p.is_running()]
+for p in live:
+    p.kill()
+print(json.dumps({"workers_seen": seen, "stored": before, "left": left, "eof": not open_pipes,
+                  "seconds": time.time() - killed}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal and the subreaper are Linux's")
+@pytest.mark.parametrize("moment", ["0.2", "1.0", "startup", "midrun"])
+def test_kill_9_of_the_coordinator_at_any_moment_leaves_no_process(tmp_path, moment):
+    config = write_config(tmp_path / "s.toml", [1, 2, 3, 4, 5, 6], seeds=(0, 1), train_subset=1024, width=64)
+    db = tmp_path / "m.db"
+    harness = [sys.executable, "-c", KILL_HARNESS, moment, str(config), str(db)]
+    out = subprocess.run(harness, capture_output=True, text=True, timeout=240, check=True).stdout
+    report = json.loads(out)
+    assert report["left"] == [], f"orphans after kill -9 at {moment}: {report}"
+    assert report["eof"], f"the caller's pipes stay open after kill -9 at {moment}: {report}"
+    if moment == "startup":
+        assert report["workers_seen"] >= 1 and report["stored"] == 0, report  # killed while workers were starting
+    if moment == "midrun":
+        assert 1 <= report["stored"] < 24, report  # killed with cells done and cells still to do

@@ -8,9 +8,14 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import InputError
+from ..options import check_int, check_seed
 from .arguments import bn_option, finite_float, phi_params, positive_int
+
+T = TypeVar("T")
 
 #: the simulation's options (flag, attribute): errors without --channels/--depth/--networks, never ignored
 SIMULATION_FLAGS = (
@@ -204,19 +209,22 @@ def add_parsers(sub) -> None:
 
 def load_factory(spec: str):
     """``module:callable`` -> the callable (module importable from the working directory), checked to be callable
-    without arguments; :func:`bnmft.simulate.model_probe.seeded_model` calls it."""
+    without arguments; :func:`bnmft.simulate.model_probe.seeded_model` calls it.
+
+    The user's own code - importing the module, calling the factory - runs through :func:`_users`: whatever it
+    raises becomes one line naming the model, the exception's type and message (its traceback with ``--debug``)."""
     import importlib
     import os
 
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InputError(f"--model must be MODULE:CALLABLE, got {spec!r}")
+    if not sep or not all(part.isidentifier() for part in module_name.split(".")) or not attr.isidentifier():
+        raise InputError(
+            f"--model must be MODULE:CALLABLE - a dotted module name importable from here (like mymodels or "
+            f"pkg.models) and a name in it - got {spec!r}"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise InputError(f"--model: cannot import {module_name!r} from {os.getcwd()} ({err})") from None
+    module = _users(spec, f"importing {module_name} (from {os.getcwd()})", lambda: importlib.import_module(module_name))
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise InputError(f"--model: {module_name!r} has no callable {attr!r}")
@@ -231,10 +239,24 @@ def load_factory(spec: str):
             signature.bind()
         except TypeError:
             raise InputError(f"--model: {spec} must be callable without arguments") from None
-    return factory
+    return lambda: _users(spec, "its factory", factory)
 
 
-def _input_shape(text: str | None) -> tuple[int, ...] | None:
+def _users(spec: str, what: str, call: Callable[[], T]) -> T:
+    """``call()``, which runs the user's code (``what``): any exception it raises is the user's, reported as bad
+    input in one line naming the model, the exception's type and the first line of its message; the exception
+    stays the cause (the CLI shows its traceback with ``--debug``)."""
+    try:
+        return call()
+    except InputError:
+        raise
+    except Exception as err:  # the user's code may raise anything: shown as theirs, never as a bnmft traceback
+        message = str(err).strip().splitlines()
+        detail = f"{type(err).__name__}: {message[0]}" if message else type(err).__name__
+        raise InputError(f"--model {spec}: {what} raised {detail} (run with --debug for the traceback)") from err
+
+
+def input_shape_arg(text: str | None) -> tuple[int, ...] | None:
     """``--input-shape`` ("3x32x32", "784") as a tuple; None when not given (the probe infers it)."""
     if not text:
         return None
@@ -265,13 +287,14 @@ def cmd_probe(args) -> int:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
     if not (args.lr > 0 and args.lr < float("inf")):
         raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    check_int("--batch-size", args.batch_size, 2)  # every statistic the probe records is over the batch
+    check_seed(args.seed, "--seed")
+    check_seed(args.seed + args.draws - 1, "--seed + --draws - 1")  # draw k is seeded with seed + k
     if args.plot and not args.plot.lower().endswith(PLOT_SUFFIXES):
         raise InputError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}, got {args.plot!r}")
     factory = load_factory(args.model)
     model = seeded_model(factory, args.seed, what=f"--model: {args.model}")
-    shape = _input_shape(args.input_shape)
+    shape = input_shape_arg(args.input_shape)
     labels = None
     if args.data:
         from ..experiments.data import probe_batch
@@ -281,8 +304,10 @@ def cmd_probe(args) -> int:
         inputs, labels = fit_inputs(model, examples, native, classes, shape)
     else:
         inputs = gaussian_inputs(model, args.batch_size, shape, args.seed)
+    _check_output(model, inputs, args.model)
     result = probe(factory if args.draws > 1 else model, inputs, labels=labels, steps=args.steps, lr=args.lr,
                    seed=args.seed, draws=args.draws)  # fmt: skip
+    _check_no_nan(result.to_dict(), args.model)
     if args.plot:
         from ..report.plots import plot_probe
 
@@ -294,6 +319,32 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def _check_output(model, inputs, spec: str) -> None:
+    """The model's output on the probe's inputs (a forward on a train-mode copy) holds no NaN or inf: the probe
+    measures the gradient of that output, and a non-finite one would leave nothing but NaN to report."""
+    import copy
+
+    output = _users(spec, "its forward", lambda: copy.deepcopy(model).train()(inputs))
+    finite = getattr(output, "isfinite", None)  # a tensor (other outputs: the probe's own error)
+    if finite is not None and not bool(finite().all()):
+        raise InputError(
+            f"--model {spec}: the model's output on these inputs holds NaN or inf (its weights or its forward "
+            "overflow or divide by zero): there is no gradient to measure"
+        )
+
+
+def _check_no_nan(value, spec: str, where: str = "the result") -> None:
+    """No NaN anywhere in the probe's result (a number the probe could not measure is None, printed as -)."""
+    if isinstance(value, float) and math.isnan(value):
+        raise InputError(f"--model {spec}: the probe measured NaN for {where} (the model yields no finite value)")
+    if isinstance(value, dict):
+        for key, v in value.items():
+            _check_no_nan(v, spec, f"{value['name']}'s {key}" if "name" in value else str(key))
+    elif isinstance(value, list):
+        for v in value:
+            _check_no_nan(v, spec, where)
+
+
 def _print_probe(result, args) -> None:
     width = max([len("layer"), *(len(r["name"]) for r in result.layers)])
     print(f"{'layer':<{width}}  {'kind':>12}  {'channel var':>12}  {'batch corr':>10}  {'grad norm^2':>12}")
@@ -303,12 +354,14 @@ def _print_probe(result, args) -> None:
                   f"{row['batch_correlation']:>10.4f}  {_fmt(row['grad_norm_sq']):>12}")  # fmt: skip
     if result.bn_layers:
         print(f"\n{'BN layer':<{width}}  {'phi':>10}  {'batch':>7}  {'measured rate':>13}  {'theory rate':>11}  "
-              f"{'local rate':>10}  previous")  # fmt: skip
+              f"{'local rate':>10}  {'ln ratio':>8}  {'predicted':>9}  previous")  # fmt: skip
         for b in result.bn_layers:
             phi = str(b["phi"]) if b["phi"] is None or len(b["phi"]) <= 10 else b["phi"][:9] + "~"
             print(
                 f"{b['name']:<{width}}  {phi:>10}  {b['batch']:>7}  {_fmt(b['measured_rate'], '.4f'):>13}  "
-                f"{_fmt(b['theory_rate'], '.4f'):>11}  {_fmt(b['local_rate'], '.4f'):>10}  {b['previous'] or '-'}"
+                f"{_fmt(b['theory_rate'], '.4f'):>11}  {_fmt(b['local_rate'], '.4f'):>10}  "
+                f"{_fmt(b['log_grad_ratio'], '.3f'):>8}  {_fmt(b.get('predicted_log_grad_ratio'), '.3f'):>9}  "
+                f"{b['previous'] or '-'}"
             )
     if result.blocks:
         print(f"\n{'block':<{width}}  {'level':>6}  {'class':>12}  {'kind':>9}  {'ln growth':>10}")
@@ -318,7 +371,8 @@ def _print_probe(result, args) -> None:
     g = result.growth
     if g.get("measured") is not None:
         print(f"\ntotal ln gradient growth {g['first']} <- {g['last']}: "
-              f"{_fmt(g['measured'], '.3f', g.get('measured_stderr'))}")  # fmt: skip
+              f"{_fmt(g['measured'], '.3f', g.get('measured_stderr'))}; predicted from the graph "
+              f"{_fmt(g.get('predicted'), '.3f')}")  # fmt: skip
     if result.steps:
         after = g.get("after_steps")
         print(f"after {result.steps} SGD steps (lr {args.lr:g}): total ln growth {_fmt(after, '.3f')}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -14,6 +15,7 @@ def cmd_sweep(args) -> int:
     from ..experiments.sweep import load_sweeps, run_sweep
 
     sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
+    created = not Path(args.store).exists()
     store = Store(args.store)
     summaries = []
     try:
@@ -31,6 +33,10 @@ def cmd_sweep(args) -> int:
                     ),
                 }
             )
+    except BaseException:
+        if created:  # a sweep that fails (no data, Ctrl-C) before its first cell leaves no new store behind
+            _remove_if_unused(store, {s.name for s in sweeps})
+        raise
     finally:
         store.close()
     if args.json:
@@ -43,6 +49,20 @@ def cmd_sweep(args) -> int:
                 f"-> {args.store}"
             )
     return 0
+
+
+def _remove_if_unused(store, names: set[str]) -> None:
+    """Delete a store this command created if nobody used it: no finished cell, no claim, no sweep but ours (another
+    sweep started on the same new file keeps it)."""
+    db = store.db
+    cells = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    claims = db.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
+    others = {n for (n,) in db.execute("SELECT name FROM sweeps")} - names
+    if cells or claims or others:
+        return
+    store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{store.path}{suffix}").unlink(missing_ok=True)
 
 
 def cmd_heatmap(args) -> int:
@@ -60,13 +80,18 @@ def cmd_heatmap(args) -> int:
         unknown = [n for n in names if n not in specs]
         if unknown:
             raise InputError(f"--sweep: no sweep {unknown[0]!r} in {args.store} (it has: {', '.join(sorted(specs))})")
+        for name in names:  # a sweep's spec written by another program: refused before any figure
+            spec = specs[name]
+            if not isinstance(spec, dict) or not isinstance(spec.get("x"), str):
+                raise InputError(f"store: {args.store}: sweep {name!r} has no x axis (a key 'x' naming a grid key)")
         written = []
         for name in names:
             results = store.results(name)
             if not results:
                 continue
             out = Path(args.out)
-            target = out if len(names) == 1 else out.with_name(f"{out.stem}_{name}{out.suffix}")
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)  # a sweep's name may hold '/' or spaces: not in a file name
+            target = out if len(names) == 1 else out.with_name(f"{out.stem}_{safe}{out.suffix}")
             plot_heatmap(results, specs[name]["x"], target, title=specs[name].get("description") or name)
             written.append(str(target))
     finally:

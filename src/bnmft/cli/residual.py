@@ -83,7 +83,7 @@ def cli_phi_params(args) -> dict[str, float]:
     """phi's parameters on ``bnmft residual`` and ``bnmft design``: ``--alpha`` is phi's parameter here as on every
     command (alpha_relu, elu). It used to be the branch scale, so a phi without an alpha is refused (use
     --branch-scale) rather than the number silently taking a new meaning; with alpha_relu or elu and no
-    --branch-scale, a note on stderr says which alpha it is."""
+    --branch-scale, :func:`alpha_note` says which alpha it is."""
     from ..nonlinearity import takes_parameter
 
     if args.alpha is not None and not takes_parameter(args.phi, "alpha"):
@@ -91,10 +91,15 @@ def cli_phi_params(args) -> dict[str, float]:
             f"--alpha is the parameter of alpha_relu and elu, not of phi={args.phi!r}; the residual branch scale is "
             "--branch-scale"
         )
+    return phi_params(args)
+
+
+def alpha_note(args) -> None:
+    """The note on stderr that --alpha is phi's alpha (not the branch scale), once the command has succeeded (bad
+    input stays one line)."""
     if args.alpha is not None and args.branch_scale is None:
         print(f"note: --alpha {args.alpha:g} is {args.phi}'s alpha; the branch scale is --branch-scale (default 1)",
               file=sys.stderr)  # fmt: skip
-    return phi_params(args)
 
 
 def cmd_residual(args) -> int:
@@ -150,6 +155,7 @@ def cmd_residual(args) -> int:
         from ..report.plots import plot_residual
 
         plot_residual(result, args.plot, simulation=sim)
+    alpha_note(args)
     out = result.to_dict()
     if sim is not None:
         out["simulation"] = {"width": args.width, "networks": args.networks, "blocks": sim.blocks}
@@ -203,6 +209,7 @@ def cmd_design(args) -> int:
         knobs=args.knobs,
         **params,
     )
+    alpha_note(args)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

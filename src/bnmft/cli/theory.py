@@ -108,8 +108,8 @@ def _load_array(path: str, flag: str):
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{flag}: no such file {path!r}") from None
-    except (ValueError, OSError) as err:
-        raise InputError(f"{flag}: cannot read {path!r} as a .npy array ({err})") from None
+    except (ValueError, OSError, EOFError) as err:  # EOFError: an empty file
+        raise InputError(f"{flag}: cannot read {path!r} as a .npy array ({type(err).__name__}: {err})") from None
 
 
 def cmd_propagate(args) -> int:

@@ -179,7 +179,10 @@ class Store:
             config, result = self._json(c, f"cell {k[:12]}"), self._json(r, f"cell {k[:12]}")
             if not isinstance(config, dict) or "depth" not in config:
                 raise InputError(f"store: {self.path}: cell {k[:12]} has no configuration with a depth")
-            if not isinstance(result, dict) or not isinstance(result.get("test_accuracy"), int | float):
-                raise InputError(f"store: {self.path}: cell {k[:12]} has no numeric test_accuracy")
+            accuracy = result.get("test_accuracy") if isinstance(result, dict) else None
+            if not isinstance(accuracy, int | float) or not 0 <= accuracy <= 1:  # NaN included: never drawn
+                raise InputError(
+                    f"store: {self.path}: cell {k[:12]} has no test_accuracy in [0, 1] (got {str(accuracy)[:20]})"
+                )
             out.append({"key": k, "sweep": s, "config": config, "result": result, "finished": f})
         return out

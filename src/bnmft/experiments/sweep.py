@@ -189,16 +189,20 @@ def run_cells(configs: list[dict], device: str = "cpu") -> list[dict]:
     return train_batched(cfgs, device=device)
 
 
-def _die_with_parent() -> None:
-    """Make this worker exit when its coordinator dies, even by ``kill -9`` (which runs no clean-up): the kernel's
-    parent-death signal on Linux, and everywhere a thread that notices the parent is gone."""
-    parent = os.getppid()
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when its coordinator (pid ``parent``) dies, even by ``kill -9`` (which runs no
+    clean-up): the kernel's parent-death signal on Linux, and everywhere a thread that notices the parent is gone.
+
+    The signal only fires for a death after it is armed, so the parent is checked once armed: a coordinator killed
+    while this worker was starting (spawn, imports) has already left it to init, and it exits at once."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError) as err:  # not Linux: the watcher thread below does it alone
         print(f"bnmft worker: no parent-death signal ({err}); watching the parent instead", file=sys.stderr)
+    if os.getppid() != parent:  # the coordinator died before the signal was armed
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -208,11 +212,12 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _init_worker() -> None:
+def _init_worker(coordinator: int) -> None:
+    """A pool worker's start: bound to its coordinator's life first, then torch (seconds of imports)."""
+    _die_with_parent(coordinator)
     import torch
 
     torch.set_num_threads(1)
-    _die_with_parent()
 
 
 #: seconds a claim on a cell lasts; the coordinator renews its claims every LEASE_SECONDS / 4
@@ -361,7 +366,9 @@ class _LocalRunner:
         self.pool: ProcessPoolExecutor | None = None
         if self.count > 1:
             ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-            self.pool = ProcessPoolExecutor(max_workers=self.count, mp_context=ctx, initializer=_init_worker)
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.count, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+            )
         else:
             import torch
 

@@ -30,7 +30,13 @@ from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_batch_size, check_bn_options, check_int, check_real
 from .api import check_theory_input, theory_resolved
-from .residual import BRANCHES, DEFAULT_CRITERION, branch_scale_and_params, residual_theory_resolved
+from .residual import (
+    DEFAULT_CRITERION,
+    branch_scale_and_params,
+    check_residual_scales,
+    check_residual_shape,
+    residual_theory_resolved,
+)
 
 #: (low, high, log-spaced, the nonlinear end is "high") per knob
 RANGES = {
@@ -128,22 +134,36 @@ def design(
         :class:`DesignResult`.
 
     Raises:
-        InputError: bad settings, or no knob reaches D (the message gives each knob's best predicted depth).
+        InputError: bad settings (named before any search: a constant phi or an overflow at the given settings,
+            a residual depth above MAX_DEPTH, options of residual networks without ``residual_network``), or no
+            knob reaches D (the message gives each knob's best predicted depth).
     """
-    scale, params = branch_scale_and_params(phi, branch_scale, params)
+    scale, phi_params = branch_scale_and_params(phi, branch_scale, params)
+    scale_given = branch_scale is not None or len(phi_params) < len(params)  # or the deprecated alpha=
+    params = phi_params
     b = check_batch_size(batch_size)
     if math.isinf(b):
         raise InputError("batch_size must be finite for the planner")
     b = int(b)
-    depth = check_int("depth", depth)
-    if branch not in BRANCHES:
-        raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
-    check_int("branch_depth", branch_depth)
-    scale = check_real("branch_scale", scale, minimum=0.0)
-    crit = check_real("criterion", criterion)
-    if not (math.isfinite(crit) and crit > 0):
-        raise InputError(f"criterion must be finite and > 0, got {criterion!r}")
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    if residual_network:
+        depth, branch_depth = check_residual_shape(depth, branch_depth, branch)
+        scale = check_real("branch_scale", scale, minimum=0.0)
+        crit = check_residual_scales(sigma_w, [scale], criterion)
+    else:
+        residual_only = {
+            "branch_depth": branch_depth != 1,
+            "branch": branch != "bn_first",
+            "branch_scale": scale_given,
+            "criterion": criterion != DEFAULT_CRITERION,
+        }
+        for name, given in residual_only.items():
+            if given:
+                raise InputError(
+                    f"{name} applies to residual networks only (residual_network=True); a plain network's depth is "
+                    "16 / ln max(lambda_G, lambda_W)"
+                )
+        depth, crit = check_int("depth", depth), DEFAULT_CRITERION
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     if knobs is not None:
         for old in set(knobs) & set(DEPRECATED_KNOBS):
@@ -181,8 +201,7 @@ def design_resolved(
         InputError: a knob that does not apply, or no knob reaches ``depth``.
     """
     scale, crit = branch_scale, criterion
-    chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
-    for knob in chosen:
+    for knob in knobs or []:
         if knob not in RANGES or (knob == "branch_scale" and not residual_network):
             allowed = tuple(k for k in RANGES if residual_network or k != "branch_scale")
             raise InputError(f"knobs: {knob!r} is not one of {allowed}")
@@ -206,13 +225,18 @@ def design_resolved(
         )  # fmt: skip
         return r.blocks[0]["log_grad_ratio"] <= crit, r.max_trainable_depth, r.lambda_G, r.exponent
 
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the kernels check every number they return
+        evaluate(settings)  # the given settings themselves (a constant phi, an overflow) are named, not searched past
+    chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
     options, unreachable = [], {}
     for knob in chosen:
         low, high, log_scale, high_is_nonlinear = RANGES[knob]
 
         def reaches(v: float, knob: str = knob) -> bool:
             try:
-                return evaluate(dict(settings, **{knob: v}))[0]
+                # the kernels check every number: overflow at a setting is their InputError, not a warning
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    return evaluate(dict(settings, **{knob: v}))[0]
             except InputError:  # e.g. a constant phi at this setting: not a usable design
                 return False
 

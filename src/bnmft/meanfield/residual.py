@@ -48,8 +48,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve, takes_parameter
-from ..options import check_batch_size, check_bn_options, check_int, check_real
+from ..options import check_batch_size, check_bn_options, check_in_range, check_int, check_real
 from .eps import chi_rule, moment_curves
+from .eps import solve as solve_eps
 from .moments import spherical_moments_resolved
 
 BRANCHES = ("bn_first", "linear_first")
@@ -66,6 +67,17 @@ EXACT_BLOCKS = 500
 MAX_SEARCH_DEPTH = 10**8
 #: blocks per vectorised chunk of that search
 CHUNK = 2**21
+#: sigma_w and the branch scale: sigma_w^2, a^2 sigma_w^2 and the stream variance over MAX_SEARCH_DEPTH blocks stay
+#: within double precision (as the simulator's float64 limits)
+SIGMA_W_RANGE = (1e-100, 1e100)
+MAX_BRANCH_SCALE = 1e100
+#: the criterion is a natural log of the gradient growth: e^700 is close to the largest double
+MAX_CRITERION = 700.0
+#: the largest branch depth K (each block evaluates K layers)
+MAX_BRANCH_DEPTH = 1000
+#: past EXACT_BLOCKS the search takes the first layer's e -> 0; a larger relative change of the block gain there
+#: means eps is still large against the stream variance and that limit would not be an approximation
+MAX_TAIL_EFFECT = 0.5
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,33 @@ def check_branch_scale(branch_scale, depth: int) -> tuple[float, ...]:
     return tuple(check_real("branch_scale", v, minimum=0.0) for v in values)
 
 
+def check_residual_shape(depth: Any, branch_depth: Any, branch: Any) -> tuple[int, int]:
+    """The shape of a residual network: ``depth`` blocks (1 .. MAX_DEPTH), ``branch_depth`` layers per branch
+    (1 .. MAX_BRANCH_DEPTH) and the branch kind (:data:`BRANCHES`); returns ``(depth, branch_depth)``."""
+    depth = check_int("depth", depth)
+    if depth > MAX_DEPTH:
+        raise InputError(f"depth must be <= {MAX_DEPTH} blocks for residual networks, got {depth}")
+    k = check_int("branch_depth", branch_depth)
+    if k > MAX_BRANCH_DEPTH:
+        raise InputError(f"branch_depth must be <= {MAX_BRANCH_DEPTH}, got {k}")
+    if branch not in BRANCHES:
+        raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    return depth, k
+
+
+def check_residual_scales(sigma_w: float, scales: Sequence[float], criterion: Any) -> float:
+    """sigma_w in :data:`SIGMA_W_RANGE`, branch scales <= :data:`MAX_BRANCH_SCALE` (both already checked finite) and
+    the criterion in (0, MAX_CRITERION]; returns the criterion as a float."""
+    why = "sigma_w^2 and the stream variance must stay within double precision"
+    check_in_range("sigma_w", sigma_w, *SIGMA_W_RANGE, f"residual networks: {why}")
+    check_in_range("branch_scale", max(scales, default=0.0), 0.0, MAX_BRANCH_SCALE, why)
+    crit = check_real("criterion", criterion)
+    return check_in_range(
+        "criterion", crit, 0.0, MAX_CRITERION, "a natural log of the gradient growth; e^700 is near the largest double",
+        open_low=True,
+    )  # fmt: skip
+
+
 def branch_scale_and_params(
     phi: Any, branch_scale: Any, params: dict[str, Any], *, stacklevel: int = 3
 ) -> tuple[Any, dict[str, Any]]:
@@ -240,7 +279,7 @@ class _Branch:
     def __call__(self, m: float | None) -> _Block:
         """m = None: the m -> infinity limit of the first layer (e -> 0), gains multiplied by m."""
         sw2 = self.sw2
-        mu_h = 1.0 if m is None else self.first_scale * m
+        mu_h = self.first_scale * (1.0 if m is None else m)  # the limit: gains times m (not first_scale m)
         layers: list[tuple[LayerValues, float]] = []
         for _ in range(self.k):
             v = self.layer(0.0 if m is None and not layers else self.eps / mu_h)
@@ -310,16 +349,10 @@ def residual_theory(
     if math.isinf(b):
         raise InputError("batch_size must be finite for residual networks (the block maps average over ||G h||)")
     b = int(b)
-    depth = check_int("depth", depth)
-    if depth > MAX_DEPTH:
-        raise InputError(f"depth must be <= {MAX_DEPTH} blocks, got {depth}")
-    k = check_int("branch_depth", branch_depth)
-    if k > 1000:
-        raise InputError(f"branch_depth must be <= 1000, got {k}")
-    if branch not in BRANCHES:
-        raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    depth, k = check_residual_shape(depth, branch_depth, branch)
     scales = check_branch_scale(scale, depth)
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
+    crit = check_residual_scales(sigma_w, scales, criterion)
     if gamma == 0:
         raise InputError("gamma must be nonzero: with gamma = 0, phi(gamma z + beta) is constant")
     q_in = check_real("input_variance", input_variance, positive=True)
@@ -328,9 +361,6 @@ def residual_theory(
         raise InputError(f"input_correlation must be in (-1/(B-1), 1) = ({-1 / (b - 1):.4g}, 1), got {c_in!r}")
     if output_gradient not in OUTPUT_GRADIENTS:
         raise InputError(f"output_gradient must be one of {OUTPUT_GRADIENTS}, got {output_gradient!r}")
-    crit = check_real("criterion", criterion)
-    if not (math.isfinite(crit) and crit > 0):
-        raise InputError(f"criterion must be finite and > 0, got {criterion!r}")
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     return residual_theory_resolved(
         base, effective, b, depth=depth, branch_depth=k, branch=branch,
@@ -360,25 +390,47 @@ def residual_theory_resolved(
     trainable_depth: bool,
 ) -> ResidualResult:
     """The kernel of :func:`residual_theory`: phi resolved (``effective = base(gamma z + beta)``), every setting
-    checked (``branch_scale`` one number, or a tuple of ``depth``). Internal code (the planner) calls this."""
+    checked (``branch_scale`` one number, or a tuple of ``depth``). Internal code (the planner) calls this.
+
+    Raises:
+        InputError: phi constant on the batch law, or numbers that leave double precision at these settings (every
+            number of the result is checked finite; nothing returns NaN).
+    """
     scales = (branch_scale,) * depth if isinstance(branch_scale, int | float) else tuple(branch_scale)
     mean_part = 1.0 if output_gradient == "iid" else 0.0
-    layer = _Layer(effective, b, eps > 0)
-    if layer.zero.F <= 1e-14 * max(layer.zero.Q, 1e-300):
-        raise InputError(f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g} is constant on the batch law")
-    branch_map = _Branch(layer, branch_depth, branch, eps, sigma_w)
-    sw2 = sigma_w * sigma_w
-    q_in, c_in = input_variance, input_correlation
-    m0, n0 = q_in * (1 - c_in), q_in * (1 + (b - 1) * c_in)
-    rows, blocks = block_rows(branch_map, scales, m0, n0, mean_part)
-    limit = branch_map(None)
-    exponent = limit.g / (sw2 * limit.F)
-    lam = _plain_rate(branch_map)
-    max_depth, notes = (
-        _trainable_depth(branch_map, blocks, scales, m0, b, sw2, criterion, mean_part)
-        if trainable_depth
-        else (None, [])
+    given = {"gamma": gamma, "beta": beta, "eps": eps, "sigma_w": sigma_w, "branch_scale": max(scales)}
+    defaults = {"gamma": 1.0, "beta": 0.0, "eps": 0.0, "sigma_w": 1.0, "branch_scale": 1.0}
+    overflow = InputError(
+        f"phi={base.name!r}, batch_size={b}, depth={depth}, branch_depth={branch_depth}"
+        + "".join(f", {k}={v:g}" for k, v in given.items() if v != defaults[k])
+        + ": the residual theory's numbers overflow double precision; use settings closer to the defaults"
     )
+    # overflow and invalid values are detected below (every number is checked finite), not printed as warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            layer = _Layer(effective, b, eps > 0)
+            if not all(math.isfinite(v) for v in asdict(layer.zero).values()):
+                raise overflow
+            if layer.zero.F <= 1e-14 * max(layer.zero.Q, 1e-300):
+                raise InputError(f"phi={base.name!r} with gamma={gamma:g}, beta={beta:g} is constant on the batch law")
+            branch_map = _Branch(layer, branch_depth, branch, eps, sigma_w)
+            sw2 = sigma_w * sigma_w
+            q_in, c_in = input_variance, input_correlation
+            m0, n0 = q_in * (1 - c_in), q_in * (1 + (b - 1) * c_in)
+            rows, blocks = block_rows(branch_map, scales, m0, n0, mean_part)
+            limit = branch_map(None)
+            exponent = limit.g / (sw2 * limit.F)
+            lam = _plain_rate(effective, branch_map)
+            max_depth, notes = (
+                _trainable_depth(branch_map, blocks, scales, m0, b, sw2, criterion, mean_part)
+                if trainable_depth
+                else (None, [])
+            )
+        except (OverflowError, ZeroDivisionError) as err:
+            raise overflow from err
+    numbers = [exponent, lam] + [v for row in rows for v in row.values() if isinstance(v, float)]
+    if not all(math.isfinite(v) for v in numbers):
+        raise overflow
     return ResidualResult(
         phi=base.name,
         batch_size=b,
@@ -438,22 +490,13 @@ def block_rows(
     return rows, blocks
 
 
-def _plain_rate(branch_map: _Branch) -> float:
-    """lambda_G of the plain network at the same eps and sigma_w: the per-layer gain at its fixed point (the
-    stationary phase; eps = 0: lam_hat / mu*)."""
+def _plain_rate(effective: Nonlinearity, branch_map: _Branch) -> float:
+    """lambda_G of the plain network at the same eps and sigma_w (eps = 0: lam_hat / mu*; eps > 0: the eps theory at
+    kappa = eps / sigma_w^2, :func:`bnmft.eps_theory`, in both phases)."""
     layer, sw2, eps = branch_map.layer, branch_map.sw2, branch_map.eps
     if eps == 0:
         return layer.zero.lam_hat / layer.zero.F
-    mu = layer.zero.F  # iterate the forward map mu -> F(eps / (sigma_w^2 mu)) to its fixed point
-    for _ in range(10_000):
-        new = layer(eps / (sw2 * mu)).F
-        if abs(new - mu) <= 1e-13 * mu or new < 1e-300:
-            mu = new
-            break
-        mu = new
-    if mu < 1e-300:
-        return math.nan
-    return layer(eps / (sw2 * mu)).lam_hat / mu
+    return solve_eps(effective, branch_map.b, eps / sw2).lambda_G
 
 
 def _trainable_depth(branch_map, known, alphas, m0, b, sw2, crit, mean_part) -> tuple[int | None, list[str]]:
@@ -465,21 +508,29 @@ def _trainable_depth(branch_map, known, alphas, m0, b, sw2, crit, mean_part) -> 
     notes: list[str] = []
     alpha_tail = alphas[-1]
     log_target = math.log(((b - 1 + mean_part) * math.exp(crit) - mean_part) / (b - 1))  # ln a_0 at the criterion
-    log_p, s_sum, m, block = 0.0, 0.0, m0, 0
+    log_p, ratio, m, block = 0.0, 0.0, m0, 0  # ln P_D and S_D / P_D (no exp(ln P_D) that could overflow)
     exact_until = max(len(alphas), EXACT_BLOCKS) if branch_map.eps > 0 else len(alphas)
     while block < exact_until:
         a2 = (alphas[block] if block < len(alphas) else alpha_tail) ** 2
         blk = known[block] if block < len(known) else branch_map(m)
-        s_sum += a2 * blk.u * mean_part * math.exp(log_p)
+        ratio = (ratio + a2 * blk.u * mean_part) / (1.0 + a2 * blk.g)
         log_p += math.log1p(a2 * blk.g)
         m += a2 * sw2 * blk.F
         block += 1
-        if math.log(math.exp(log_p) + s_sum) > log_target:
+        if log_p + math.log1p(ratio) > log_target:
             return block - 1, notes
+    s_sum = ratio * math.exp(log_p)  # log_p <= log_target <= MAX_CRITERION + ln 2 here
     limit = branch_map(None)
     if branch_map.eps > 0:
         here = branch_map(m)
         delta = abs(here.g * m - limit.g) / limit.g
+        if not delta <= MAX_TAIL_EFFECT:
+            raise InputError(
+                f"eps={branch_map.eps:g} is too large for the trainable-depth search: after {block} blocks the stream "
+                f"variance is {m:.3g}, eps/m = {branch_map.eps / m:.2g} still changes the block gain by "
+                f"{min(delta, 1.0):.0%} (allowed: up to {MAX_TAIL_EFFECT:.0%}); use a smaller eps, or a larger "
+                "sigma_w or branch scale"
+            )
         notes.append(
             f"trainable depth past block {block}: the first layer's e = eps/m (<= {branch_map.eps / m:.2g}) "
             "taken as 0; "
@@ -495,9 +546,13 @@ def _trainable_depth(branch_map, known, alphas, m0, b, sw2, crit, mean_part) -> 
         count = min(count, MAX_SEARCH_DEPTH - block)
         ms = m + step * np.arange(count)
         cum = log_p + np.concatenate([[0.0], np.cumsum(np.log1p(a2 * limit.g / ms))])
-        s_cum = s_sum + np.cumsum(a2 * (limit.u * mean_part / ms) * np.exp(cum[:-1]))
-        over = np.nonzero(np.log(np.exp(cum[1:]) + s_cum) > log_target)[0]
+        coef = a2 * limit.u * mean_part / ms
+        s_cum = s_sum + np.cumsum(np.where(coef == 0, 0.0, coef * np.exp(cum[:-1])))  # no 0 * inf
+        log_a0 = np.log(np.exp(cum[1:]) + s_cum)  # +inf where exp overflows: beyond any criterion <= 700
+        over = np.nonzero(~(log_a0 <= log_target))[0]
         if over.size:
+            if math.isnan(log_a0[over[0]]):
+                raise OverflowError("the trainable-depth search left double precision")
             return block + int(over[0]), notes
         log_p, s_sum, m = float(cum[-1]), float(s_cum[-1]), float(ms[-1] + step)
         block += count

@@ -67,18 +67,20 @@ def text(data: dict) -> str:
         f"The paper's appendix at initialisation: a VGG-style stack ({p['channels']} channels, {p['image']}x"
         f"{p['image']} inputs, batch 8, VGG19's pooling, zero padding), probed with `bnmft.probe` ({p['seeds']} "
         "networks per point); measured ln gradient growth from the last BN layer to the first, and the theory's "
-        "(the sum over BN layers of the mean-field rate at each layer's measured state).",
+        "(the sum over BN layers of the mean-field rate at each layer's measured state), and the whole-model "
+        "prediction from the graph (`bnmft predict`, docs/graph.md: zero padding, max pooling and eps modelled).",
         "",
         "![VGG gradients](vgg_gradients.png)",
         "",
-        f"| beta | eps | measured growth at depth {deepest} | s.e. | theory |",
-        "|---|---|---|---|---|",
+        f"| beta | eps | measured growth at depth {deepest} | s.e. | per-layer theory | graph prediction |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["depth"] == deepest:
             t = "-" if r["log_growth_theory"] is None else f"{r['log_growth_theory']:.2f}"
+            g = "-" if r.get("log_growth_graph") is None else f"{r['log_growth_graph']:.2f}"
             lines.append(
-                f"| {r['beta']:g} | {r['eps']:g} | {r['log_growth']:.2f} | {r['log_growth_stderr']:.2f} | {t} |"
+                f"| {r['beta']:g} | {r['eps']:g} | {r['log_growth']:.2f} | {r['log_growth_stderr']:.2f} | {t} | {g} |"
             )
     note = ". Large eps turns the explosion into vanishing gradients (BN's collapsed phase, docs/theory.md section 6)."
     lines += ["", claims(data)[0].quote("Here, at initialisation", note), ""]

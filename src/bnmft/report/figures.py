@@ -326,12 +326,15 @@ def vgg_appendix(out: Path, preset: str = "quick") -> dict:
             theory_values = [r["log_growth_theory"] for r in sel]
             if all(v is not None for v in theory_values):
                 ax.plot(d, theory_values, "--", color=f"C{i}", lw=1)
+            graph_values = [r.get("log_growth_graph") for r in sel]
+            if all(v is not None for v in graph_values):
+                ax.plot(d, graph_values, ":", marker="x", color=f"C{i}", lw=1.5)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_title(f"beta = {beta:g}")
         ax.set_xlabel("conv-BN-relu layers (VGG19 layout)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel(r"$\ln(\|\partial L/\partial y^1\|^2 / \|\partial L/\partial y^L\|^2)$ (BN outputs)")
-    axes[0].legend(fontsize=8, title="points: measured; dashed: theory")
+    axes[0].legend(fontsize=8, title="points: measured; dashed: per-layer theory;\ndotted x: graph prediction")
     fig.suptitle(f"VGG-style stack at init: {p['channels']} channels, {p['image']}x{p['image']} inputs, batch 8",
                  fontsize=10)  # fmt: skip
     save_figure(fig, out / "vgg_gradients.png")

@@ -444,6 +444,23 @@ def _stacked_theory(bn: list[dict]) -> dict[str, float]:
     return out
 
 
+def plot_prediction(norm_layers: list[dict], growth: float | None, path: str | Path, title: str = "") -> Path:
+    """A graph prediction (:func:`bnmft.simulate.predict_model`): each BN layer's predicted ln squared gradient
+    norm over the last one's, in forward order."""
+    plt = load_pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(norm_layers)), 4.5), constrained_layout=True)
+    x = list(range(len(norm_layers)))
+    ax.plot(x, [float("nan") if b["log_grad_ratio"] is None else b["log_grad_ratio"] for b in norm_layers], "o-",
+            ms=3, color="k", label="predicted (mean field of the graph)")  # fmt: skip
+    ax.set_xticks(x, [b["name"] for b in norm_layers], rotation=80, fontsize=5)
+    ax.set_xlabel("BN layer (forward order)")
+    ax.set_ylabel(r"$\ln(\|\partial L/\partial\,\mathrm{BN}\|^2 / \|\partial L/\partial\,\mathrm{BN_{last}}\|^2)$")
+    total = "" if growth is None else f"predicted total ln growth {growth:.3g}"
+    ax.set_title(f"{title}  {total}".strip(), fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, Path(path))
+
+
 def plot_probe(result, path: str | Path) -> Path:
     """A probed model (:func:`bnmft.probe`) along its graph: per BN layer (forward order) ln of its squared gradient
     norm over the last BN layer's (``log_grad_ratio``, 2-standard-error bars with draws) beside the theory stacked
@@ -464,9 +481,13 @@ def plot_probe(result, path: str | Path) -> Path:
 
     ax_g.errorbar(x, values(bn, "log_grad_ratio"), yerr=errors(bn, "log_grad_ratio"), fmt="o-", ms=4, color="C0",
                   label="measured")  # fmt: skip
-    stacked = _stacked_theory(bn)
-    ax_g.plot(x, [stacked.get(n, float("nan")) for n in names], "k_", ms=12, mew=2,
-              label=r"theory: $\sum \ln \lambda_G$ along the graph")  # fmt: skip
+    if any(b.get("predicted_log_grad_ratio") is not None for b in bn):
+        ax_g.plot(x, values(bn, "predicted_log_grad_ratio"), "k_", ms=12, mew=2,
+                  label="predicted from the graph (mean field)")  # fmt: skip
+    else:
+        stacked = _stacked_theory(bn)
+        ax_g.plot(x, [stacked.get(n, float("nan")) for n in names], "k_", ms=12, mew=2,
+                  label=r"theory: $\sum \ln \lambda_G$ along the graph")  # fmt: skip
     ax_g.set_ylabel(r"$\ln(\|\partial L/\partial\,\mathrm{BN}\|^2 / \|\partial L/\partial\,\mathrm{BN_{last}}\|^2)$")
     ax_r.errorbar(x, values(bn, "measured_rate"), yerr=errors(bn, "measured_rate"), fmt="o", ms=4, color="C0",
                   label="measured (vs the BN layer upstream)")  # fmt: skip

@@ -8,12 +8,15 @@ predicts. Importing this subpackage imports torch; ``import bnmft`` does not.
 * :mod:`.conv` - convolutional BN networks (:func:`simulate_conv`);
 * :mod:`.runner` - the one run skeleton the three families plug into (chunks, memory check, seed, progress,
   statistics, tidy tables);
-* :mod:`.model_probe` - :func:`probe`: any PyTorch model, layer by layer, against the theory.
+* :mod:`.model_probe` - :func:`probe`: any PyTorch model, layer by layer, against the theory;
+* :mod:`.model_graph` - :func:`predict_model`: a model's mean field from its graph (the torch adapter of
+  :mod:`bnmft.meanfield.graph`); :mod:`.model_zoo` - torchvision-style BN models built from torch layers.
 """
 
 from .conv import ConvSimulation, simulate_conv
 from .extrapolation import WidthExtrapolation, WidthFit
 from .mlp import BatchSummary, SimulationConfig, SimulationResult, simulate_mlp
+from .model_graph import predict_model
 from .model_probe import ProbeResult, probe
 from .network import NetworkSpec, run_ensemble
 from .residual import ResidualSimulation, simulate_residual
@@ -31,6 +34,7 @@ __all__ = [
     "WidthExtrapolation",
     "WidthFit",
     "growth_rates",
+    "predict_model",
     "probe",
     "run_ensemble",
     "simulate_conv",

@@ -328,6 +328,18 @@ def _one_draw(model, inputs, loss, seed, graph, block_names, classes):
     return rows, bn_layers, blocks, growth, notes
 
 
+def _predict(model: torch.nn.Module, inputs: torch.Tensor, seed: int):
+    """The graph prediction at the inputs' shape, batch size and moments (notes say why where there is none)."""
+    from .model_graph import predict_model
+
+    x = inputs.detach().double()
+    moments = (float(x.mean()), float(x.pow(2).mean()))
+    try:
+        return predict_model(model, tuple(inputs.shape[1:]), int(inputs.shape[0]), input_moments=moments, seed=seed)
+    except InputError as err:  # no graph (torch.fx cannot trace it), or degenerate inputs: measured only
+        return None, [f"no prediction: {err}"]
+
+
 def _step_loss(loss, labels):
     if loss is not None:
         return loss
@@ -357,6 +369,7 @@ def probe(
     lr: float = 0.01,
     seed: int = 0,
     draws: int = 1,
+    predict: bool = True,
 ) -> ProbeResult:
     """Probe ``model`` on ``inputs`` of shape (B, ...) (module docstring); the model itself is never modified.
 
@@ -368,6 +381,10 @@ def probe(
         labels: (B,) integer class labels: the default step loss is then the cross-entropy against them.
         steps, lr: SGD steps on a copy after the measurement (the default step loss in the module docstring;
             lr 0.01).
+        predict: also predict every BatchNorm layer's ln gradient ratio from the graph
+            (:func:`~bnmft.simulate.model_graph.predict_model`, at the inputs' mean and second moment):
+            ``bn_layers[].predicted_log_grad_ratio`` and ``growth["predicted"]`` (None with a note where the graph
+            has a node without a mean-field rule).
         draws: K >= 1; K > 1 measures K fresh initialisations (a module: its layers' ``reset_parameters``, torch's
             default initialisation; a factory: its own) and reports means with standard errors.
 
@@ -399,6 +416,7 @@ def probe(
     work = copy.deepcopy(model)  # the user's model is never touched
     work.train()
     graph = analyse(work)
+    prediction, predict_notes = _predict(work, inputs, seed) if predict else (None, [])
     classes = {n: type(m).__name__ for n, m in work.named_modules()}
     block_names = [*graph.blocks, *graph.stages]
     results = [_one_draw(work, inputs, loss, seed, graph, block_names, classes)]
@@ -415,7 +433,12 @@ def probe(
     blocks = _average([r[2] for r in results], ("growth",))
     growth = _average([[r[3]] for r in results], ("measured",))[0]
     notes = [f"mode: {ProbeResult.mode}; graph: {'torch.fx' if graph.traced else 'hooks (call order)'}"]
-    notes += graph.notes + list(dict.fromkeys(n for r in results for n in r[4]))
+    notes += graph.notes + list(dict.fromkeys(n for r in results for n in r[4])) + predict_notes
+    if prediction is not None:
+        predicted = {n["name"]: n["log_grad_ratio"] for n in prediction.norm_layers}
+        for b in bn_layers:
+            b["predicted_log_grad_ratio"] = predicted.get(b["name"])
+        growth["predicted"] = prediction.growth
     if not any(is_norm(m) for m in work.modules()):
         notes.append("no normalisation layer: the gradient profile of the Linear/Conv layers only, no theory")
     for row in rows:

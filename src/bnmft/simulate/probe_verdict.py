@@ -163,12 +163,17 @@ def _changes(unit: dict, target: int, blocks: list[dict]) -> tuple[list[dict], s
 
 
 def make_verdict(growth: dict, blocks: list[dict], bn_layers: list[dict], criterion: float = CRITERION) -> dict:
-    """The verdict object (module docstring): ``criterion``, ``log_growth``, ``trainable``, ``margin``
+    """The verdict object (module docstring): ``source`` (``measured``, or ``predicted`` when only the graph
+    prediction is there), ``criterion``, ``log_growth``, ``trainable``, ``margin``
     (criterion - growth), ``concentrated_in`` (blocks with the largest growth, their share of the total),
     ``unit`` (the repeated unit and its ``predicted_max_depth``), ``changes`` and a one-line ``summary``."""
     g = growth.get("measured")
-    out: dict = {"criterion": criterion, "log_growth": g, "trainable": None, "margin": None, "concentrated_in": [],
-                 "unit": None, "changes": [], "summary": ""}  # fmt: skip
+    source = "measured"
+    if g is None and growth.get("predicted") is not None:  # bnmft predict: no measurement, the graph prediction
+        g, source = growth["predicted"], "predicted"
+    out: dict = {"source": source, "predicted_log_growth": growth.get("predicted"), "criterion": criterion,
+                 "log_growth": g, "trainable": None, "margin": None, "concentrated_in": [], "unit": None,
+                 "changes": [], "summary": ""}  # fmt: skip
     if g is None:
         out["summary"] = "no gradient growth measured (fewer than two normalisation layers)"
         return out
@@ -182,7 +187,8 @@ def make_verdict(growth: dict, blocks: list[dict], bn_layers: list[dict], criter
             out["concentrated_in"].append({"name": b["name"], "growth": b["growth"], "share": b["growth"] / positive})
     unit = _unit([b for b in blocks if b["level"] == "block"], bn_layers)
     verb = "trainable" if out["trainable"] else "NOT trainable"
-    summary = f"ln gradient growth {g:.3g} vs criterion {criterion:g}: {verb} with SGD (margin {criterion - g:.3g})"
+    summary = (f"{'predicted ' if source == 'predicted' else ''}ln gradient growth {g:.3g} vs criterion "
+               f"{criterion:g}: {verb} with SGD (margin {criterion - g:.3g})")  # fmt: skip
     if unit is not None:
         depth, why = _unit_depth(unit)
         unit["predicted_max_depth"] = depth

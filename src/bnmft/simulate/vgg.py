@@ -7,7 +7,9 @@ BatchNorm2d(eps, bias initialised to beta) -> ReLU``, with 2x2 max-pooling after
 explosion is ``ln(||dL/d BN_1 out||^2 / ||dL/d BN_L out||^2)`` (the sum of the probe's per-block log rates); the
 prediction is the sum of the theory's log rates over the same blocks (each BN layer's phi = relu(z + beta), its
 batch x positions, and eps relative to its measured input variance): the periodic-padding conv theory, so zero
-padding and pooling make it an approximation, whose error the figure shows.
+padding and pooling make it an approximation, whose error the figure shows. ``log_growth_graph``: the whole-model
+mean-field prediction from the graph (:func:`~bnmft.simulate.model_graph.predict_model`, docs/graph.md), which
+models zero padding, max pooling and eps.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def gradient_explosion(
     for beta in betas:
         for eps in eps_values:
             for depth in depths:
-                measured, predicted = [], []
+                measured, predicted, graph = [], [], []
                 for seed in range(seeds):
                     torch.manual_seed(seed)
                     model = vgg_stack(depth, channels, beta, eps, image)
@@ -65,6 +67,8 @@ def gradient_explosion(
                     result = probe(model, inputs, seed=seed)
                     bns = result.bn_layers[1:]
                     measured.append(sum(math.log(b["measured_rate"]) for b in bns))
+                    if result.growth.get("predicted") is not None:
+                        graph.append(result.growth["predicted"])
                     if all(b["theory_rate"] is not None for b in bns):
                         predicted.append(sum(math.log(b["theory_rate"]) for b in bns))
                 m = np.array(measured)
@@ -80,6 +84,7 @@ def gradient_explosion(
                         "log_growth": float(m.mean()),
                         "log_growth_stderr": float(m.std(ddof=1) / math.sqrt(len(m))) if len(m) > 1 else math.inf,
                         "log_growth_theory": float(np.mean(predicted)) if predicted else None,
+                        "log_growth_graph": float(np.mean(graph)) if graph else None,
                     }
                 )
     return rows
