@@ -6,6 +6,7 @@ wrong-kind paths, corrupt files of each kind the commands read), crossed with th
 """
 
 import json
+import os
 import sqlite3
 import sys
 
@@ -418,3 +419,121 @@ def test_a_valid_users_model_is_probed(user_models, capsys):
     assert main(["probe", "--model", f"{user_models['m']}:mlp", "-B", "8", "--json"]) == 0
     out = capsys.readouterr().out
     assert "NaN" not in out and json.loads(out)["bn_layers"][0]["theory_rate"] > 1
+
+
+# --- output formats and directories, allocations, long computations (issue 22): refused before any work, by name
+
+WORK = {  # argument lists whose work takes from half a minute to hours: each refusal below comes before it
+    "theory": ["theory", "--phi", "relu", "-B", "8"],
+    "symmetry": ["symmetry", "-B", "8"],
+    "propagate": ["propagate", "--phi", "tanh", "--input", "{d}/batch.npy", "--depth", "10000"],
+    "residual": ["residual", "--phi", "relu", "-B", "8", "-D", "100000"],
+    "conv": ["conv", "--phi", "relu", "-B", "1", "--spatial", "8x8", "--padding", "zero"],
+    "probe": ["probe", "--model", "tests.simulate.test_probe_data:bn_mlp", "-B", "4"],
+}
+REFUSED_EARLY = [
+    *[([*argv, "--plot", "{d}/x.xyz"], "--plot: a figure's name must end in one of .png") for argv in WORK.values()],
+    ([*WORK["theory"], "--plot", "{d}/plot.png.v2"], "--plot: a figure's name"),
+    (["heatmap", "--store", "{d}/noacc.db", "--out", "{d}/hm.xyz"], "--out: a figure's name must end in one of"),
+    ([*WORK["theory"], "--plot", "/proc/no/such/dir/p.png"], "--plot: cannot"),
+    (["conv", "--phi", "relu", "-B", "1", "--spatial", "2x2", "--kernel", "100001", "--padding", "zero"],
+     "kernel must be <= 3 with zero padding"),
+    (["conv", "--phi", "relu", "-B", "1", "--spatial", "2x2", "--kernel", "1" * 25, "--padding", "zero"],
+     "kernel must be <= 3 with zero padding"),
+    (["conv", "--phi", "relu", "-B", "4", "--spatial", "2x2", "--padding", "zero", "--samples", "1000000000"],
+     "samples: zero padding's theory (1000000000 Monte Carlo samples over 16 pairs) needs about"),
+    (["conv", "--phi", "tanh", "-B", "1", "--spatial", "32x32", "--padding", "zero"],
+     "samples: zero padding's theory (20000 Monte Carlo samples over 1024 pairs)"),  # 1.5 GiB (1 GiB here)
+    (["probe", "--model", "torch.nn:ReLU", "-B", "64", "--input-shape", "10000x10000"], "--input-shape: the probe's"),
+    (["probe", "--model", "{m}:wide", "-B", "10000"], "--batch-size: the probe's batch (10000 examples of 8 values, "
+     "1000000 outputs each in the first layer) needs about"),
+    (["residual", "--phi", "relu", "-B", "8", "--depth", "100000", "-K", "1000"], "depth x branch_depth must be <="),
+    (["design", "--phi", "relu", "-B", "8", "--residual", "--depth", "100000", "-K", "1000"],
+     "depth x branch_depth must be <= 1e+07 layers"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def wide_model(tmp_path, monkeypatch):
+    """A module holding ``wide``: a first Linear layer of a million outputs (its weights are 32 MB)."""
+    name = f"wide_{tmp_path.name.replace('-', '_').lower()}"
+    (tmp_path / f"{name}.py").write_text(
+        "import torch\n\ndef wide():\n    return torch.nn.Sequential(torch.nn.Linear(8, 10**6), torch.nn.ReLU())\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return name
+
+
+@pytest.mark.parametrize(("argv", "named"), REFUSED_EARLY, ids=[" ".join(a)[:80] for a, _ in REFUSED_EARLY])
+def test_outputs_and_allocations_are_refused_before_the_work(argv, named, files, wide_model, capsys, monkeypatch):
+    import time
+
+    import bnmft.options
+
+    monkeypatch.setattr(bnmft.options, "available_memory", lambda: 2**30)  # the same answer on every machine
+    argv = [a.format(d=files, m=wide_model) for a in argv]
+    start = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", (code, out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err and named in err, err
+    assert elapsed < 10, f"{elapsed:.1f} s: refused after the work, not before"
+    assert not (files / "x.xyz").exists() and not (files / "hm.xyz").exists()
+
+
+def test_missing_output_directories_are_created(files, tmp_path, capsys):
+    save, plot = tmp_path / "new" / "a" / "grams.npz", tmp_path / "new" / "b" / "c" / "layers"
+    argv = ["propagate", "--phi", "relu", "--input", f"{files}/batch.npy", "--depth", "2"]
+    assert main([*argv, "--save", str(save), "--plot", str(plot)]) == 0
+    assert save.is_file() and plot.with_suffix(".png").is_file()  # a bare figure name gets .png
+    assert main(["theory", "--phi", "relu", "-B", "8", "--plot", str(tmp_path / "new" / "T.PDF")]) == 0
+    assert (tmp_path / "new" / "T.PDF").read_bytes().startswith(b"%PDF")
+    capsys.readouterr()
+
+
+def test_memory_check_respects_ulimit_v(tmp_path):
+    """Under ``ulimit -v`` (RLIMIT_AS) the memory available is what the process may still map, not the machine's."""
+    import resource
+    import subprocess
+
+    limit = 3 * 2**30  # below the 3.6 GiB asked for, far below the machine's memory
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    argv = ["conv", "--phi", "relu", "-B", "4", "--spatial", "2x2", "--padding", "zero", "--samples", "5000000"]
+    run = subprocess.run([sys.executable, "-m", "bnmft.cli", *argv], capture_output=True, text=True, timeout=60,
+                         preexec_fn=cap, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "samples: zero padding's theory" in run.stderr and "Traceback" not in run.stderr
+    free = float(run.stderr.split(" GiB are available")[0].rsplit(" ", 1)[1])
+    assert 0 <= free < limit / 2**30, run.stderr
+
+
+def test_long_work_reports_progress_and_ctrl_c_exits_130(capsys):
+    """Residual design searches and zero-padding conv theory report their iterations, and Ctrl-C ends them with
+    exit status 130 and one line."""
+    import signal
+    import threading
+    import time
+
+    from bnmft import design
+    from bnmft.meanfield.conv import conv_theory
+
+    for run in (lambda p: design("tanh", 8, 50, residual_network=True, progress=p),
+                lambda p: conv_theory("relu", 1, spatial=(2, 2), padding="zero", samples=64, progress=p)):  # fmt: skip
+        calls: list[tuple[int, int]] = []
+        run(lambda done, total, calls=calls: calls.append((done, total)))
+        done = [d for d, _ in calls]
+        assert len(calls) > 3 and done == sorted(done) and calls[-1][0] == calls[-1][1], calls
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    timer.start()
+    try:
+        code = main(["design", "--phi", "relu", "-B", "8", "--residual", "--depth", "100000"])  # minutes of work
+    finally:
+        timer.cancel()
+    assert code == 130 and time.perf_counter() - start < 10
+    assert capsys.readouterr().err == "bnmft: interrupted\n"

@@ -263,6 +263,8 @@ def test_residual_trainable_depth_is_the_exact_crossing(branch):
     ("kwargs", "argument"),
     [
         ({"beta": 1e308}, "beta=1e+308"),
+        ({"phi": "relu", "beta": 1e308}, "beta=1e+308"),
+        ({"phi": "relu", "beta": 1e308, "residual_network": True}, "beta=1e+308"),
         ({"gamma": 0.0, "knobs": ["beta"]}, "gamma"),
         ({"residual_network": True, "depth": 100_001}, "depth must be <= 100000"),
         ({"phi": "alpha_relu", "alpha": -1.0, "residual_network": True}, "alpha must be > 0"),

@@ -58,6 +58,9 @@ def test_reproduce_writes_everything(run):
         "heatmap_tiny_resnet_vs_plain.png",
         "tiny_resnet_vs_plain.png",
         "residual_simulation.png",
+        "models_prediction.png",
+        "models_prediction.csv",
+        "models_profiles.csv",
         "residual_simulation.csv",
         "vgg_gradients.png",
         "vgg_gradients.csv",
@@ -104,11 +107,13 @@ def test_the_report_opens_with_a_summary_that_is_true(run):
     quotes = re.findall(r"^> \*\*(?:Paper|Ours)[^*]*:\*\* .*\*\*Here[^*]*:\*\* (.*)$", report, flags=re.M)
     claim_row = r"^\| (\*\*(?:Paper|Ours)[^|]*) \| ([^|]*) \| ([^|]*) \| \[[^]]+\]\(#([^)]+)\) \|$"
     claims = re.findall(claim_row, summary, flags=re.M)
-    assert len(claims) == len(quotes) == 4  # tiny: Fig 1a, the VGG appendix, two sweeps
+    assert len(claims) == len(quotes) == 5  # tiny: Fig 1a, the VGG appendix, whole models, two sweeps
     for (_, verdict, _, _), quoted in zip(claims, quotes, strict=True):
         assert quoted.startswith(verdict)
     # the Fig 1a ratio is the median of simulated / theory lambda_G over the rows of the Fig 1a table
-    fig1a = re.findall(r"^\| (\d+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [\d.]+ \|$", report, flags=re.M)
+    simulation = next(part for part in report.split("\n## ") if part.startswith("Finite-width simulations"))
+    row = r"^\| (\d+) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [\d.]+ \|$"
+    fig1a = re.findall(row, simulation, flags=re.M)
     assert len(fig1a) == 12
     ratio = statistics.median(float(sim) / float(theory) for _, sim, theory in fig1a)
     measured = next(c[2] for c in claims if "(Fig 1a)" in c[0])
@@ -168,7 +173,8 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     cached = sorted((run / ".cache").glob("*.json"))
-    assert len(cached) == 8  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, residual networks, VGG stack
+    assert len(cached) == 9  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, residual networks, VGG stack,
+    # the whole models
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"
     before = figure.stat().st_mtime_ns

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +109,28 @@ def check_seed(value: Any, name: str = "seed") -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (psutil where installed, else the physical memory)."""
+    """Bytes of memory available now: the machine's (psutil where installed, else the physical memory), and no more
+    than this process may still map under ``ulimit -v`` (the soft ``RLIMIT_AS`` less the address space in use)."""
     try:
         import psutil
     except ImportError:  # psutil comes with dask's distributed; without it, the physical memory
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(psutil.virtual_memory().available)
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        free = int(psutil.virtual_memory().available)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        free = min(free, max(0, soft - _address_space_in_use()))
+    return free
+
+
+def _address_space_in_use() -> int:
+    """Bytes of address space this process maps now (what RLIMIT_AS counts): /proc/self/statm's first field; 0
+    where there is no /proc (then the soft limit alone bounds the estimate)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: no way to tell without psutil's platform code
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_memory(needed: float, what: str, name: str) -> None:
@@ -126,18 +143,25 @@ def check_memory(needed: float, what: str, name: str) -> None:
         )
 
 
+#: the figure formats ``--plot`` and ``heatmap --out`` write: matplotlib's, less those needing LaTeX (pgf) or giving
+#: raw pixel buffers (raw, rgba)
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".svgz", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
 def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = False, suffix: str = "") -> Path:
-    """An output path that can be written, checked before any work starts.
+    """An output path that can be written, checked before any work starts; missing directories are created here
+    (like ``mkdir -p``), so every command writes into them the same way.
 
     Args:
-        path: a file (or, with ``directory``, a directory, created if missing).
+        path: a file (or, with ``directory``, a directory).
         name: the argument, for the message (e.g. ``"--plot"``).
         suffix: added to a file name without one (what matplotlib would do silently), so the path reported is
-            the path written.
+            the path written. A figure's (``suffix`` one of :data:`FIGURE_SUFFIXES`) name must end in one of them.
 
     Returns:
-        The path to write. Missing parent directories are fine (they are created); a parent that is a file, an
-        existing directory given for a file (or a file for a directory), or an unwritable place is an InputError.
+        The path to write, its directory (with ``directory``: itself) created. A figure format matplotlib cannot
+        write, a parent that is a file, an existing directory given for a file (or a file for a directory), or an
+        unwritable place is an InputError.
     """
     target = Path(path)
     if not str(path).strip():
@@ -150,6 +174,11 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
             raise InputError(f"{name}: {str(path)!r} is a directory; give a file name")
         if suffix and not target.suffix and not target.exists():
             target = target.with_suffix(suffix)
+        if suffix in FIGURE_SUFFIXES and target.suffix.lower() not in FIGURE_SUFFIXES:
+            raise InputError(
+                f"{name}: a figure's name must end in one of {', '.join(FIGURE_SUFFIXES)} (the formats matplotlib "
+                f"writes), got {str(path)!r}"
+            )
     existing = target if target.exists() else target.parent
     while not existing.exists():
         existing = existing.parent
@@ -157,6 +186,11 @@ def check_output_path(path: str | os.PathLike, name: str, *, directory: bool = F
         raise InputError(f"{name}: cannot write {str(target)!r}: {str(existing)!r} is a file, not a directory")
     if not os.access(existing, os.W_OK):
         raise InputError(f"{name}: cannot write {str(target)!r}: {str(existing)!r} is not writable")
+    folder = target if directory else target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. under /proc, or a full disk: the user's place, reported as bad input
+        raise InputError(f"{name}: cannot create the directory {str(folder)!r}: {err.strerror}") from None
     return target
 
 
@@ -203,6 +237,7 @@ def check_batch_size(batch_size: Any) -> float:
 
 __all__ = [
     "BN_OPTIONS",
+    "FIGURE_SUFFIXES",
     "MAX_BATCH",
     "MAX_SEED",
     "MIN_BATCH",

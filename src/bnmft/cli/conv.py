@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..errors import InputError
-from ..options import check_int, check_seed
+from ..options import FIGURE_SUFFIXES, check_int, check_memory, check_seed
 from .arguments import bn_option, finite_float, phi_params, positive_int
 
 T = TypeVar("T")
@@ -105,11 +105,12 @@ def cmd_conv(args) -> int:
     eps_values = args.eps or [0.0]
     samples = 20_000 if args.samples is None else args.samples
     pairs = [(b, e) for b in args.batch_size for e in eps_values]
-    results = [
-        conv_theory(phi, b, spatial=spatial, kernel=args.kernel, padding=args.padding, eps=e,
-                    sigma_w=args.sigma_w, gamma=args.gamma, beta=args.beta, samples=samples)
-        for b, e in pairs
-    ]  # fmt: skip
+    results = []
+    for b, e in pairs:  # zero padding iterates (minutes from about 64 pairs): a progress bar on stderr
+        with _iterations_bar(f"B = {b}", args.padding == "zero" and args.kernel > 1) as bar:
+            results.append(conv_theory(phi, b, spatial=spatial, kernel=args.kernel, padding=args.padding, eps=e,
+                                       sigma_w=args.sigma_w, gamma=args.gamma, beta=args.beta, samples=samples,
+                                       progress=lambda done, total, bar=bar: bar.update(done - bar.n)))  # fmt: skip
     sims = _simulate(args, pairs, spatial, phi) if simulating else None
     if args.plot:
         from ..report.plots import plot_conv
@@ -152,6 +153,17 @@ def cmd_conv(args) -> int:
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
+
+
+def _iterations_bar(desc: str, shown: bool):
+    """A tqdm bar on stderr (on a terminal) over zero padding's iterations: the forward's, then the backward's power
+    iterations (FORWARD_ITERATIONS + 4 POWER_ITERATIONS at most; one that converges early skips ahead)."""
+    from tqdm import tqdm
+
+    from ..meanfield.conv import FORWARD_ITERATIONS, POWER_ITERATIONS
+
+    total = FORWARD_ITERATIONS + 4 * POWER_ITERATIONS
+    return tqdm(total=total, desc=desc, unit="it", disable=None if shown else True, file=sys.stderr)
 
 
 def _simulate(args, pairs: list[tuple[int, float]], spatial: tuple[int, ...], phi) -> list:
@@ -269,8 +281,28 @@ def input_shape_arg(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-#: the figure formats --plot writes (matplotlib's common ones)
-PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+#: the figure formats --plot writes (checked by bnmft.options.check_output_path before any work)
+PLOT_SUFFIXES = FIGURE_SUFFIXES
+
+
+def _check_probe_memory(model, batch: int, shape: tuple[int, ...] | None) -> None:
+    """Refuse, before any input is drawn, a batch that cannot fit: a lower bound of the probe's memory, the float32
+    inputs and the first layer's outputs and their gradients (a Linear's features, or a conv's channels at the
+    input's positions over its stride); the rest depends on the user's model."""
+    modules = list(model.modules()) if callable(getattr(model, "modules", None)) else []
+    first = next((m for m in modules if isinstance(getattr(m, "out_features", getattr(m, "out_channels", None)), int)),
+                 None)  # fmt: skip
+    inputs = math.prod(shape) if shape else getattr(first, "in_features", 0)
+    outputs = 0
+    if first is not None and hasattr(first, "out_features"):
+        outputs = first.out_features
+    elif first is not None:
+        stride = getattr(first, "stride", 1)
+        strides = math.prod(stride) if isinstance(stride, tuple) else stride
+        outputs = first.out_channels * max(1, math.prod(shape[1:]) // max(1, strides)) if shape else 0
+    name = "--input-shape" if shape and inputs >= outputs else "--batch-size"
+    check_memory(4.0 * batch * (inputs + 2 * outputs), f"the probe's batch ({batch} examples of {inputs} values, "
+                 f"{outputs} outputs each in the first layer)", name)  # fmt: skip
 
 
 def _fmt(value, spec: str = ".4g", stderr=None) -> str:
@@ -290,11 +322,10 @@ def cmd_probe(args) -> int:
     check_int("--batch-size", args.batch_size, 2)  # every statistic the probe records is over the batch
     check_seed(args.seed, "--seed")
     check_seed(args.seed + args.draws - 1, "--seed + --draws - 1")  # draw k is seeded with seed + k
-    if args.plot and not args.plot.lower().endswith(PLOT_SUFFIXES):
-        raise InputError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}, got {args.plot!r}")
     factory = load_factory(args.model)
     model = seeded_model(factory, args.seed, what=f"--model: {args.model}")
     shape = input_shape_arg(args.input_shape)
+    _check_probe_memory(model, args.batch_size, shape)
     labels = None
     if args.data:
         from ..experiments.data import probe_batch

@@ -191,24 +191,29 @@ def cmd_residual(args) -> int:
 
 
 def cmd_design(args) -> int:
+    from tqdm import tqdm
+
     from ..meanfield.planner import design
 
     params = cli_phi_params(args)
-    result = design(
-        args.phi,
-        args.batch_size,
-        args.depth,
-        residual_network=args.residual,
-        branch_depth=args.branch_depth,
-        branch=args.branch,
-        branch_scale=args.branch_scale,
-        eps=args.eps,
-        sigma_w=args.sigma_w,
-        gamma=args.gamma,
-        beta=args.beta,
-        knobs=args.knobs,
-        **params,
-    )
+    # a residual search evaluates the theory of D x K layers up to some 100 times: a progress bar on stderr
+    with tqdm(desc="theory evaluations", unit="eval", disable=None if args.residual else True, file=sys.stderr) as bar:
+        result = design(
+            args.phi,
+            args.batch_size,
+            args.depth,
+            residual_network=args.residual,
+            branch_depth=args.branch_depth,
+            branch=args.branch,
+            branch_scale=args.branch_scale,
+            eps=args.eps,
+            sigma_w=args.sigma_w,
+            gamma=args.gamma,
+            beta=args.beta,
+            knobs=args.knobs,
+            progress=lambda done, total: bar.update(done - bar.n) if bar.total == total else bar.reset(total),
+            **params,
+        )
     alpha_note(args)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
-from ..options import check_bn_options, check_int
+from ..options import check_bn_options, check_int, check_memory
 from .api import check_theory_input, theory_resolved
 from .gram import gram_map_resolved
 
@@ -41,6 +41,10 @@ PADDINGS = ("periodic", "zero")
 MAX_POSITIONS = 65536
 #: largest B x positions the zero-padding iteration takes (its state is an n x n matrix)
 MAX_ZERO_PAIRS = 1024
+#: zero padding: the forward iteration's and each power iteration's most steps (progress counts up to their sum)
+FORWARD_ITERATIONS, POWER_ITERATIONS = 200, 60
+#: zero padding's Monte Carlo backward: most elements of one chunk of per-sample n x n matrices (memory)
+BACKWARD_CHUNK_ELEMENTS = 2**24
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,11 @@ def check_conv_shape(spatial, kernel: int, padding: str) -> tuple[int, ...]:
         raise InputError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if padding == "periodic" and kernel > min(shape):
         raise InputError(f"kernel={kernel} is larger than the image {shape} (periodic padding wraps it)")
+    if padding == "zero" and kernel > 2 * max(shape) - 1:
+        raise InputError(
+            f"kernel must be <= {2 * max(shape) - 1} with zero padding on the image {shape} (a larger kernel only "
+            f"adds offsets that fall outside the image everywhere), got {str(kernel)[:30]}"
+        )
     return shape
 
 
@@ -112,7 +121,9 @@ def conv_average(sigma: np.ndarray, b: int, spatial: tuple[int, ...], kernel: in
     d = len(spatial)
     out = np.zeros_like(s)
     half = kernel // 2
-    offsets = np.array(np.meshgrid(*[np.arange(-half, half + 1)] * d, indexing="ij")).reshape(d, -1).T
+    # zero padding: offsets of |o| >= the image's size along an axis contribute 0 and are skipped (not counted out)
+    ranges = [np.arange(-min(half, size - 1), min(half, size - 1) + 1) for size in spatial]
+    offsets = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(d, -1).T
     for delta in offsets:
         shifted = s
         for axis, o in enumerate(delta):
@@ -126,14 +137,34 @@ def conv_average(sigma: np.ndarray, b: int, spatial: tuple[int, ...], kernel: in
                     shifted[tuple(index)] = 0.0
         out += shifted
     n = b * math.prod(spatial)
-    return out.reshape(n, n) / len(offsets)
+    return out.reshape(n, n) / kernel**d
 
 
-def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, samples: int, seed: int):
+def _backward_chunk(n: int) -> int:
+    """Samples per chunk of the Monte Carlo backward: 256, fewer when 256 n x n matrices would be too large."""
+    return max(1, min(256, BACKWARD_CHUNK_ELEMENTS // (n * n)))
+
+
+def _check_zero_padding_memory(n: int, spatial: tuple[int, ...], kernel: int, samples: int) -> None:
+    """Refuse, before allocating, a zero-padding theory that cannot fit: the backward's samples x n draws (a few
+    copies), its chunk of n x n matrices, the n x n states and the kernel's offsets; named by the largest part."""
+    parts = {
+        "samples": 6.0 * samples * n,
+        "batch_size x positions": 4.0 * _backward_chunk(n) * n * n + 8.0 * n * n,
+        "kernel": 3.0 * len(spatial) * math.prod(min(kernel, 2 * size - 1) for size in spatial),
+    }
+    name = max(parts, key=parts.__getitem__)
+    check_memory(8 * sum(parts.values()), f"zero padding's theory ({samples} Monte Carlo samples over {n} pairs)",
+                 name)  # fmt: skip
+
+
+def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, samples: int, seed: int,
+                   step: Callable[[int], None] = lambda done: None):  # fmt: skip
     """Dominant eigenvalue of ``Pi -> A^T(E[J^T Pi J])`` at pre-activation covariance sigma_h (Monte Carlo of the
     BN -> phi Jacobian over n pairs; power iteration with common random numbers), and its standard error from four
-    independent quarters of the samples."""
+    independent quarters of the samples. ``step(k)``: k power iterations done (of 4 x POWER_ITERATIONS)."""
     n = len(sigma_h)
+    chunk = _backward_chunk(n)
     w, v = np.linalg.eigh(sigma_h)
     root = v * np.sqrt(np.clip(w, 0, None))
     rng = np.random.default_rng(seed)
@@ -146,8 +177,8 @@ def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, s
 
     def apply(pi: np.ndarray, idx: slice) -> np.ndarray:
         acc = np.zeros((n, n))
-        for i in range(idx.start, idx.stop, 256):
-            j = slice(i, min(i + 256, idx.stop))
+        for i in range(idx.start, idx.stop, chunk):
+            j = slice(i, min(i + chunk, idx.stop))
             dd = d[j]
             m = dd[:, :, None] * pi[None] * dd[:, None, :]  # D Pi D
             mv = np.einsum("sab,sb->sa", m, vv[j])
@@ -161,20 +192,22 @@ def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, s
         acc -= acc.mean(axis=1, keepdims=True)
         return conv_average(acc, b, spatial, kernel, padding)
 
-    def power(idx: slice) -> float:
+    def power(idx: slice, before: int) -> float:
         pi = np.eye(n) - 1.0 / n
         lam = 0.0
-        for _ in range(60):
+        for i in range(POWER_ITERATIONS):
             new = apply(pi, idx)
+            step(before + i + 1)
             lam_new = float(np.trace(new) / np.trace(pi))
             pi = new / np.trace(new)
             if abs(lam_new - lam) < 1e-10 * lam_new:
                 break
             lam = lam_new
+        step(before + POWER_ITERATIONS)
         return lam_new
 
     quarter = samples // 4
-    parts = [power(slice(i * quarter, (i + 1) * quarter)) for i in range(4)]
+    parts = [power(slice(i * quarter, (i + 1) * quarter), i * POWER_ITERATIONS) for i in range(4)]
     return float(np.mean(parts)), float(np.std(parts, ddof=1) / 2)
 
 
@@ -193,6 +226,7 @@ def conv_theory(
     seed: int = 0,
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
+    progress: Callable[[int, int], None] | None = None,
     **params: float,
 ) -> ConvResult:
     """Mean field of a conv -> spatial BN -> phi stack (module docstring).
@@ -202,7 +236,10 @@ def conv_theory(
         batch_size: B (B x positions >= 4).
         spatial: (L,) or (H, W).
         kernel: odd kernel size; padding: ``"periodic"`` (exact: the MLP at batch B x positions) or ``"zero"``
-            (eps = 0; B x positions <= MAX_ZERO_PAIRS; Monte Carlo backward with ``samples`` draws).
+            (eps = 0; B x positions <= MAX_ZERO_PAIRS; kernel <= 2 max(spatial) - 1; Monte Carlo backward with
+            ``samples`` draws; its cost grows as samples x (B x positions)^2: minutes from about 64 pairs on).
+        progress: zero padding: called as ``progress(done, total)`` after each forward or power iteration
+            (``total`` = FORWARD_ITERATIONS + 4 POWER_ITERATIONS, an iteration that converges early skips ahead).
 
     Returns:
         :class:`ConvResult`.
@@ -219,7 +256,8 @@ def conv_theory(
         raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
     _, settings = check_theory_input(n, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
-    return conv_theory_resolved(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed)
+    return conv_theory_resolved(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed,
+                                progress=progress)  # fmt: skip
 
 
 def conv_theory_resolved(
@@ -233,10 +271,12 @@ def conv_theory_resolved(
     *,
     samples: int,
     seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ConvResult:
     """The kernel of :func:`conv_theory`: phi resolved (``effective = base(gamma z + beta)``), the shape checked
     (:func:`check_conv_shape`), ``settings`` from :func:`bnmft.meanfield.api.check_theory_input` at B x positions;
-    zero padding's own conditions (eps = 0, B x positions <= MAX_ZERO_PAIRS, samples >= 8) are checked here."""
+    zero padding's own conditions (eps = 0, B x positions <= MAX_ZERO_PAIRS, samples >= 8, the memory) are checked
+    here."""
     eps, sigma_w, gamma, beta = (settings[k] for k in ("eps", "sigma_w", "gamma", "beta"))
     n = b * math.prod(spatial)
     if padding == "zero" and kernel != 1:
@@ -245,6 +285,7 @@ def conv_theory_resolved(
         if n > MAX_ZERO_PAIRS:
             raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
         check_int("samples", samples, 8)
+        _check_zero_padding_memory(n, spatial, kernel, samples)
     mlp = theory_resolved(base, effective, n, **settings)
     at_b = theory_resolved(base, effective, b, **settings).lambda_G if b >= 4 else None
     common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,
@@ -260,15 +301,23 @@ def conv_theory_resolved(
     sigma = np.eye(n)
     notes = []
     method = "laplace" if effective.homogeneous_degree is not None else "monte_carlo"
-    for _ in range(200):
+    total = FORWARD_ITERATIONS + 4 * POWER_ITERATIONS
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    for i in range(FORWARD_ITERATIONS):
         value = gram_map_resolved(effective, conv_average(sigma, b, spatial, kernel, padding), method=method,
                           samples=samples, rng=np.random.default_rng(seed))  # fmt: skip
         change = float(np.max(np.abs(value.value - sigma)))
         sigma = value.value
+        step(i + 1)
         if change < 1e-10 * float(np.max(np.abs(sigma))):
             break
     else:
-        notes.append(f"forward iteration stopped after 200 layers (last change {change:.2g})")
+        notes.append(f"forward iteration stopped after {FORWARD_ITERATIONS} layers (last change {change:.2g})")
+    step(FORWARD_ITERATIONS)
     q = float(np.mean(np.diag(sigma)))
     p = math.prod(spatial)
     blocks = sigma.reshape(b, p, b, p)
@@ -278,7 +327,7 @@ def conv_theory_resolved(
     c_batch = across / (b * (b - 1) * p * p) / q if b > 1 else None
     c_star = float((sigma.sum() - np.trace(sigma)) / (n * (n - 1)) / q)
     lam, lam_se = _backward_rate(effective, conv_average(sigma, b, spatial, kernel, padding), b, spatial, kernel,
-                                 padding, samples, seed)  # fmt: skip
+                                 padding, samples, seed, lambda done: step(FORWARD_ITERATIONS + done))  # fmt: skip
     depth = 16.0 / math.log(lam) if lam > 1 else math.inf
     return ConvResult(
         **common, lambda_G=lam, lambda_G_stderr=lam_se, q_star=q, c_star=c_star, c_space=c_space, c_batch=c_batch,

@@ -29,13 +29,15 @@ output's gradient is i.i.d. (the probe's ``sum(R * output)``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity
@@ -69,10 +71,50 @@ class GraphOp:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+#: offset (one entry per spatial axis) -> correlation of the examples' fluctuations at two positions that far apart
+Corr = dict[tuple[int, ...], float]
+#: the offsets tracked per axis (docs/graph.md section 4: spatial correlation)
+REACH = 2
+
+
 @dataclass
 class _Group:
     channels: int
     law: np.ndarray  # (CHANNELS, SAMPLES)
+    corr: Corr = field(default_factory=dict)
+    #: exact (channels, positions) means over the examples, and their Gaussian standard deviations while the law is
+    #: Gaussian at each position (after a weight layer and a BatchNorm; None after an activation)
+    pos: tuple[np.ndarray, np.ndarray | None] | None = None
+    #: what rules computed from this group, reused by the next consumer (a DenseNet group feeds every later layer)
+    cache: dict = field(default_factory=dict, repr=False)
+
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+def _rho(corr: Corr, d: tuple[int, ...]) -> float:
+    """The correlation at offset d (1 at zero, symmetric, 0 beyond what is tracked)."""
+    if not any(d):
+        return 1.0
+    return corr.get(d, corr.get(tuple(-x for x in d), 0.0))
+
+
+def _offsets(ndim: int) -> list[tuple[int, ...]]:
+    """The tracked nonzero offsets, one of each +-d pair."""
+    grid: list[tuple[int, ...]] = [()]
+    for _ in range(ndim):
+        grid = [(*g, x) for g in grid for x in range(-REACH, REACH + 1)]
+    return [d for d in grid if any(d) and d > tuple(-x for x in d)]
+
+
+def _mix(groups: list[tuple[float, Corr]], ndim: int) -> Corr:
+    """The correlation of a sum or mixture of independent parts with the given fluctuation variances."""
+    total = sum(w for w, _ in groups)
+    if total <= 0:
+        return {}
+    return {d: sum(w * _rho(c, d) for w, c in groups) / total for d in _offsets(ndim)}
 
 
 @dataclass
@@ -124,9 +166,12 @@ class _Sampler:
 
     def at(self, law: np.ndarray, positions: int, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For every sample j a random example of the same channel at input position ``targets[j]``."""
-        start = -(-np.arange(positions + 1) * SAMPLES // positions)  # first sample of each position
-        first, size = start[targets], np.maximum(start[targets + 1] - start[targets], 1)
-        cols = np.minimum(first[None, :] + (self.rng.random((CHANNELS, SAMPLES)) * size).astype(int), SAMPLES - 1)
+        if positions > SAMPLES:  # fewer samples than positions: any example of the channel, independently
+            cols = self.rng.integers(0, SAMPLES, (CHANNELS, SAMPLES))
+        else:
+            start = -(-np.arange(positions + 1) * SAMPLES // positions)  # first sample of each position
+            first, size = start[targets], start[targets + 1] - start[targets]
+            cols = first[None, :] + (self.rng.random((CHANNELS, SAMPLES)) * size).astype(int)
         idx = np.arange(CHANNELS)[:, None] * SAMPLES + cols
         return law.ravel()[idx], idx
 
@@ -136,13 +181,21 @@ def _positions(positions: int) -> np.ndarray:
     return np.arange(SAMPLES) * positions // SAMPLES
 
 
-def _position_means(law: np.ndarray, positions: int) -> np.ndarray:
+def _position_means(g: _Group, positions: int) -> np.ndarray:
+    """(channels, positions): the exact per-position means where a rule kept them, else from the sample."""
+    if g.pos is not None and g.pos[0].shape[1] == positions:
+        return g.pos[0]
+    return _sample_position_means(g.law, positions)
+
+
+def _sample_position_means(law: np.ndarray, positions: int) -> np.ndarray:
     """(channels, positions): each channel's mean at each position over the examples; the channel's mean where
     positions hold fewer than 8 samples."""
     if SAMPLES // positions < 8:
         return np.repeat(law.mean(axis=1, keepdims=True), positions, axis=1)
-    return law.reshape(CHANNELS, positions, SAMPLES // positions).mean(axis=2) if SAMPLES % positions == 0 else \
-        np.stack([law[:, _positions(positions) == p].mean(axis=1) for p in range(positions)], axis=1)
+    if SAMPLES % positions == 0:
+        return law.reshape(CHANNELS, positions, SAMPLES // positions).mean(axis=2)
+    return np.stack([law[:, _positions(positions) == p].mean(axis=1) for p in range(positions)], axis=1)
 
 
 def _scatter(idx: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -206,9 +259,9 @@ def _weight_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
     var_w, groups = a["weight_var"], a["groups"]
     depthwise = groups > 1 and groups == a["in_channels"]
 
-    def pattern(law: np.ndarray, scale: float) -> np.ndarray:
+    def pattern(g: _Group, scale: float) -> np.ndarray:
         """(channels, output positions): sum over input rows and taps of N(0, scale^2) times the read means."""
-        means = _position_means(law, in_positions)[:, np.maximum(src, 0)] * valid[None]  # (rows, out, taps)
+        means = _position_means(g, in_positions)[:, np.maximum(src, 0)] * valid[None]  # (rows, out, taps)
         if depthwise:
             return scale * np.einsum("rot,rt->ro", means, s.rng.standard_normal((CHANNELS, src.shape[1])))
         flat = means.transpose(0, 2, 1).reshape(-1, out_positions)
@@ -218,22 +271,34 @@ def _weight_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
         z = np.stack([s.rng.permutation(s.z) for _ in range(CHANNELS)])
         return z * np.sqrt(var_w * within * taps[pos])
 
+    def group(channels: int, means: np.ndarray, within: float, corr: Corr) -> _Group:
+        sd = np.broadcast_to(np.sqrt(var_w * within * taps), means.shape)
+        return _Group(channels, means[:, pos] + noise(within), corr, (means, sd))
+
     bias = a["bias_mean"] + math.sqrt(a["bias_var"]) * s.rng.permutation(s.zc)
+    stride = a.get("stride", ())
+    ndim = len(a["spatial"])
+
+    def strided(corr: Corr) -> Corr:
+        """A random convolution keeps the input's correlation at the offset it reads (same tap): stride times d."""
+        return {d: _rho(corr, tuple(k * x for k, x in zip(stride, d, strict=True))) for d in _offsets(ndim)}
+
     if depthwise:  # channels do not mix
         mult = a["out_channels"] // a["in_channels"]
-        out = [_Group(g.channels * mult, bias[:, None] + pattern(g.law, math.sqrt(var_w))[:, pos]
-                      + noise(float(np.mean(_within_position_var(g.law, in_positions)))))
+        out = [group(g.channels * mult, bias[:, None] + pattern(g, math.sqrt(var_w)),
+                     float(np.mean(_within_position_var(g, in_positions))), strided(g.corr))
                for g in ins[0].groups]  # fmt: skip
         return _Tensor(out, a["spatial"])
-    law = bias[:, None] + sum(pattern(g.law, math.sqrt(var_w * g.channels / (groups * CHANNELS)))[:, pos]
-                              for g in ins[0].groups)  # fmt: skip
-    within = sum(g.channels * float(np.mean(_within_position_var(g.law, in_positions))) for g in ins[0].groups)
-    return _Tensor([_Group(a["out_channels"], law + noise(within / groups))], a["spatial"])
+    means = bias[:, None] + sum(pattern(g, math.sqrt(var_w * g.channels / (groups * CHANNELS))) for g in ins[0].groups)
+    parts = [(g.channels * float(np.mean(_within_position_var(g, in_positions))), g.corr) for g in ins[0].groups]
+    within = sum(w for w, _ in parts)
+    corr = strided(_mix(parts, ndim)) if ndim else {}
+    return _Tensor([group(a["out_channels"], means, within / groups, corr)], a["spatial"])
 
 
-def _within_position_var(law: np.ndarray, positions: int) -> np.ndarray:
+def _within_position_var(g: _Group, positions: int) -> np.ndarray:
     """Each channel's variance over the examples at a position, averaged over the positions."""
-    return np.mean(law**2, axis=1) - np.mean(_position_means(law, positions) ** 2, axis=1)
+    return np.mean(g.law**2, axis=1) - np.mean(_position_means(g, positions) ** 2, axis=1)
 
 
 def _weight_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad) -> list[Grad]:
@@ -248,11 +313,17 @@ def _weight_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad) 
 
 def _norm_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
     a = op.attrs
-    out = []
-    for g in ins[0].groups:
-        centred = g.law - g.law.mean(axis=1, keepdims=True)
-        var = np.mean(centred**2, axis=1, keepdims=True)
-        out.append(_Group(g.channels, a["beta"] + a["gamma"] * centred / np.sqrt(var + a["eps"])))
+
+    def normalised(g: _Group) -> _Group:
+        mean = g.law.mean(axis=1, keepdims=True)
+        centred = g.law - mean
+        scale = a["gamma"] / np.sqrt(np.mean(centred**2, axis=1, keepdims=True) + a["eps"])
+        pos = None
+        if g.pos is not None:  # the exact per-position means (and deviations) follow the same affine map
+            pos = (a["beta"] + scale * (g.pos[0] - mean), None if g.pos[1] is None else scale * g.pos[1])
+        return _Group(g.channels, a["beta"] + scale * centred, g.corr, pos)
+
+    out = [g.memo(("norm", a["gamma"], a["beta"], a["eps"]), partial(normalised, g)) for g in ins[0].groups]
     n = s.batch * math.prod(ins[0].spatial)
     return _Tensor(out, ins[0].spatial, norm=(n, a["gamma"], a["beta"]))
 
@@ -260,7 +331,7 @@ def _norm_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
 def _norm_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad) -> list[Grad]:
     """``gamma^2 / (v + eps)`` per channel."""
     a = op.attrs
-    return [[a["gamma2"] / (np.var(g.law, axis=1, keepdims=True) + a["eps"]) * gi
+    return [[a["gamma2"] / (g.memo(("var",), partial(np.var, g.law, axis=1, keepdims=True)) + a["eps"]) * gi
              for g, gi in zip(ins[0].groups, grad, strict=True)]]  # fmt: skip
 
 
@@ -289,16 +360,49 @@ def _factor(phi: Nonlinearity, n: int, gamma: float, beta: float) -> float:
     return at_n / at_inf
 
 
+#: probabilists' Gauss-Hermite nodes and weights (normalised): E f(Z) for standard normal Z, 24 points
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_HERMITE = (_NODES, _WEIGHTS / _WEIGHTS.sum())
+
+
 def _act_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
     phi = op.attrs["phi"]
-    return _Tensor([_Group(g.channels, phi(g.law)) for g in ins[0].groups], ins[0].spatial)
+    return _Tensor([g.memo(("act", _phi_key(phi)), partial(_activated, phi, g)) for g in ins[0].groups],
+                   ins[0].spatial)  # fmt: skip
+
+
+def _phi_key(phi: Nonlinearity) -> object:
+    """phi's canonical name (the same function whichever op holds it); the object itself for a plain callable."""
+    return phi if phi.source[0] == "callable" else phi.name
+
+
+def _slope2(phi: Nonlinearity, law: np.ndarray) -> np.ndarray:
+    return phi.derivative(law) ** 2
+
+
+def _activated(phi: Nonlinearity, g: _Group) -> _Group:
+    """phi applied to a group: its law, its correlation (to first order), its per-position means."""
+    y = phi(g.law)
+    kept = 0.0
+    if g.corr:  # first order in the correlation: the square of phi's linear part (its first Hermite term)
+        xc, yc = g.law - g.law.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+        vx, vy = float(np.mean(xc**2)), float(np.mean(yc**2))
+        kept = float(np.mean(xc * yc)) ** 2 / (vx * vy) if vx > 0 and vy > 0 else 0.0
+    pos = None
+    if g.pos is not None and g.pos[1] is not None:
+        # Gaussian at each position: the means' variation over positions by Gauss-Hermite (which is 2% off for a
+        # kink, e.g. relu's mean), their level from the sample's channel means (exact to the sample's accuracy)
+        means = np.einsum("h,rph->rp", _HERMITE[1], phi(g.pos[0][..., None] + g.pos[1][..., None] * _HERMITE[0]))
+        pos = (means - means.mean(axis=1, keepdims=True) + y.mean(axis=1, keepdims=True), None)
+    return _Group(g.channels, y, {d: kept * r for d, r in g.corr.items()}, pos)
 
 
 def _act_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad) -> list[Grad]:
     """``phi'(x)^2`` sample by sample; after a BatchNorm, times the finite-batch factor."""
     phi = op.attrs["phi"]
     factor = 1.0 if ins[0].norm is None else _finite_batch_factor(phi, *ins[0].norm)
-    return [[factor * phi.derivative(g.law) ** 2 * gi for g, gi in zip(ins[0].groups, grad, strict=True)]]
+    slopes = [g.memo(("slope2", _phi_key(phi)), partial(_slope2, phi, g.law)) for g in ins[0].groups]
+    return [[factor * d2 * gi for d2, gi in zip(slopes, grad, strict=True)]]
 
 
 def _add_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
@@ -309,11 +413,14 @@ def _add_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
     if len(layouts) > 1:  # grouped differently: one merged group, the gradient spread by channels
         positions = math.prod(ins[0].spatial)
         law = _merged(ins[0].groups) + sum(s.shuffle(_merged(t.groups), positions)[0] for t in ins[1:])
-        return _Tensor([_Group(ins[0].channels, law)], ins[0].spatial, routes=[None])
+        parts = [(g.channels * float(np.mean(g.law.var(axis=1))), g.corr) for t in ins for g in t.groups]
+        return _Tensor([_Group(ins[0].channels, law, _mix(parts, len(ins[0].spatial)))], ins[0].spatial,
+                       routes=[None])  # fmt: skip
     groups, routes = [], []
     for i, g in enumerate(ins[0].groups):
         copies = [s.shuffle(t.groups[i].law, math.prod(ins[0].spatial)) for t in ins[1:]]
-        groups.append(_Group(g.channels, g.law + sum(c[0] for c in copies)))
+        parts = [(float(np.mean(t.groups[i].law.var(axis=1))), t.groups[i].corr) for t in ins]
+        groups.append(_Group(g.channels, g.law + sum(c[0] for c in copies), _mix(parts, len(ins[0].spatial))))
         routes.append([c[1] for c in copies])
     return _Tensor(groups, ins[0].spatial, routes=routes)
 
@@ -375,13 +482,63 @@ def _pool_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
             else:
                 total += vals * ok[None, :]
                 route.append((idx, ok / div**2))
+        kernel, stride = op.attrs.get("kernel", ()), op.attrs.get("stride", ())
         if op.attrs["mode"] == "max":
-            out.append(_Group(g.channels, best))
+            corr = _max_pool_corr(g.law, g.corr, kernel, stride, s.rng) if kernel else {}
+            out.append(_Group(g.channels, best, corr))
             routes.append([(arg, np.ones(SAMPLES))])
         else:
-            out.append(_Group(g.channels, total / div[None, :]))
+            law = total / div[None, :]
+            corr, factor = _avg_pool_corr(g.corr, kernel, stride)
+            if factor != 1.0:  # correlated positions: the mean's fluctuation is larger than independent draws give
+                means = _sample_position_means(law, src.shape[0])[:, pos]
+                law = means + (law - means) * math.sqrt(factor)
+            out.append(_Group(g.channels, law, corr))
             routes.append(route)
     return _Tensor(out, op.attrs["spatial"], routes=routes)
+
+
+def _window(kernel: tuple[int, ...]) -> np.ndarray:
+    return np.array(list(itertools.product(*[range(k) for k in kernel])), dtype=int).reshape(-1, len(kernel))
+
+
+def _avg_pool_corr(corr: Corr, kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[Corr, float]:
+    """docs/graph.md section 4: a window mean's correlation at output offset d, ``sum_{i in W, j in W + s d}
+    rho(i - j) / sum_{i, j in W} rho(i - j)``, and its variance relative to independent positions,
+    ``sum_{i, j in W} rho(i - j) / |W|``."""
+    if not corr or not kernel:
+        return {}, 1.0
+    w = _window(kernel)
+    within = sum(_rho(corr, tuple(i - j)) for i in w for j in w)
+    out = {}
+    for d in _offsets(len(kernel)):
+        shift = np.array(stride) * np.array(d)
+        out[d] = sum(_rho(corr, tuple(i - j - shift)) for i in w for j in w) / within
+    return out, within / len(w)
+
+
+def _max_pool_corr(law: np.ndarray, corr: Corr, kernel: tuple[int, ...], stride: tuple[int, ...], rng) -> Corr:
+    """docs/graph.md section 4: the correlation of window maxima, by Monte Carlo - a Gaussian field with the
+    input's correlation mapped to the input's within-channel law (a Gaussian copula), maxima over overlapping windows
+    on a small grid of outputs."""
+    n = REACH + 1
+    size = [(n - 1) * st + k for k, st in zip(kernel, stride, strict=True)]
+    coords = _window(tuple(size))
+    cov = np.array([[_rho(corr, tuple(a - b)) for b in coords] for a in coords])
+    vals, vecs = np.linalg.eigh(cov)
+    field_ = rng.standard_normal((4000, len(coords))) @ (vecs * np.sqrt(np.clip(vals, 0, None))).T
+    values = np.sort((law - law.mean(axis=1, keepdims=True)).ravel())
+    field_ = values[np.minimum((ndtr(field_) * len(values)).astype(int), len(values) - 1)]
+    index = {tuple(c): i for i, c in enumerate(coords)}
+    outs = _window((n,) * len(kernel))
+    maxima = {tuple(o): np.max(field_[:, [index[tuple(o * np.array(stride) + t)] for t in _window(kernel)]], axis=1)
+              for o in outs}  # fmt: skip
+    result = {}
+    for d in _offsets(len(kernel)):
+        base = tuple(max(0, -x) for x in d)
+        a, b = maxima[base], maxima[tuple(x + y for x, y in zip(base, d, strict=True))]
+        result[d] = float(np.corrcoef(a, b)[0, 1])
+    return result
 
 
 def _pool_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad) -> list[Grad]:
@@ -401,7 +558,8 @@ def _dropout_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
     p = op.attrs["p"]
     keep = (np.arange(SAMPLES) >= p * SAMPLES).astype(float) / (1 - p)
     copies = [s.within(g.law, math.prod(ins[0].spatial)) for g in ins[0].groups]
-    return _Tensor([_Group(g.channels, c[0] * keep[None, :]) for g, c in zip(ins[0].groups, copies, strict=True)],
+    return _Tensor([_Group(g.channels, c[0] * keep[None, :], {d: (1 - p) * r for d, r in g.corr.items()})
+                    for g, c in zip(ins[0].groups, copies, strict=True)],
                    ins[0].spatial, routes=[(c[1], keep) for c in copies])  # fmt: skip
 
 
@@ -410,7 +568,7 @@ def _dropout_backward(op: GraphOp, ins: list[_Tensor], out: _Tensor, grad: Grad)
 
 
 def _scale_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
-    return _Tensor([_Group(g.channels, op.attrs["factor"] * g.law) for g in ins[0].groups], ins[0].spatial)
+    return _Tensor([_Group(g.channels, op.attrs["factor"] * g.law, g.corr) for g in ins[0].groups], ins[0].spatial)
 
 
 def _flatten_forward(op: GraphOp, ins: list[_Tensor], s: _Sampler) -> _Tensor:
@@ -510,7 +668,8 @@ def predict_graph_resolved(ops: list[GraphOp], batch_size: int, seed: int = 0) -
     for op, t, grad in zip(ops, tensors, grads, strict=True):
         g = [0.0] if grad is None else [float(x.sum()) for x in grad]
         law = _merged(t.groups) if len(t.groups) > 1 else t.groups[0].law
-        within = float(sum(c.channels * np.mean(np.var(c.law, axis=1)) for c in t.groups) / t.channels)
+        within = sum(c.channels * float(np.mean(c.memo(("var",), partial(np.var, c.law, axis=1, keepdims=True))))
+                     for c in t.groups) / t.channels  # fmt: skip
         records.append({"name": op.name, "kind": op.kind, "channels": t.channels, "spatial": list(t.spatial),
                         "mean": float(law.mean()), "second_moment": float(np.mean(law**2)), "channel_var": within,
                         "grad_norm_sq": float(sum(g))})  # fmt: skip

@@ -49,6 +49,8 @@ RANGES = {
 DEPRECATED_KNOBS = {"alpha": "branch_scale"}
 SCAN_POINTS = 25
 BISECTION_TOL = 1e-4
+#: theory evaluations per knob, about at most (the scan, eps = 0, the bisection, the full one): progress's unit
+EVALUATIONS_PER_KNOB = SCAN_POINTS + 20
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ def design(
     criterion: float = DEFAULT_CRITERION,
     derivative: Callable[[np.ndarray], np.ndarray] | None = None,
     kinks: tuple[float, ...] = (),
+    progress: Callable[[int, int], None] | None = None,
     **params: Any,
 ) -> DesignResult:
     """Settings that make ``depth`` trainable by the theory, as nonlinear as possible (module docstring).
@@ -129,6 +132,8 @@ def design(
         criterion: residual networks: the largest allowed ``ln(E||g^0||^2 / E||g^D||^2)``.
         derivative, kinks, **params: phi's, as for :func:`bnmft.theory`; ``alpha=`` as for
             :func:`bnmft.residual_theory` (phi's parameter for alpha_relu and elu, else the deprecated branch scale).
+        progress: called as ``progress(done, total)`` after each evaluation of the theory (a residual network of
+            D x K layers costs some 6 s per 1e7 layers each; ``total``: EVALUATIONS_PER_KNOB per knob and one).
 
     Returns:
         :class:`DesignResult`.
@@ -173,6 +178,7 @@ def design(
     return design_resolved(
         base, effective, b, depth, residual_network=residual_network, branch_depth=branch_depth, branch=branch,
         branch_scale=scale, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta, knobs=knobs, criterion=crit,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -192,6 +198,7 @@ def design_resolved(
     beta: float,
     knobs: list[str] | None,
     criterion: float,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DesignResult:
     """The kernel of :func:`design`: phi resolved (``base``, and ``effective`` with gamma and beta folded in), every
     setting already checked (finite B >= 4, depth, branch, criterion > 0, BN options; ``knobs`` with the deprecated
@@ -206,10 +213,19 @@ def design_resolved(
             allowed = tuple(k for k in RANGES if residual_network or k != "branch_scale")
             raise InputError(f"knobs: {knob!r} is not one of {allowed}")
     settings = {"gamma": gamma, "beta": beta, "eps": eps, "branch_scale": scale}
+    chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
+    total = 1 + len(chosen) * EVALUATIONS_PER_KNOB
+    count = {"done": 0, "ceiling": 1}  # evaluations reported, and the most the current knob may report
+
+    def tick(skip_to: int | None = None) -> None:
+        count["done"] = min(count["done"] + 1, count["ceiling"]) if skip_to is None else skip_to
+        if progress is not None:
+            progress(count["done"], total)
 
     def evaluate(values: dict, full: bool = False):
         """(reaches D, predicted depth or None, lambda_G, exponent) at these settings: phi is not resolved again,
         only BN's gamma and beta are folded into it (:meth:`Nonlinearity.affine_input`)."""
+        tick()
         _, checked = check_theory_input(b, eps=values["eps"], sigma_w=sigma_w, gamma=values["gamma"],
                                         beta=values["beta"])  # fmt: skip
         here = base.affine_input(checked["gamma"], checked["beta"])
@@ -227,9 +243,10 @@ def design_resolved(
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # the kernels check every number they return
         evaluate(settings)  # the given settings themselves (a constant phi, an overflow) are named, not searched past
-    chosen = knobs if knobs is not None else _knobs_for(effective, residual_network)
     options, unreachable = [], {}
-    for knob in chosen:
+    for i, knob in enumerate(chosen):
+        tick(skip_to=1 + i * EVALUATIONS_PER_KNOB)  # the knobs before this one are done
+        count["ceiling"] = 1 + (i + 1) * EVALUATIONS_PER_KNOB
         low, high, log_scale, high_is_nonlinear = RANGES[knob]
 
         def reaches(v: float, knob: str = knob) -> bool:
@@ -259,6 +276,7 @@ def design_resolved(
             best = good
         _, predicted, lam, exponent = evaluate(dict(settings, **{knob: best}), full=True)
         options.append(DesignOption(knob, best, predicted, lam, exponent, at_bound))
+    tick(skip_to=total)
     if not options:
         raise InputError(
             f"no setting reaches depth {depth} for phi={base.name!r}, B={b}"

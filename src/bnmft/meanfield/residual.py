@@ -75,6 +75,8 @@ MAX_BRANCH_SCALE = 1e100
 MAX_CRITERION = 700.0
 #: the largest branch depth K (each block evaluates K layers)
 MAX_BRANCH_DEPTH = 1000
+#: the most layers D x K computed one by one (each a Python step: 10^7 take some 6 s, and design repeats them)
+MAX_LAYERS = 10**7
 #: past EXACT_BLOCKS the search takes the first layer's e -> 0; a larger relative change of the block gain there
 #: means eps is still large against the stream variance and that limit would not be an approximation
 MAX_TAIL_EFFECT = 0.5
@@ -213,13 +215,19 @@ def check_branch_scale(branch_scale, depth: int) -> tuple[float, ...]:
 
 def check_residual_shape(depth: Any, branch_depth: Any, branch: Any) -> tuple[int, int]:
     """The shape of a residual network: ``depth`` blocks (1 .. MAX_DEPTH), ``branch_depth`` layers per branch
-    (1 .. MAX_BRANCH_DEPTH) and the branch kind (:data:`BRANCHES`); returns ``(depth, branch_depth)``."""
+    (1 .. MAX_BRANCH_DEPTH), at most MAX_LAYERS layers in all, and the branch kind (:data:`BRANCHES`); returns
+    ``(depth, branch_depth)``."""
     depth = check_int("depth", depth)
     if depth > MAX_DEPTH:
         raise InputError(f"depth must be <= {MAX_DEPTH} blocks for residual networks, got {depth}")
     k = check_int("branch_depth", branch_depth)
     if k > MAX_BRANCH_DEPTH:
         raise InputError(f"branch_depth must be <= {MAX_BRANCH_DEPTH}, got {k}")
+    if depth * k > MAX_LAYERS:
+        raise InputError(
+            f"depth x branch_depth must be <= {MAX_LAYERS:.0e} layers (the theory maps them one by one, some 6 s per "
+            f"1e7), got {depth} x {k} = {depth * k:.3g}"
+        )
     if branch not in BRANCHES:
         raise InputError(f"branch must be one of {BRANCHES}, got {branch!r}")
     return depth, k

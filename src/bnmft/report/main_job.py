@@ -16,6 +16,8 @@ its files into the output directory:
 * :mod:`.residual` - ``residual_simulation.png`` / ``.csv`` (residual BN networks, simulator against the exact
   theory, docs/residual.md);
 * :mod:`.conv` - ``vgg_gradients.png`` / ``.csv`` (the paper's VGG appendix at initialisation);
+* :mod:`.models` - ``models_prediction.png`` / ``.csv``, ``models_profiles.csv`` (torchvision-style models at
+  initialisation: the graph prediction against the probe, docs/graph.md);
 * :mod:`.training` - ``fig4_first_steps.png`` (Fig 4, the first SGD steps), ``sweeps.db`` and
   ``heatmap_<sweep>.png`` (the preset's training sweeps - quick: Figs 3a-d and 5a-d reduced, and two residual
   sweeps - with the theory's depth line), ``<sweep>.png`` for a plain-vs-residual sweep;
@@ -37,14 +39,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import InputError
-from . import conv, residual, simulation, theory, training, width
+from . import conv, models, residual, simulation, theory, training, width
 from .html import write_html_report
 from .section import Check, Claim, Context, Section, anchor
 
 PRESETS = ("tiny", "quick", "paper")
 
 #: the report's sections, in the order they run and appear
-SECTIONS: tuple[Section, ...] = (theory, simulation, width, residual, conv, training)
+SECTIONS: tuple[Section, ...] = (theory, simulation, width, residual, conv, models, training)
 
 
 def reproduce(

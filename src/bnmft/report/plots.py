@@ -444,6 +444,29 @@ def _stacked_theory(bn: list[dict]) -> dict[str, float]:
     return out
 
 
+def plot_zoo_profiles(models: list[dict], layers: list[dict], path: str | Path) -> Path:
+    """One panel per model (:func:`bnmft.simulate.zoo_profiles.zoo_profiles`): each BN layer's measured ln squared
+    gradient norm over the last BN layer's (2-standard-error bars) and the graph prediction."""
+    plt = load_pyplot()
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), constrained_layout=True, squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        rows = [r for r in layers if r["model"] == m["model"]]
+        x = [r["index"] for r in rows]
+        measured = [float("nan") if r["measured"] is None else r["measured"] for r in rows]
+        errors = [0.0 if r["measured_stderr"] is None else 2 * r["measured_stderr"] for r in rows]
+        ax.errorbar(x, measured, yerr=errors, fmt="o", ms=3, color="C0", label="measured (probe)")
+        ax.plot(x, [float("nan") if r["predicted"] is None else r["predicted"] for r in rows], "-", color="k", lw=1.2,
+                label="predicted from the graph")  # fmt: skip
+        ratio = "" if m["ratio"] is None else f", predicted / measured {m['ratio']:.3f}"
+        ax.set_title(f"{m['model']} (B = {m['batch_size']}, {m['image']}x{m['image']}){ratio}", fontsize=8)
+        ax.set_xlabel("BN layer (forward order)")
+        ax.grid(True, alpha=0.3)
+    label = r"$\ln(\|\partial L/\partial\,\mathrm{BN}\|^2 / \|\partial L/\partial\,\mathrm{BN_{last}}\|^2)$"
+    axes[0][0].set_ylabel(label)
+    axes[0][0].legend(fontsize=7)
+    return save_figure(fig, Path(path))
+
+
 def plot_prediction(norm_layers: list[dict], growth: float | None, path: str | Path, title: str = "") -> Path:
     """A graph prediction (:func:`bnmft.simulate.predict_model`): each BN layer's predicted ln squared gradient
     norm over the last one's, in forward order."""

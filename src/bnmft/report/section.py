@@ -2,7 +2,7 @@
 :class:`Context` (output folder, preset, the cache of finished simulations) and the :class:`Section` interface.
 
 A section is a module (:mod:`.theory`, :mod:`.simulation`, :mod:`.width`, :mod:`.residual`, :mod:`.conv`,
-:mod:`.training`) with
+:mod:`.models`, :mod:`.training`) with
 
 * ``NAME`` - a short name (progress output, wall time per section in ``report.html``);
 * ``run(ctx) -> data`` - computes the section (writing its figures and CSV files into ``ctx.out``), or loads the

@@ -1,7 +1,8 @@
 """A torch model as the mean-field graph of :mod:`bnmft.meanfield.graph`: the torch adapter of the whole-model
 prediction (:func:`predict_model`).
 
-torch.fx traces the model and propagates shapes without computing anything (fake tensors); every node becomes a
+torch.fx traces the model and propagates shapes (one forward of a single zero example, eval mode, no gradient); every
+node becomes a
 :class:`~bnmft.meanfield.graph.GraphOp` through the name tables below - weight layers with their measured weight
 scale ``mean(W^2)`` and their valid taps per output position (zero padding, stride, dilation), BatchNorm with its
 eps and the means of gamma, gamma^2 and beta, activations through :mod:`.torch_phi`, pooling with each window's
@@ -136,7 +137,7 @@ class _Builder:
             source, out = _conv_axes(shape[2:], m.kernel_size, m.stride, m.padding, m.dilation,
                                      m.padding_mode != "zeros")  # fmt: skip
             attrs.update(in_channels=m.in_channels, out_channels=m.out_channels, groups=m.groups, source=source,
-                         in_spatial=shape[2:], spatial=out)  # fmt: skip
+                         in_spatial=shape[2:], spatial=out, stride=_tuple(m.stride, len(out)))  # fmt: skip
         self.add(node, "weight", [x], **attrs)
 
     def module(self, node, m: torch.nn.Module) -> None:
@@ -171,8 +172,11 @@ class _Builder:
             self.unknown(node, x, f"{node.target} ({type(m).__name__})")
 
     def pool(self, node, x: list, mode: str, source: list, divisor: list, out: tuple) -> None:
+        """kernel and stride per axis (for the spatial correlation) from the windows the source lists give."""
+        kernel = tuple(len(axis[0]) for axis in source)
+        stride = tuple((axis[1][0] - axis[0][0]) if len(axis) > 1 else len(axis[0]) for axis in source)
         self.add(node, "pool", x[:1], mode=mode, source=source, divisor=divisor, in_spatial=_shape(x[0])[2:],
-                 spatial=out)  # fmt: skip
+                 spatial=out, kernel=kernel, stride=stride)  # fmt: skip
 
     def act(self, node, x: list, spec) -> None:
         name, params = spec
@@ -257,7 +261,6 @@ def model_graph(
         InputError: the model cannot be traced by torch.fx, or its shapes cannot be propagated.
     """
     import torch.fx
-    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.passes.shape_prop import ShapeProp
 
     try:
@@ -265,12 +268,15 @@ def model_graph(
     except Exception as err:  # any tracing failure: the prediction needs the graph (said as the model's problem)
         raise InputError(f"model: torch.fx cannot trace it ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
                          "the prediction needs the graph (the probe's measurement does not)") from err  # fmt: skip
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    try:
-        ShapeProp(gm, fake_mode=mode).propagate(mode.from_tensor(torch.empty(2, *input_shape)))
+    training = model.training
+    try:  # shapes from one forward of one example in eval mode (batch statistics need no batch for shapes)
+        with torch.no_grad():
+            ShapeProp(gm.eval()).propagate(torch.zeros(1, *input_shape))
     except Exception as err:  # the model's own shape error on these inputs
         raise InputError(f"input_shape: the model does not run on inputs of shape {tuple(input_shape)} "
                          f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err  # fmt: skip
+    finally:
+        gm.train(training)
     b = _Builder(model)
     modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
