@@ -106,4 +106,11 @@ def test_predict_command_json(capsys):
     assert out["growth"]["first"] == "bn1" and out["growth"]["last"] == "layer4.1.bn2"
     assert 3.5 < out["growth"]["predicted"] < 7
     assert out["verdict"]["source"] == "predicted" and out["verdict"]["trainable"] is True
-    assert len(out["norm_layers"]) == 20 and out["norm_layers"][-1]["log_grad_ratio"] == 0.0
+    assert len(out["bn_layers"]) == 20 and out["bn_layers"][-1]["predicted_log_grad_ratio"] == 0.0
+    # the probe's verdict from the prediction alone: the repeated residual unit and the planner's changes
+    unit = out["verdict"]["unit"]
+    assert unit["class"] == "BasicBlock" and unit["kind"] == "residual" and unit["branch"] == "linear_first"
+    assert unit["setting_of"] == "layer1.0.bn1" and unit["batch"] == 8 * 8 * 8
+    assert "zero_init_last_bn_gamma" in [c["knob"] for c in out["verdict"]["changes"]]
+    # the last BN layer (1x1 images, B = 8): relu after it, the fixed-point lambda_G at its batch x positions
+    assert out["bn_layers"][-1]["theory_rate"] == pytest.approx(bnmft.theory("relu", 8).lambda_G, rel=1e-4)  # eps 1e-5

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-from ..errors import InputError
 from ..options import check_int, check_seed
 from .arguments import positive_int
-from .conv import PLOT_SUFFIXES, input_shape_arg, load_factory
+from .conv import input_shape_arg, load_factory
 
 
 def add_parsers(sub) -> None:
@@ -24,45 +23,41 @@ def add_parsers(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from ..simulate.model_graph import predict_model
     from ..simulate.model_probe import seeded_model
-    from ..simulate.probe_verdict import make_verdict
+    from ..simulate.prediction_report import prediction_report
 
     check_int("--batch-size", args.batch_size, 2)
     check_seed(args.seed, "--seed")
-    if args.plot and not args.plot.lower().endswith(PLOT_SUFFIXES):
-        raise InputError(f"--plot must end in one of {', '.join(PLOT_SUFFIXES)}, got {args.plot!r}")
     shape = input_shape_arg(args.input_shape)
     assert shape is not None  # required by the parser
     model = seeded_model(load_factory(args.model), args.seed, what=f"--model: {args.model}")
-    prediction, notes = predict_model(model, shape, args.batch_size)
-    growth = {"predicted": None if prediction is None else prediction.growth,
-              "first": None if prediction is None else prediction.first,
-              "last": None if prediction is None else prediction.last}  # fmt: skip
-    verdict = make_verdict(dict(growth, measured=None), [], [])
-    out = {"model": args.model, "input_shape": list(shape), "batch_size": args.batch_size, "growth": growth,
-           "norm_layers": [] if prediction is None else prediction.norm_layers,
-           "tensors": [] if prediction is None else prediction.tensors, "verdict": verdict, "notes": notes}  # fmt: skip
-    if args.plot and prediction is not None:
+    report = prediction_report(model, shape, args.batch_size)
+    if args.plot:
         from ..report.plots import plot_prediction
 
-        plot_prediction(prediction.norm_layers, prediction.growth, args.plot, title=args.model)
+        layers = [{"name": b["name"], "log_grad_ratio": b["predicted_log_grad_ratio"]} for b in report["bn_layers"]]
+        plot_prediction(layers, report["growth"]["predicted"], args.plot, title=args.model)
     if args.json:
+        out = {"model": args.model, "input_shape": list(shape), "batch_size": args.batch_size, **report}
         print(json.dumps(out, indent=2))
         return 0
-    if prediction is not None:
-        width = max([len("BN layer"), *(len(n["name"]) for n in prediction.norm_layers)])
-        print(f"{'BN layer':<{width}}  {'batch':>7}  {'predicted ln ratio':>18}")
-        for n in prediction.norm_layers:
-            ratio = "-" if n["log_grad_ratio"] is None else f"{n['log_grad_ratio']:.3f}"
-            print(f"{n['name']:<{width}}  {n['batch']:>7}  {ratio:>18}")
-        if prediction.growth is not None:
-            print(f"\npredicted total ln gradient growth {prediction.first} <- {prediction.last}: "
-                  f"{prediction.growth:.3f}")  # fmt: skip
-    if verdict.get("summary"):
-        print(f"verdict: {verdict['summary']}")
-    for note in notes:
+    bn = report["bn_layers"]
+    width = max([len("BN layer"), *(len(b["name"]) for b in bn)])
+    print(f"{'BN layer':<{width}}  {'phi':>10}  {'batch':>7}  {'theory rate':>11}  {'predicted ln ratio':>18}")
+    for b in bn:
+        phi = str(b["phi"]) if b["phi"] is None or len(b["phi"]) <= 10 else b["phi"][:9] + "~"
+        rate = "-" if b["theory_rate"] is None else f"{b['theory_rate']:.4f}"
+        ratio = "-" if b["predicted_log_grad_ratio"] is None else f"{b['predicted_log_grad_ratio']:.3f}"
+        print(f"{b['name']:<{width}}  {phi:>10}  {b['batch']:>7}  {rate:>11}  {ratio:>18}")
+    g, v = report["growth"], report["verdict"]
+    if g["predicted"] is not None:
+        print(f"\npredicted total ln gradient growth {g['first']} <- {g['last']}: {g['predicted']:.3f}")
+    if v.get("summary"):
+        print(f"verdict: {v['summary']}")
+        for c in v.get("changes", []):
+            print(f"  change {c['knob']} -> {c['value']:.4g}: {c['effect']}")
+    for note in report["notes"]:
         print(f"note: {note}")
-    if args.plot and prediction is not None:
+    if args.plot:
         print(f"plot written to {args.plot}")
     return 0

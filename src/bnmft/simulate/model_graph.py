@@ -296,6 +296,21 @@ def model_graph(
     return b.ops, list(dict.fromkeys(b.notes)), b.blocked
 
 
+def check_prediction_input(model: object, input_shape: object, batch_size: object) -> None:
+    """The checks every prediction entry makes.
+
+    Raises:
+        InputError: not a module, a shape that is not positive integers, a batch size below 2.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise InputError(f"batch_size must be an integer >= 2 (batch statistics), got {batch_size!r}")
+    shape = tuple(input_shape) if isinstance(input_shape, list | tuple) else ()
+    if not shape or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape):
+        raise InputError(f"input_shape must be positive integers (one example's shape), got {input_shape!r}")
+
+
 def predict_model(
     model: torch.nn.Module,
     input_shape: tuple[int, ...],
@@ -322,12 +337,7 @@ def predict_model(
     Raises:
         InputError: not a module, a bad shape or batch size, a model torch.fx cannot trace.
     """
-    if not isinstance(model, torch.nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise InputError(f"batch_size must be an integer >= 2 (batch statistics), got {batch_size!r}")
-    if not input_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
-        raise InputError(f"input_shape must be positive integers (one example's shape), got {input_shape!r}")
+    check_prediction_input(model, input_shape, batch_size)
     work = copy.deepcopy(model).train()
     start = time.perf_counter()
     mean, second = (float(v) for v in input_moments)
@@ -341,4 +351,4 @@ def predict_model(
     return prediction, notes
 
 
-__all__ = ["model_graph", "predict_model"]
+__all__ = ["check_prediction_input", "model_graph", "predict_model"]

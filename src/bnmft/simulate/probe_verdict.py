@@ -155,10 +155,10 @@ def _changes(unit: dict, target: int, blocks: list[dict]) -> tuple[list[dict], s
     except InputError as err:
         why = str(err)
     if residual:
-        grown = sum(b["growth"] for b in blocks if "residual" in b["kind"] and b["growth"] is not None)
+        grown = [b["growth"] for b in blocks if "residual" in b["kind"] and b["growth"] is not None]
+        what = f"their ln growth {sum(grown):.3g} drops" if grown else "the blocks' gradient growth drops"
         changes.append({"knob": "zero_init_last_bn_gamma", "value": 0.0, "predicted_depth": None,
-                        "effect": f"the residual branches start switched off: their ln growth {grown:.3g} "
-                        "drops to 0 at initialisation"})  # fmt: skip
+                        "effect": f"the residual branches start switched off: {what} to 0 at initialisation"})
     return changes, why
 
 
