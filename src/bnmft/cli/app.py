@@ -1,5 +1,5 @@
 """The ``bnmft`` command: ``theory``, ``propagate``, ``symmetry``, ``simulate``, ``residual``, ``design``, ``conv``,
-``probe``, ``predict``, ``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
+``probe``, ``predict``, ``finite-width``, ``sweep``, ``heatmap``, ``nonlinearities`` and ``reproduce`` (the main job).
 
 Bad input - a :class:`~bnmft.errors.InputError` from the library, or an argument argparse refuses - ends with a
 one-line message naming the argument and exit status 2 (after its traceback with ``--debug`` or ``BNMFT_DEBUG=1``).
@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from .. import __version__
 from ..errors import InputError
 from ..options import check_output_path
-from . import conv, experiments, predict, residual, simulate, theory
+from . import conv, experiments, finite_width, predict, residual, simulate, theory
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,7 +50,8 @@ def build_parser() -> OneLineParser:
     debug = "on an error, also show its full traceback (the user's own, for a model's exception; or BNMFT_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug)
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (theory, simulate, residual, conv, predict, experiments):  # one module per command family
+    # one module per command family
+    for family in (theory, simulate, residual, conv, predict, finite_width, experiments):
         family.add_parsers(sub)
     for command in sub.choices.values():  # also after the command; SUPPRESS: absent there, it keeps bnmft's value
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
@@ -106,15 +107,15 @@ def _fixed_phi_value(name: str) -> Callable[[argparse.Namespace], bool]:
 SAME_BRANCHES = "at eps = 0 the BN after the first linear layer removes its scale: both branches have one mean field"
 #: options that apply in some modes only: command -> [(destination, applies(args), the mode in words)]. An option
 #: the command line gives outside its mode is refused (exit status 2), never ignored - even at its default value.
-MODES: dict[str, list[tuple[str, Callable[[argparse.Namespace], bool], str]]] = {
+#: The mode in words may be a function of the arguments (propagate names the method it resolves to).
+MODES: dict[str, list[tuple[str, Callable[[argparse.Namespace], bool], str | Callable[[argparse.Namespace], str]]]] = {
     "theory": [
         ("sigma_w", lambda a: any(e > 0 for e in a.eps or ()), "with an --eps > 0 (at eps = 0 batch norm removes "
          "the weight scale: only kappa = eps / sigma_w^2 enters the theory)"),
         ("method", lambda a: not a.eps or 0 in a.eps, "at eps = 0 (the eps > 0 theory has one method)"),
     ],
     "propagate": [
-        (name, lambda a: a.method in ("auto", "monte_carlo"), "with --method monte_carlo or auto (laplace and sphere "
-         "are exact: no samples)") for name in ("samples", "seed")
+        (name, theory.propagate_samples_apply, theory.propagate_samples_mode) for name in ("samples", "seed")
     ],
     "symmetry": [
         ("alpha_max", lambda a: a.bracket is None, "without --bracket (it is the default bracket's upper end)"),
@@ -171,7 +172,7 @@ def check_modes(argv: Sequence[str] | None, args: argparse.Namespace) -> None:
     given, flags = given_options(argv)
     for dest, applies, mode in rules:
         if dest in given and not applies(args):
-            raise InputError(f"{flags[dest]} applies only {mode}")
+            raise InputError(f"{flags[dest]} applies only {mode(args) if callable(mode) else mode}")
 
 
 def _stdout_reader_gone() -> bool:
@@ -198,6 +199,38 @@ def _discard_stdout() -> None:
     os.close(devnull)
 
 
+class _NamedStdout:
+    """sys.stdout while a command runs: an error writing it (a full disk, ``>/dev/full``) names stdout - an OSError
+    from ``print`` carries no file name - and its output, lost, is discarded. A reader that has gone
+    (BrokenPipeError) passes through, for :func:`main`."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _lost(self, err: OSError) -> InputError:
+        _discard_stdout()
+        return InputError(f"cannot write the output to stdout: {err.strerror or err}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise self._lost(err) from err
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise self._lost(err) from err
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
 #: the exit status when stdout's reader has gone: 128 + SIGPIPE, what the shell reports for a tool SIGPIPE ends
 EXIT_BROKEN_PIPE = 141
 
@@ -209,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bnmft {args.command}: error: standard output is closed, so the results would be lost; redirect it "
               "to a file (or to /dev/null)", file=sys.stderr)  # fmt: skip
         return 2
+    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         check_modes(argv, args)
         for attr, flag, directory, suffix in OUTPUTS.get(args.command, []):
@@ -217,13 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args, attr, str(check_output_path(getattr(args, attr), flag, directory=directory, suffix=suffix))
                 )
         code = args.func(args)
-        try:
-            sys.stdout.flush()  # what is buffered is delivered before the exit status says so
-        except BrokenPipeError:
-            raise
-        except OSError as err:  # a full disk (>/dev/full): the output is lost
-            _discard_stdout()
-            raise InputError(f"cannot write standard output: {err.strerror}") from None
+        sys.stdout.flush()  # what is buffered is delivered before the exit status says so (or the error names stdout)
         return code
     except BrokenPipeError:
         if not _stdout_reader_gone():
@@ -246,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bnmft: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,7 +86,7 @@ def add_conv_parser(sub) -> None:
 
 
 def cmd_conv(args) -> int:
-    from ..meanfield.conv import check_conv_shape, conv_theory
+    from ..meanfield.conv import check_conv_shape, check_zero_padding, conv_theory
     from ..nonlinearity import get_nonlinearity
 
     sizes = {"--channels": args.channels, "--depth": args.depth, "--networks": args.networks}
@@ -105,6 +105,9 @@ def cmd_conv(args) -> int:
     eps_values = args.eps or [0.0]
     samples = 20_000 if args.samples is None else args.samples
     pairs = [(b, e) for b in args.batch_size for e in eps_values]
+    if args.padding == "zero" and args.kernel > 1:  # every batch size's limits and memory before the first one runs
+        for b, e in pairs:
+            check_zero_padding(b * math.prod(spatial), spatial, args.kernel, e, samples)
     results = []
     for b, e in pairs:  # zero padding iterates (minutes from about 64 pairs): a progress bar on stderr
         with _iterations_bar(f"B = {b}", args.padding == "zero" and args.kernel > 1) as bar:

@@ -112,6 +112,35 @@ def _load_array(path: str, flag: str):
         raise InputError(f"{flag}: cannot read {path!r} as a .npy array ({type(err).__name__}: {err})") from None
 
 
+def propagate_method(args) -> str:
+    """The Gram-map method ``propagate`` uses with these arguments (``auto``'s pick: from phi and the batch size)."""
+    if args.method != "auto":
+        return args.method
+    from ..meanfield.gram import auto_method, check_gram
+    from ..meanfield.propagation import gram_of_batch
+    from ..nonlinearity import resolve
+
+    inputs = _load_array(args.input, "--input")
+    b = len(check_gram(inputs, "--input") if args.gram else gram_of_batch(inputs, "--input"))
+    _, effective = resolve(args.phi, gamma=args.gamma, beta=args.beta, **phi_params(args))
+    return auto_method(effective, b)
+
+
+def propagate_samples_apply(args) -> bool:
+    """Whether --samples and --seed are used: by the Monte Carlo Gram map, and by --input2's cross block (always
+    sampled); the laplace and sphere methods are exact."""
+    return args.input2 is not None or propagate_method(args) == "monte_carlo"
+
+
+def propagate_samples_mode(args) -> str:
+    """Where --samples and --seed apply, and the method these arguments use (for the refusal's message)."""
+    return (
+        "with the Monte Carlo Gram map (--method monte_carlo, or auto where it picks monte_carlo: phi not "
+        "positive-homogeneous and B > 5) or with --input2 (its cross block is sampled); here the method is "
+        f"{propagate_method(args)}, which is exact: no samples"
+    )
+
+
 def cmd_propagate(args) -> int:
     from tqdm import tqdm
 
@@ -282,8 +311,9 @@ def add_parsers(sub) -> None:
         default="auto",
         help="Gram map: exact Laplace (homogeneous phi), exact sphere rule (B <= 5), or Monte Carlo",
     )
-    p.add_argument("--samples", type=positive_int, default=100_000, help="Monte Carlo samples per layer")
-    p.add_argument("--seed", type=int, default=0)
+    mc = "(Monte Carlo only: --method monte_carlo, auto where it picks it, or --input2's cross block)"
+    p.add_argument("--samples", type=positive_int, default=100_000, help=f"samples per layer {mc}")
+    p.add_argument("--seed", type=int, default=0, help=f"random seed {mc}")
     p.add_argument("--json", action="store_true", help="print a JSON object with one row per layer")
     p.add_argument("--plot", metavar="FILE", help="distance to the fixed point (and cross-batch correlation) by layer")
     p.add_argument("--save", metavar="FILE.npz", help="save the per-layer Gram matrices")

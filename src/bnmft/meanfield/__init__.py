@@ -10,6 +10,8 @@ function) are
 * :mod:`.forward` - forward eigenvalues and two-batch rates;
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
+* :mod:`.linear_noise` - finite width around BSB1 (:func:`fluctuations`, the linear-noise theory);
+* :mod:`.graph` - a whole network's mean field from its graph (the framework adapter is in :mod:`bnmft.simulate`);
 * :mod:`.residual` - residual networks (:func:`residual_theory`); :mod:`.planner` - the depth planner (:func:`design`);
 * :mod:`.spatial` - convolutional networks with spatial BN (:func:`conv_theory`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
@@ -21,6 +23,7 @@ from .conv import ConvResult, conv_theory
 from .eps import EpsResult, eps_theory
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram import GramMapValue, gram_map
+from .linear_noise import Fluctuations, fluctuations
 from .moments import SphericalMoments, spherical_moments
 from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
@@ -33,6 +36,7 @@ __all__ = [
     "DesignOption",
     "DesignResult",
     "EpsResult",
+    "Fluctuations",
     "GegenbauerSeries",
     "GramMapValue",
     "Propagation",
@@ -44,6 +48,7 @@ __all__ = [
     "conv_theory",
     "design",
     "eps_theory",
+    "fluctuations",
     "gegenbauer_series",
     "gram_map",
     "local_rate",

@@ -50,12 +50,13 @@ def _overflow_is_bad_input(fn: Callable[..., TheoryResult]) -> Callable[..., The
         try:
             return fn(base, effective, b, **settings)
         except (OverflowError, ZeroDivisionError) as err:
+            detail = err.args[-1] if err.args else type(err).__name__  # OverflowError's args may be (errno, text)
             given = "".join(
                 f", {k}={v!r}" for k, v in settings.items() if isinstance(v, int | float) and v != _DEFAULTS.get(k)
             )
             raise InputError(
-                f"phi={base.name!r}, batch_size={b!r}{given}: the theory's numbers overflow double precision ({err}); "
-                "use smaller settings"
+                f"phi={base.name!r}, batch_size={b!r}{given}: the theory's numbers overflow double precision "
+                f"({detail}); use smaller settings"
             ) from None
 
     return checked
@@ -156,7 +157,7 @@ def theory_resolved(
     if values is None or not forward_closed:
         # with a closed-form lambda_G, phi' moments are not needed: do not let them decide convergence
         moments = spherical_moments_resolved(effective, b, with_derivative=values is None)
-        _check_not_constant(base.name, gamma, beta, moments.second, moments.mu)
+        _check_not_constant(base.name, gamma, beta, moments.second, moments.mu, moments.d2)
     if values is not None:
         method_used, error = "closed_form", 0.0
         q, c, mu, mean, lam = (float(values[k]) for k in ("q_star", "c_star", "mu_star", "mean", "lambda_G"))
@@ -268,12 +269,20 @@ def _with_eps(r: TheoryResult, phi: Nonlinearity, b: int, eps: float, sigma_w: f
     )
 
 
-def _check_not_constant(name: str, gamma: float, beta: float, q: float, mu: float) -> None:
-    if not (q > 0 and mu > CONSTANT_TOL * q):
+def _check_not_constant(name: str, gamma: float, beta: float, q: float, mu: float, d2: float) -> None:
+    if q > 0 and mu > CONSTANT_TOL * q:
+        return
+    if q > 0 and d2 > 0:  # phi' does not vanish: phi varies, by less than double precision resolves at its size
         raise InputError(
-            f"phi={name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
-            f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
+            f"phi={name!r} with gamma={gamma:g}, beta={beta:g} varies on the support of the batch law too little "
+            f"relative to its size for double precision (mu*/q* = {mu / q:.3g} < {CONSTANT_TOL:g}, q* = {q:.3g}, "
+            f"although E[phi'^2] = {d2:.3g} > 0): the theory's numbers are lost to rounding; use a smaller |beta| "
+            "(or |gamma|)"
         )
+    raise InputError(
+        f"phi={name!r} with gamma={gamma:g}, beta={beta:g} is constant on the support of the batch "
+        f"law (mu* = {mu:.3g}, q* = {q:.3g}); batch norm then passes no signal and no gradient"
+    )
 
 
 def theory_table(phi: PhiSpec, batch_sizes: Iterable, **kwargs: Any) -> list[TheoryResult]:

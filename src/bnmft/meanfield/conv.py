@@ -158,6 +158,17 @@ def _check_zero_padding_memory(n: int, spatial: tuple[int, ...], kernel: int, sa
                  name)  # fmt: skip
 
 
+def check_zero_padding(n: int, spatial: tuple[int, ...], kernel: int, eps: float, samples: int) -> None:
+    """Zero padding's own conditions at n = B x positions pairs (eps = 0, n <= MAX_ZERO_PAIRS, samples >= 8, the
+    memory): cheap, so ``bnmft conv`` checks every batch size's before the first one runs."""
+    if eps > 0:
+        raise InputError("padding='zero' needs eps = 0 (the Gram map's exact methods are scale free)")
+    if n > MAX_ZERO_PAIRS:
+        raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
+    check_int("samples", samples, 8)
+    _check_zero_padding_memory(n, spatial, kernel, samples)
+
+
 def _backward_rate(phi, sigma_h: np.ndarray, b: int, spatial, kernel, padding, samples: int, seed: int,
                    step: Callable[[int], None] = lambda done: None):  # fmt: skip
     """Dominant eigenvalue of ``Pi -> A^T(E[J^T Pi J])`` at pre-activation covariance sigma_h (Monte Carlo of the
@@ -280,12 +291,7 @@ def conv_theory_resolved(
     eps, sigma_w, gamma, beta = (settings[k] for k in ("eps", "sigma_w", "gamma", "beta"))
     n = b * math.prod(spatial)
     if padding == "zero" and kernel != 1:
-        if eps > 0:
-            raise InputError("padding='zero' needs eps = 0 (the Gram map's exact methods are scale free)")
-        if n > MAX_ZERO_PAIRS:
-            raise InputError(f"padding='zero': batch_size x positions must be <= {MAX_ZERO_PAIRS}, got {n}")
-        check_int("samples", samples, 8)
-        _check_zero_padding_memory(n, spatial, kernel, samples)
+        check_zero_padding(n, spatial, kernel, eps, samples)
     mlp = theory_resolved(base, effective, n, **settings)
     at_b = theory_resolved(base, effective, b, **settings).lambda_G if b >= 4 else None
     common: dict[str, Any] = dict(phi=base.name, batch_size=b, spatial=spatial, kernel=kernel, padding=padding, eps=eps,

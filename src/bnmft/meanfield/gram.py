@@ -250,6 +250,13 @@ def gram_map(
     return gram_map_resolved(effective, sigma, method=method, samples=samples, rng=rng)
 
 
+def auto_method(phi: Nonlinearity, batch_size: int) -> str:
+    """The method ``"auto"`` picks: laplace for homogeneous phi, sphere for B <= SPHERE_MAX_BATCH, else monte_carlo."""
+    if phi.homogeneous_degree is not None:
+        return "laplace"
+    return "sphere" if batch_size <= SPHERE_MAX_BATCH else "monte_carlo"
+
+
 def gram_map_resolved(
     phi: Nonlinearity, sigma: np.ndarray, *, method: str = "auto", samples: int = 100_000, rng=None
 ) -> GramMapValue:
@@ -258,7 +265,7 @@ def gram_map_resolved(
     b = len(sigma)
     alpha = phi.homogeneous_degree
     if method == "auto":
-        method = "laplace" if alpha is not None else "sphere" if b <= SPHERE_MAX_BATCH else "monte_carlo"
+        method = auto_method(phi, b)
     if method == "laplace":
         if alpha is None:
             raise InputError(

@@ -525,9 +525,12 @@ def _max_pool_corr(law: np.ndarray, corr: Corr, kernel: tuple[int, ...], stride:
     size = [(n - 1) * st + k for k, st in zip(kernel, stride, strict=True)]
     coords = _window(tuple(size))
     cov = np.array([[_rho(corr, tuple(a - b)) for b in coords] for a in coords])
+    centred = law - law.mean(axis=1, keepdims=True)
+    if not np.all(np.isfinite(cov)) or not np.all(np.isfinite(centred)) or float(np.max(np.abs(centred))) == 0.0:
+        return {}  # no fluctuation to correlate (a collapsed channel): nothing to carry
     vals, vecs = np.linalg.eigh(cov)
     field_ = rng.standard_normal((4000, len(coords))) @ (vecs * np.sqrt(np.clip(vals, 0, None))).T
-    values = np.sort((law - law.mean(axis=1, keepdims=True)).ravel())
+    values = np.sort(centred.ravel())
     field_ = values[np.minimum((ndtr(field_) * len(values)).astype(int), len(values) - 1)]
     index = {tuple(c): i for i, c in enumerate(coords)}
     outs = _window((n,) * len(kernel))
@@ -537,7 +540,8 @@ def _max_pool_corr(law: np.ndarray, corr: Corr, kernel: tuple[int, ...], stride:
     for d in _offsets(len(kernel)):
         base = tuple(max(0, -x) for x in d)
         a, b = maxima[base], maxima[tuple(x + y for x, y in zip(base, d, strict=True))]
-        result[d] = float(np.corrcoef(a, b)[0, 1])
+        sa, sb = float(np.std(a)), float(np.std(b))
+        result[d] = float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb)) if sa > 0 and sb > 0 else 0.0
     return result
 
 

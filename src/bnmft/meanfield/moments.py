@@ -147,6 +147,10 @@ def _check_kinks(phi: Nonlinearity, kinks: tuple[float, ...], check_derivative: 
                     )
 
 
+#: what :func:`_one_moments` returns, for messages
+_ONE_MOMENTS = ("E[phi]", "E[phi^2]", "E[phi'^2]", "E[z^2 phi'^2]")
+
+
 def _one_moments(x: np.ndarray, w: np.ndarray, f: np.ndarray, d: np.ndarray) -> np.ndarray:
     return np.array([w @ f, w @ (f * f), w @ (d * d), w @ (x * x * d * d)])
 
@@ -202,10 +206,34 @@ def spherical_moments(
     return spherical_moments_resolved(effective, b, with_derivative=with_derivative)
 
 
+def _overflow(phi: Nonlinearity, batch_size: float, what: str) -> InputError:
+    """The error for moments that leave double precision, naming phi's parameters and BN's gamma and beta when set."""
+    bn = {k: phi.params[k] for k, v in (("gamma", 1.0), ("beta", 0.0)) if phi.params.get(k, v) != v}
+    given = "".join(f", {k}={v:g}" for k, v in {**phi.parameters, **bn}.items())
+    return InputError(
+        f"phi={phi.name!r}, batch_size={batch_size:g}{given}: the theory's numbers overflow double precision ({what} "
+        "is not finite); use settings closer to the defaults"
+    )
+
+
 def spherical_moments_resolved(
     phi: Nonlinearity, batch_size: float, *, with_derivative: bool = True
 ) -> SphericalMoments:
-    """The kernel of :func:`spherical_moments`: phi resolved (gamma, beta included), B checked."""
+    """The kernel of :func:`spherical_moments`: phi resolved (gamma, beta included), B checked.
+
+    Raises:
+        InputError: as :func:`spherical_moments`; moments that overflow double precision (``beta=1e200``).
+    """
+    # overflow and invalid values are detected (every moment is checked finite), not printed as warnings
+    with np.errstate(over="ignore", invalid="ignore"):
+        moments = _spherical_moments(phi, batch_size, with_derivative)
+    bad = [k for k, v in vars(moments).items() if k != "batch_size" and isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise _overflow(phi, batch_size, f"the moment {bad[0]!r}")
+    return moments
+
+
+def _spherical_moments(phi: Nonlinearity, batch_size: float, with_derivative: bool) -> SphericalMoments:
     support = find_support(phi, batch_size, check_derivative=with_derivative)
     make = (
         (lambda p: GaussRule(support, p))
@@ -219,7 +247,10 @@ def spherical_moments_resolved(
             r = make(p)
             xp, wp = r.one()
             fp, dp = _evaluate(phi, xp, "at a quadrature node")
-            cache[p] = (r, xp, wp, fp, dp, _one_moments(xp, wp, fp, dp))
+            one = _one_moments(xp, wp, fp, dp)
+            if not np.all(np.isfinite(one)):  # phi is finite, but phi^2 or phi'^2 is not: stop before refining
+                raise _overflow(phi, batch_size, _ONE_MOMENTS[int(np.argmin(np.isfinite(one)))])
+            cache[p] = (r, xp, wp, fp, dp, one)
         return cache[p]
 
     for panels in panel_counts(support.xhi - support.xlo):

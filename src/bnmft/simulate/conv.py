@@ -147,21 +147,26 @@ class _ConvChunks:
     @property
     def what(self) -> str:
         net = self.spec.network
-        return (f"one network's activations ({net.width} channels, depth {net.depth}, batch {self.batch_size} x "
-                f"{self.spec.positions} positions)")  # fmt: skip
+        return (f"one network's activations and weights ({net.width} channels, depth {net.depth}, batch "
+                f"{self.batch_size} x {self.spec.positions} positions)")  # fmt: skip
 
     @property
     def _activations(self) -> int:  # values kept for backprop per network: ~8 per (example, position, channel, layer)
         return 8 * self.batch_size * self.spec.positions * self.spec.network.width * self.spec.network.depth
 
     @property
+    def _weights(self) -> int:  # every layer's C x C x k^d weights, kept for backprop
+        n = self.spec.network
+        return n.depth * n.width * n.width * self.spec.kernel ** len(self.spec.spatial)
+
+    @property
     def network_values(self) -> int:
         # the convolutions' padded copies and workspaces on top: chunks of at most MAX_ELEMENTS / 2.5 activations
-        return self._activations * 5 // 2
+        return self._activations * 5 // 2 + self._weights
 
     @property
     def network_bytes(self) -> int:
-        return self._activations * (8 if self.dtype == "float64" else 4)
+        return (self._activations + self._weights) * (8 if self.dtype == "float64" else 4)
 
     def run_chunk(self, k: int, gen: torch.Generator) -> ConvRun:
         c, spatial = self.spec.network.width, self.spec.spatial
