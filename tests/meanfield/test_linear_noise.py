@@ -51,10 +51,13 @@ def test_finite_width_command(capsys):
 
     from bnmft.cli import main
 
-    assert main(["finite-width", "--phi", "relu", "-B", "8", "32", "-N", "256", "--depth", "5", "--json"]) == 0
+    assert main(["finite-width", "--phi", "relu", "-B", "8", "128", "-N", "256", "--depth", "5", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["batch_size"] for r in rows] == [8, 32]
+    assert [r["batch_size"] for r in rows] == [8, 128]
+    assert rows[0]["outlier"]["critical_batch_size"] == 52 and rows[0]["outlier"]["stable"] is None  # relu, B = 8
     assert [d["layer"] for d in rows[1]["distance"]] == [1, 2, 3, 4, 5]
-    assert rows[1]["distance"][0]["distance"] == pytest.approx(fluctuations("relu", 32).distance(256, 1)[0]["distance"])
+    first = fluctuations("relu", 128).distance(256, 1)[0]["distance"]
+    assert rows[1]["distance"][0]["distance"] == pytest.approx(first)
+    assert rows[1]["outlier"]["saddle"] == pytest.approx(1.2038, abs=1e-3) and rows[1]["outlier"]["stable"] > 20
     assert main(["finite-width", "--phi", "relu", "-B", "3", "-N", "256"]) == 2
     assert "batch_size" in capsys.readouterr().err

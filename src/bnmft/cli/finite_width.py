@@ -22,6 +22,7 @@ def add_parsers(sub) -> None:
 
 def cmd_finite_width(args) -> int:
     from ..meanfield.linear_noise import fluctuations
+    from ..meanfield.outlier import outlier_state
 
     check_int("--depth", args.depth)
     out = []
@@ -32,6 +33,8 @@ def cmd_finite_width(args) -> int:
                     "sigma2_M": f.sigma2_M, "sigma2_M_stderr": f.sigma2_M_stderr,
                     "stationary_distance": f.stationary_distance(args.width),
                     "distance": f.distance(args.width, args.depth)})  # fmt: skip
+        o = outlier_state(args.phi, b)
+        out[-1]["outlier"] = {"critical_batch_size": o.critical_batch_size, "saddle": o.saddle, "stable": o.stable}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -42,4 +45,8 @@ def cmd_finite_width(args) -> int:
         step = max(1, len(row["distance"]) // 8)
         layers = ", ".join(f"{d['layer']}: {d['distance']:.4f}" for d in row["distance"][::step])
         print(f"  distance to BSB1: stationary {row['stationary_distance']:.4f}; by layer {layers}")
+        o = row["outlier"]
+        fmt = lambda v: "none" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"  outlier state (docs/outlier.md): critical batch size {fmt(o['critical_batch_size'])}, saddle "
+              f"{fmt(o['saddle'])}, stable {fmt(o['stable'])}")
     return 0

@@ -25,6 +25,7 @@ from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram import GramMapValue, gram_map
 from .linear_noise import Fluctuations, fluctuations
 from .moments import SphericalMoments, spherical_moments
+from .outlier import OutlierResult, outlier_state
 from .planner import DesignOption, DesignResult, design
 from .propagation import Propagation, propagate
 from .residual import ResidualResult, local_rate, residual_theory
@@ -39,6 +40,7 @@ __all__ = [
     "Fluctuations",
     "GegenbauerSeries",
     "GramMapValue",
+    "OutlierResult",
     "Propagation",
     "ResidualResult",
     "SphericalMoments",
@@ -52,6 +54,7 @@ __all__ = [
     "gegenbauer_series",
     "gram_map",
     "local_rate",
+    "outlier_state",
     "propagate",
     "residual_theory",
     "spherical_moments",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def fluctuations_resolved(
 
 
 def fluctuations(phi: PhiSpec, batch_size: int, *, gamma: float = 1.0, beta: float = 0.0, seed: int = 0,
-                 **params: float) -> Fluctuations:  # fmt: skip
+                 **params: Any) -> Fluctuations:  # fmt: skip
     """The linear-noise constants of the batch geometry at finite width (module docstring), eps = 0.
 
     Args:
