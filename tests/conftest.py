@@ -1,5 +1,10 @@
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two test workers on two cores: one thread each (oversubscribed torch threads are 10-50x slower here)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import numpy as np
 import pytest
 from hypothesis import settings

@@ -538,6 +538,8 @@ def test_long_work_reports_progress_and_ctrl_c_exits_130(capsys, monkeypatch):
         raise AssertionError("not interrupted")
 
     monkeypatch.setattr(planner, "design", long_search)
+    # Ctrl-C as a terminal delivers it (pytest-xdist's workers ignore SIGINT: restore Python's handler here)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     start = time.perf_counter()
     timer.start()
@@ -545,6 +547,7 @@ def test_long_work_reports_progress_and_ctrl_c_exits_130(capsys, monkeypatch):
         code = main(["design", "--phi", "relu", "-B", "8", "--residual", "--depth", "100000"])  # minutes of work
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and time.perf_counter() - start < 60  # minutes without the interrupt; loaded machines are slow
     assert capsys.readouterr().err == "bnmft: interrupted\n"
 
