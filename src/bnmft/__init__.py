@@ -5,7 +5,8 @@ The public API (this module) is small and re-exported from the implementation:
 * :mod:`bnmft.meanfield` - the exact theory engine in numpy/scipy (no torch): :func:`theory`,
   :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`; one function per network family:
   :func:`theory` (the paper's MLP), :func:`residual_theory` (residual networks), :func:`conv_theory` (conv
-  networks); :func:`design` (the depth planner), ...;
+  networks); :func:`design` (the depth planner); finite width: :func:`fluctuations`, :func:`finite_width`,
+  :func:`outlier_state`, :func:`escape_depth`; ...;
 * :func:`probe` - any PyTorch model, layer by layer, against the theory (imports torch when called);
 * :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
 * :class:`InputError` - the one error type for bad input (a ``ValueError``).
@@ -21,6 +22,8 @@ from .meanfield import (
     DesignOption,
     DesignResult,
     EpsResult,
+    EscapeDepth,
+    FiniteWidthResult,
     Fluctuations,
     GramMapValue,
     OutlierResult,
@@ -31,6 +34,8 @@ from .meanfield import (
     conv_theory,
     design,
     eps_theory,
+    escape_depth,
+    finite_width,
     fluctuations,
     gegenbauer_series,
     gram_map,
@@ -75,6 +80,8 @@ __all__ = [
     "DesignOption",
     "DesignResult",
     "EpsResult",
+    "EscapeDepth",
+    "FiniteWidthResult",
     "Fluctuations",
     "GramMapValue",
     "InputError",
@@ -88,6 +95,8 @@ __all__ = [
     "conv_theory",
     "design",
     "eps_theory",
+    "escape_depth",
+    "finite_width",
     "fluctuations",
     "gegenbauer_series",
     "get_nonlinearity",

@@ -51,7 +51,8 @@ def test_finite_width_command(capsys):
 
     from bnmft.cli import main
 
-    assert main(["finite-width", "--phi", "relu", "-B", "8", "128", "-N", "256", "--depth", "5", "--json"]) == 0
+    assert main(["finite-width", "--phi", "relu", "-B", "8", "128", "-N", "256", "--depth", "5", "--samples", "1000",
+                 "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["batch_size"] for r in rows] == [8, 128]
     assert rows[0]["outlier"]["critical_batch_size"] == 52 and rows[0]["outlier"]["stable"] is None  # relu, B = 8

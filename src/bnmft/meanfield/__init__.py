@@ -11,6 +11,8 @@ function) are
 * :mod:`.gram` - the Gram map V(Sigma) for any Sigma; :mod:`.propagation` - iterating it from a user's batch;
 * :mod:`.symmetry` - where BSB1 stops being attracting; :mod:`.eps` - batch norm with eps > 0;
 * :mod:`.linear_noise` - finite width around BSB1 (:func:`fluctuations`, the linear-noise theory);
+* :mod:`.width_expansion` - the 1/N coefficients of c*, q* (and, from :mod:`.gradient_width`, lambda_G):
+  :func:`finite_width`; :mod:`.outlier` - the outlier state; :mod:`.escape` - when finite networks leave BSB1;
 * :mod:`.graph` - a whole network's mean field from its graph (the framework adapter is in :mod:`bnmft.simulate`);
 * :mod:`.residual` - residual networks (:func:`residual_theory`); :mod:`.planner` - the depth planner (:func:`design`);
 * :mod:`.spatial` - convolutional networks with spatial BN (:func:`conv_theory`);
@@ -21,6 +23,7 @@ from ..options import check_batch_size
 from .api import theory, theory_table
 from .conv import ConvResult, conv_theory
 from .eps import EpsResult, eps_theory
+from .escape import EscapeDepth, escape_depth
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
 from .gram import GramMapValue, gram_map
 from .linear_noise import Fluctuations, fluctuations
@@ -31,12 +34,15 @@ from .propagation import Propagation, propagate
 from .residual import ResidualResult, local_rate, residual_theory
 from .result import TheoryResult
 from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alpha
+from .width_expansion import FiniteWidthResult, finite_width
 
 __all__ = [
     "ConvResult",
     "DesignOption",
     "DesignResult",
     "EpsResult",
+    "EscapeDepth",
+    "FiniteWidthResult",
     "Fluctuations",
     "GegenbauerSeries",
     "GramMapValue",
@@ -50,6 +56,8 @@ __all__ = [
     "conv_theory",
     "design",
     "eps_theory",
+    "escape_depth",
+    "finite_width",
     "fluctuations",
     "gegenbauer_series",
     "gram_map",
