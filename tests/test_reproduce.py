@@ -173,7 +173,8 @@ def test_the_html_report_renders_in_a_real_browser(run):
 
 def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     cached = sorted((run / ".cache").glob("*.json"))
-    assert len(cached) == 9  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, residual networks, VGG stack,
+    assert len(cached) == 10  # fig1ab, fig1cd, fig2, fig4, the width sweep and table, how wide is wide enough,
+    # residual networks, VGG stack,
     # the whole models
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     figure = run / "fig1a_lambda_G.png"

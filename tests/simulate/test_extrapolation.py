@@ -40,8 +40,21 @@ def test_simulated_estimates_extrapolate_to_the_theory():
         f = fits[name]
         assert abs(f.a - f.theory) < 4 * f.a_stderr + 1e-3 * abs(f.theory), f
     assert fits["c_star"].b < -3 * fits["c_star"].b_stderr  # c* approaches its limit from below, like 1/N
+    # b with the intercept held at the theory agrees with the free fit's b (both within their errors)
+    f = fits["c_star"]
+    assert abs(f.b_at_theory - f.b) < 3 * np.hypot(f.b_stderr, f.b_at_theory_stderr)
+    assert f.b_at_theory_stderr < f.b_stderr  # one parameter fewer: a tighter b
     rows = r.rows()
     assert {"batch_size", "estimate", "a", "a_stderr", "b", "b_stderr", "theory", "widths"} <= set(rows[0])
+
+
+def test_the_held_intercept_fit_is_unbiased_by_curvature():
+    """With the intercept known, N (X(N) - a) = b + c/N is linear in 1/N: the b of held-intercept data with a large
+    1/N^2 term is exact, where the free fit over few widths would need the quadratic term."""
+    widths = np.array([64, 128, 256, 512, 1024])
+    y = 1.0 - 2.0 / widths + 900.0 / widths**2
+    coef = fit_inverse_width(widths, widths * (y - 1.0), np.full(5, 1e-6))[0]
+    np.testing.assert_allclose(coef[:2], [-2.0, 900.0], rtol=1e-6)
 
 
 def test_bad_widths():

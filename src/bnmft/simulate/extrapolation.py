@@ -22,7 +22,9 @@ ESTIMATES = ("lambda_G", "c_star", "q_star")
 @dataclass(frozen=True)
 class WidthFit:
     """One estimate at one batch size: ``a`` (infinite width) +- ``a_stderr``, ``b`` (1/N) +- ``b_stderr``, ``c``
-    (1/N^2, None when not needed), the theory, chi^2 and its degrees of freedom."""
+    (1/N^2, None when not needed), the theory, chi^2 and its degrees of freedom; ``b_at_theory`` +- its standard
+    error: b with the intercept held at the theory (``N (X(N) - theory)`` fitted as ``b + c/N [+ d/N^2]``), which
+    the free fit's O(1/N^2) terms do not bias (docs/finite_width.md); None where there is no theory."""
 
     batch_size: int
     estimate: str
@@ -36,6 +38,8 @@ class WidthFit:
     chi2: float
     dof: int
     widths: tuple[int, ...]
+    b_at_theory: float | None = None
+    b_at_theory_stderr: float | None = None
 
 
 def fit_inverse_width(widths, values, stderrs) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -86,6 +90,12 @@ def extrapolate(results: dict) -> WidthExtrapolation:
             if not all(math.isfinite(v) and math.isfinite(e) for v, e in zip(values, errors, strict=True)):
                 continue
             coef, errs, chi2, dof = fit_inverse_width(widths, values, errors)
+            theory = getattr(first, f"{name}_theory")
+            held = held_se = None
+            if theory is not None and math.isfinite(theory) and len(widths) >= 3:
+                n = np.asarray(widths, dtype=float)
+                scaled = fit_inverse_width(widths, n * (np.asarray(values) - theory), n * np.asarray(errors))
+                held, held_se = float(scaled[0][0]), float(scaled[1][0])
             fits.append(
                 WidthFit(
                     batch_size=first.batch_size,
@@ -96,10 +106,12 @@ def extrapolate(results: dict) -> WidthExtrapolation:
                     b_stderr=float(errs[1]),
                     c=float(coef[2]) if len(coef) > 2 else None,
                     c_stderr=float(errs[2]) if len(coef) > 2 else None,
-                    theory=getattr(first, f"{name}_theory"),
+                    theory=theory,
                     chi2=chi2,
                     dof=dof,
                     widths=tuple(widths),
+                    b_at_theory=held,
+                    b_at_theory_stderr=held_se,
                 )
             )
     return WidthExtrapolation(results, fits)
