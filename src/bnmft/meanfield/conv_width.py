@@ -192,7 +192,7 @@ def conv_departure_depth(
     seed = check_seed(seed)
     if model not in MODELS:
         raise InputError(f"model must be one of {MODELS}, got {model!r}")
-    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)
+    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)  # type: ignore
     return conv_departure_depth_resolved(base, effective, b, shape, c, kernel, v, depth, reps, seed, model)
 
 
@@ -276,12 +276,12 @@ def conv_departure_depth_resolved(
     done = first[np.isfinite(first)]
     settled = {"settled_rate": None, "settled_rate_spread": None, "settled_share": None, "rate_at_bsb1": None}
     if rates is not None:
-        settled["rate_at_bsb1"] = float(rates[:, BSB1_LAYERS[0] : BSB1_LAYERS[1]].mean())
+        settled["rate_at_bsb1"] = float(rates[:, BSB1_LAYERS[0] : BSB1_LAYERS[1]].mean())  # type: ignore
         kept = [(i, int(2 * d), int(3 * d)) for i, d in enumerate(first) if np.isfinite(d) and 3 * d <= rates.shape[1]]
         if kept:
             per = np.array([rates[i, lo:hi].mean() for i, lo, hi in kept])
             share = float(np.mean([shares[i, lo:hi].mean() for i, lo, hi in kept]))
-            settled.update(settled_rate=float(per.mean()), settled_rate_spread=float(per.std()), settled_share=share)
+            settled.update(settled_rate=float(per.mean()), settled_rate_spread=float(per.std()), settled_share=share)  # type: ignore
     return ConvDeparture(
         phi=base.name, batch_size=b, spatial=tuple(spatial), channels=channels, kernel=kernel, threshold=threshold,
         effective_batch_size=n, model="offsets" if use_offsets else "norms",

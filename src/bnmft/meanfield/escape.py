@@ -158,7 +158,7 @@ def escape_depth(
         threshold = check_real("threshold", threshold, positive=True)
     samples = check_int("samples", samples, 2000)
     seed = check_seed(seed)
-    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)
+    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)  # type: ignore
     return escape_depth_resolved(base, effective, int(b), n, d, threshold, samples, seed)
 
 
@@ -185,7 +185,7 @@ def escape_depth_resolved(
     if out.saddle is None or out.saddle == 1.0 or lam >= 1:
         (w1,), (e1,) = _noise(phi, b, np.array([1.0]), samples, seed)
         no_saddle = out.saddle is None and lam < 1
-        return EscapeDepth(**common, threshold=None, expected_depth=math.inf if no_saddle else None,
+        return EscapeDepth(**common, threshold=None, expected_depth=math.inf if no_saddle else None,  # type: ignore
                            median_depth=None, escape_probability=0.0 if no_saddle else None,
                            noise_at_bsb1=w1 * to_rho, noise_at_bsb1_stderr=e1 * to_rho, curvature=None,
                            normalisation=None, stationary_std=None, survival=(1.0,) if no_saddle else ())  # fmt: skip
@@ -194,7 +194,7 @@ def escape_depth_resolved(
     if not out.saddle < rho_x < top:
         raise InputError(f"threshold must be in ({out.saddle:.6g}, {top:g}) (above the saddle), got {threshold!r}")
     chain = _Chain(out, phi, b, width, input_dim, _t_of_rho(b, rho_x), samples, seed, background)
-    return EscapeDepth(**common, threshold=rho_x, **chain.run())
+    return EscapeDepth(**common, threshold=rho_x, **chain.run())  # type: ignore
 
 
 def _t_of_rho(b: int, rho: Any) -> Any:
@@ -239,7 +239,7 @@ def _noise(phi: Nonlinearity, b: int, ts: np.ndarray, samples: int, seed: int) -
         return b * b * (aa - 2 * q * at + q * q * tt - (ma - q * mt) ** 2) / (mt * mt)
 
     total = w_of(sums.sum(axis=0), samples)
-    batches = w_of(sums, per_batch[:, None])
+    batches = w_of(sums, per_batch[:, None])  # type: ignore
     if not np.all(np.isfinite(total)) or np.any(total <= 0):
         raise InputError(f"phi={phi.name!r}: the one-unit noise of the outlier chain is not finite and positive")
     return total, batches.std(axis=0, ddof=1) / math.sqrt(BATCHES)
@@ -317,7 +317,7 @@ class _Chain:
                 break
         s1 = np.array(survival1)
         sb = s1**b
-        tail_factor = ratio**b
+        tail_factor = ratio**b  # type: ignore
         expected = float(sb.sum() + (sb[-1] * tail_factor / (1 - tail_factor) if tail_factor < 1 else math.inf))
         below = np.nonzero(sb <= 0.5)[0]
         if below.size:

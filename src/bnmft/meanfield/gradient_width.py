@@ -183,7 +183,7 @@ def _one_neuron(effective: Nonlinearity, b: int, mu: float, var_one: float, rng,
         for key, args in (("L", (phi_s, np.transpose(a_u, (0, 2, 1)) / math.sqrt(mu), h)),
                           ("R", (phi_s, abar / mu, phi_s)), ("Cd", (h, fresh, h)), ("Ct", (h, top, h)),
                           ("T", (h, a_u / math.sqrt(mu), f))):  # fmt: skip
-            for irrep, values in _q_traces(*args, b).items():
+            for irrep, values in _q_traces(*args, b).items():  # type: ignore
                 add(f"{key}_{irrep}", values)
     return sums
 
@@ -274,12 +274,12 @@ def _combine(m: dict[str, Any], t: Any, b: int, window: tuple[int, int] | None, 
         layers = range(start, stop - 1)
         s_in = {x: 2.0 for x in dims}  # Gaussian inputs of dimension N: a Wishart Gram
         s_hist = [s_in]
-        for _ in range(depth):
+        for _ in range(depth):  # type: ignore
             s_hist.append({x: lam_x[x] ** 2 * s_hist[-1][x] + sig[x] for x in dims})
-        state = {k: s_hist[k + 1] for k in range(-1, depth)}  # state[k]: after layer k (k = -1: the input)
+        state = {k: s_hist[k + 1] for k in range(-1, depth)}  # type: ignore  # state[k]: after layer k (k = -1: the input)
         cov_q = {x: blk[2] for x, blk in blocks.items()}  # at the top layer
-        q_at = {depth - 1: cov_q}
-        for k in range(depth - 2, -1, -1):
+        q_at = {depth - 1: cov_q}  # type: ignore
+        for k in range(depth - 2, -1, -1):  # type: ignore
             cov_q = {x: blocks[x][1] + blocks[x][0] @ cov_q[x] @ blocks[x][0].T for x in blocks}
             q_at[k] = cov_q
         parts: dict[str, list] = {"A_scale_var": [], "A_scale_bias": [], "A_curvature": [], "B": [], "W2": []}
@@ -287,7 +287,7 @@ def _combine(m: dict[str, Any], t: Any, b: int, window: tuple[int, int] | None, 
             a = piece_a(state[k - 1], state[k - 2])
             for key, val in zip(("A_scale_var", "A_scale_bias", "A_curvature"), a, strict=True):
                 parts[key].append(val)
-            parts["B"].append(piece_b(state[k - 1], depth - 2 - k))
+            parts["B"].append(piece_b(state[k - 1], depth - 2 - k))  # type: ignore
             parts["W2"].append(w2(q_at[k + 1]))
         for key in ("A_scale_var", "A_scale_bias", "A_curvature", "W2"):
             out[key] = float(np.mean(parts[key]))

@@ -297,8 +297,8 @@ def finite_width_resolved(
         resolved = abs(lam_b) > 2 * lam_se
         needed = float((abs(lam_b) if resolved else abs(lam_b) + 2 * lam_se) / (0.01 * t.lambda_G))
     return FiniteWidthResult(
-        phi=base.name, batch_size=b, width=width, depth=depth, window=window, c_star=float(t.c_star),
-        q_star=float(t.q_star), lambda_G=float(t.lambda_G), c_star_coefficient=stats.c_star,
+        phi=base.name, batch_size=b, width=width, depth=depth, window=window, c_star=float(t.c_star),  # type: ignore
+        q_star=float(t.q_star), lambda_G=float(t.lambda_G), c_star_coefficient=stats.c_star,  # type: ignore
         c_star_coefficient_stderr=stats.c_star_stderr, q_star_coefficient=stats.q_star,
         q_star_coefficient_stderr=stats.q_star_stderr, lambda_G_coefficient=lam_b, lambda_G_coefficient_stderr=lam_se,
         width_for_1_percent=needed, width_for_1_percent_is_bound=None if resolved is None else not resolved,
