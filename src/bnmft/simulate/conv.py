@@ -90,7 +90,7 @@ def channel_batch_norm(h: torch.Tensor, k: int, spec: ConvSpec, group: int) -> t
     return y.reshape(k, b, p, c).permute(1, 0, 3, 2).reshape(h.shape)
 
 
-def _gram_summary(x: torch.Tensor, k: int, spec: ConvSpec):
+def gram_summary(x: torch.Tensor, k: int, spec: ConvSpec):
     """q, c_space, c_batch per network from x (B, K C, *spatial), in O(B P C) (no n x n Gram): with s_a the sum of
     example a's position vectors, the within-example pair sum is sum_a ||s_a||^2 - sum_(a,p) ||x_ap||^2 and the
     across-example one ||sum_a s_a||^2 - sum_a ||s_a||^2 (Gram entries are x_ap . x_bq / C)."""
@@ -124,7 +124,7 @@ def run_conv_ensemble(phi: TorchFn, inputs: torch.Tensor, spec: ConvSpec, k: int
             var, mean = torch.var_mean(per_channel.double(), dim=(1, 3), unbiased=False)  # (K, C)
         x = phi(channel_batch_norm(h, k, spec, group))
         with torch.no_grad():
-            stats.append((*_gram_summary(x.detach(), k, spec), mean.mean(1), var.mean(1), var.std(1)))
+            stats.append((*gram_summary(x.detach(), k, spec), mean.mean(1), var.mean(1), var.std(1)))
     readout = torch.randn(x.shape, generator=gen, device=device, dtype=dtype)
     # (B, K C, *spatial) seen as (B, K, C x positions): the networks along dim 1
     logs = track_log_norms(pre, k, view=lambda g: g.reshape(b, k, -1), network_dim=1)

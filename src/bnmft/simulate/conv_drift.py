@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..meanfield.conv import check_conv_shape
 from ..nonlinearity import resolve
 from ..options import check_int, check_seed
-from .conv import ConvSpec, _gram_summary, channel_batch_norm, conv_weights, convolve
+from .conv import ConvSpec, channel_batch_norm, conv_weights, convolve, gram_summary
 from .network import NetworkSpec
 from .runner import track_log_norms, true_log_norms
 from .torch_phi import to_torch
@@ -69,7 +69,7 @@ def _run_chunk(phi, b: int, spec: ConvSpec, k: int, gen: torch.Generator) -> Dri
         with torch.no_grad():
             hh = h.detach().double().reshape(b, k, c, p)
             inv_var = (1 / hh.var(dim=(0, 3), unbiased=False)).mean(1)
-            _, c_space, c_batch = _gram_summary(x.detach(), k, spec)
+            _, c_space, c_batch = gram_summary(x.detach(), k, spec)
             yy = y.detach().double().reshape(b, k, c, p)
             xc = x.detach().double().reshape(b, k, c, p)
             xc = xc - xc.mean(dim=(0, 3), keepdim=True)
