@@ -4,7 +4,9 @@ Cells of a sweep that agree on :data:`BATCH_KEYS` (data set, phi, depth, branch 
 epochs, data sizes) - e.g. the seeds, or the gammas, betas, eps, sigma_w, learning rates, ghost sizes or branch scales
 of one depth - become
 one model whose weights are stacked along a leading axis of size K: every layer is one batched matrix product
-(``torch.bmm``), batch norm one (fused where the eps agree) call, the loss the sum of the K models' losses (their
+(``torch.bmm`` of the activations (K, B, N) with the transposed weights (K, N_in, N_out): MKL's batched product with
+the skinny operand on the left is about 4x faster than ``W @ x^T``, forward and backward), batch norm one (fused
+where the eps agree) call, the loss the sum of the K models' losses (their
 gradients never mix) and the optimiser an element-wise update with one learning rate per model.
 
 Each model draws its data subset, initial weights and data order from its own seed exactly as
@@ -30,7 +32,7 @@ from ..simulate.network import NetworkSpec, batch_norm, init_weights
 from ..simulate.torch_phi import to_torch
 from .config import TrainConfig, check_config, layer_counts
 from .data import Dataset
-from .training import cached_dataset, subset
+from .training import batch_statistics, cached_dataset, subset
 
 #: the fields that cells trained together must share
 BATCH_KEYS = (
@@ -67,7 +69,8 @@ def group_cells(configs: Sequence[dict], max_models: int = MAX_MODELS) -> list[l
 
 
 class _Stack:
-    """The K models' parameters and BN running statistics, stacked (float32, CPU)."""
+    """The K models' parameters and BN running statistics, stacked (float32, CPU); the weight matrices transposed,
+    (K, N_in, N_out), so that a layer is ``x @ W^T`` for activations x (K, B, N_in)."""
 
     def __init__(self, cfgs: Sequence[TrainConfig], features: int, classes: int, gens: list[torch.Generator]):
         first = cfgs[0]
@@ -82,18 +85,19 @@ class _Stack:
             ]
             readout = torch.empty(classes, n).normal_(0.0, 1.0 / math.sqrt(n), generator=gen)
             per_model.append((layers, readout))
-        self.weights = [torch.stack([m[0][i] for m in per_model]).requires_grad_() for i in range(n_weights)]
+        self.weights = [torch.stack([m[0][i].T for m in per_model]).contiguous().requires_grad_()
+                        for i in range(n_weights)]  # fmt: skip
         self.gammas = [
             torch.tensor([[c.gamma] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(n_norms)
         ]
         self.betas = [
             torch.tensor([[c.beta] * n for c in cfgs], dtype=torch.float32).requires_grad_() for _ in range(n_norms)
         ]
-        self.readout = torch.stack([m[1] for m in per_model]).requires_grad_()
+        self.readout = torch.stack([m[1].T for m in per_model]).contiguous().requires_grad_()
         self.bias = torch.zeros(k, classes).requires_grad_()
         self.running_mean = [torch.zeros(k, n) for _ in range(n_norms)]
         self.running_var = [torch.ones(k, n) for _ in range(n_norms)]
-        self.scales = torch.tensor([c.branch_scale for c in cfgs], dtype=torch.float32)[:, None, None]
+        self.scales = torch.tensor([c.branch_scale for c in cfgs], dtype=torch.float32)[:, None, None]  # (K, 1, 1)
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *self.gammas, *self.betas, self.readout, self.bias]
@@ -151,49 +155,47 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
 
     def normalise(h: torch.Tensor, layer: int) -> torch.Tensor:
         """BN and its affine map in training mode per model (its ghost groups), updating the running statistics.
-        h is (K, N, B): examples last, so BN is one fused call without transposed copies."""
-        gamma, beta = model.gammas[layer], model.betas[layer]
+        h is (K, B, N)."""
+        gamma, beta = model.gammas[layer][:, None, :], model.betas[layer][:, None, :]
         if len(groups) == 1:
             ((g, _),) = groups.items()
-            y = batch_norm(h, g, eps, detach=False, examples_last=True, weight=gamma, bias=beta)
+            y = batch_norm(h, g, eps, detach=False)
             parts = [(slice(None), g)]
         else:
             y = torch.empty_like(h)
             parts = [(torch.tensor(idx, device=dev), g) for g, idx in groups.items()]
             for idx, g in parts:
-                e = eps if isinstance(eps, float) else eps[idx]
-                y[idx] = batch_norm(h[idx], g, e, detach=False, examples_last=True, weight=gamma[idx], bias=beta[idx])
+                y[idx] = batch_norm(h[idx], g, eps if isinstance(eps, float) else eps[idx], detach=False)
         with torch.no_grad():
             for idx, g in parts:
-                sub = h[idx]
-                var, mean = torch.var_mean(sub.reshape(sub.shape[0], sub.shape[1], -1, g), dim=3, unbiased=False)
-                model.running_mean[layer][idx] = 0.9 * model.running_mean[layer][idx] + 0.1 * mean.mean(dim=2)
-                model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var.mean(dim=2)
-        return y
+                mean, var = batch_statistics(h[idx], g)
+                model.running_mean[layer][idx] = 0.9 * model.running_mean[layer][idx] + 0.1 * mean
+                model.running_var[layer][idx] = 0.9 * model.running_var[layer][idx] + 0.1 * var
+        return y * gamma + beta
 
     def norm(h: torch.Tensor, layer: int, training: bool) -> torch.Tensor:
         if training:
             return normalise(h, layer)
-        y = (h - model.running_mean[layer][:, :, None]) / torch.sqrt(model.running_var[layer][:, :, None] + eps_column)
-        return model.gammas[layer][:, :, None] * y + model.betas[layer][:, :, None]
+        y = (h - model.running_mean[layer][:, None, :]) / torch.sqrt(model.running_var[layer][:, None, :] + eps_column)
+        return model.gammas[layer][:, None, :] * y + model.betas[layer][:, None, :]
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
-        """x (K, B, features) -> logits (K, B, classes); inside, activations are (K, N, B) (examples last)."""
-        a = x.transpose(1, 2)
+        """x (K, B, features) -> logits (K, B, classes); activations (K, B, N) throughout."""
+        a = x
         if first.branch_depth == 0:
             for layer, w in enumerate(model.weights):
-                a = phi(norm(torch.bmm(w, a), layer, training))  # (K, N, B)
+                a = phi(norm(torch.bmm(a, w), layer, training))
         else:  # the residual network of BNMLP._residual
-            stream = norm(torch.bmm(model.weights[0], a), 0, training)
+            stream = norm(torch.bmm(a, model.weights[0]), 0, training)
             j = 1
             for _ in range(first.depth):
                 h = stream
                 for _ in range(first.branch_depth):
-                    h = torch.bmm(model.weights[j], phi(norm(h, j, training)))
+                    h = torch.bmm(phi(norm(h, j, training)), model.weights[j])
                     j += 1
                 stream = stream + model.scales * h
             a = phi(norm(stream, j, training))
-        return (torch.bmm(model.readout, a) + model.bias[:, :, None]).transpose(1, 2)
+        return torch.bmm(a, model.readout) + model.bias[:, None, :]
 
     params = model.parameters()
     square_avg = [torch.zeros_like(p) for p in params]
