@@ -16,8 +16,10 @@ import pytest
 from tests.browser import chromium_launcher
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDE = ["index", "quickstart", "theory", "families", "simulator", "experiments", "cli", "errors", "numerics"]
-DERIVATIONS = ["residual", "convolutional", "conditional_sampler"]
+GUIDE = [
+    "index", "quickstart", "theory", "families", "simulator", "experiments", "budget", "cli", "errors", "numerics"
+]
+DERIVATIONS = ["residual", "convolutional", "graph", "finite_width", "outlier", "conv_width", "conditional_sampler"]
 API = {
     "api/bnmft": [
         "bnmft.theory",
@@ -33,6 +35,11 @@ API = {
         "bnmft.Nonlinearity",
         "bnmft.get_nonlinearity",
         "bnmft.TheoryResult",
+        "bnmft.fluctuations",
+        "bnmft.finite_width",
+        "bnmft.outlier_state",
+        "bnmft.escape_depth",
+        "bnmft.conv_departure_depth",
     ],
     "api/simulate": ["bnmft.simulate.simulate_mlp", "bnmft.simulate.simulate_residual", "bnmft.simulate.simulate_conv"],
     "api/experiments": ["bnmft.experiments.config.TrainConfig", "bnmft.experiments.sweep.run_sweep"],
@@ -69,6 +76,14 @@ def test_the_site_has_the_guide_the_derivations_and_the_api_pages(site):
     index = (site / "index.html").read_text()
     for page in [*GUIDE[1:], *DERIVATIONS, "api/index"]:
         assert f'href="{page}.html"' in index, f"{page} is not in the navigation"
+
+
+def test_every_public_name_has_an_entry_on_the_api_page():
+    import bnmft
+
+    source = (ROOT / "docs/api/bnmft.md").read_text()
+    missing = [n for n in bnmft.__all__ if n != "__version__" and f"bnmft.{n}\n" not in source]
+    assert not missing, f"public names without an entry in docs/api/bnmft.md: {missing}"
 
 
 @pytest.mark.parametrize("page", sorted(API))

@@ -6,7 +6,7 @@ The public API (this module) is small and re-exported from the implementation:
   :func:`gram_map`, :func:`propagate`, :func:`symmetry_breaking`, :func:`eps_theory`; one function per network family:
   :func:`theory` (the paper's MLP), :func:`residual_theory` (residual networks), :func:`conv_theory` (conv
   networks); :func:`design` (the depth planner); finite width: :func:`fluctuations`, :func:`finite_width`,
-  :func:`outlier_state`, :func:`escape_depth`; ...;
+  :func:`outlier_state`, :func:`escape_depth`, :func:`conv_departure_depth` (finite channels); ...;
 * :func:`probe` - any PyTorch model, layer by layer, against the theory (imports torch when called);
 * :mod:`bnmft.nonlinearity` - the registry of nonlinearities and safe expressions;
 * :class:`InputError` - the one error type for bad input (a ``ValueError``).
@@ -18,6 +18,7 @@ simulator (:mod:`bnmft.simulate`) and the training experiments (:mod:`bnmft.expe
 
 from .errors import InputError
 from .meanfield import (
+    ConvDeparture,
     ConvResult,
     DesignOption,
     DesignResult,
@@ -31,6 +32,7 @@ from .meanfield import (
     ResidualResult,
     SymmetryBreaking,
     TheoryResult,
+    conv_departure_depth,
     conv_theory,
     design,
     eps_theory,
@@ -76,6 +78,7 @@ def probe(model, inputs, loss=None, **kwargs):
 
 
 __all__ = [
+    "ConvDeparture",
     "ConvResult",
     "DesignOption",
     "DesignResult",
@@ -92,6 +95,7 @@ __all__ = [
     "SymmetryBreaking",
     "TheoryResult",
     "__version__",
+    "conv_departure_depth",
     "conv_theory",
     "design",
     "eps_theory",

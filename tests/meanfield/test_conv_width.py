@@ -2,6 +2,7 @@
 B = infinity closed form, its noise against the relu closed form, its slope against the outlier engine, and its
 spread and departure depth against the conv simulator (bnmft.simulate.conv_drift)."""
 
+import json
 import math
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_tanh_does_not_depart():
     """tanh pulls every example back (F_inf'(1) = 0.46): no departure in the chain, and the simulator's spread stays
     far below the threshold."""
     r = conv_departure_depth("tanh", 8, (4, 4), 32, max_depth=200, replicas=200)
-    assert r.censored == 1.0 and r.mean_depth == math.inf and r.median_depth is None
+    assert r.censored == 1.0 and r.mean_depth == math.inf and r.median_depth is None and r.mean_depth_stderr is None
     run = measure_conv_drift("tanh", 8, (4, 4), 32, depth=60, networks=8)
     assert run.get("spread").max() < 0.25
 
@@ -134,9 +135,28 @@ def test_tanh_does_not_depart():
         ({"max_depth": 0}, "max_depth"),
         ({"model": "exact"}, "model"),
         ({"phi": "tanh", "model": "offsets"}, "relu"),
+        ({"batch_size": 2, "spatial": (1, 1), "kernel": 1}, "positions must be >= 4"),
     ],
 )
 def test_bad_input(kwargs, match):
     args = {"phi": "relu", "batch_size": 8, "spatial": (4, 4), "channels": 32} | kwargs
     with pytest.raises(InputError, match=match):
         conv_departure_depth(**args)
+
+
+def test_cli_conv_mode_is_the_api(capsys):
+    """``bnmft finite-width --spatial``: the JSON is :func:`bnmft.conv_departure_depth`'s, one object per B; the MLP's
+    options are errors there, the chain's options errors without it (exit 2)."""
+    from bnmft.cli import main
+
+    argv = ["finite-width", "--phi", "relu", "-B", "16", "-N", "8", "--spatial", "4x4", "--replicas", "100",
+            "--seed", "5"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row == conv_departure_depth("relu", 16, (4, 4), 8, replicas=100, seed=5).to_dict()
+    assert main(argv) == 0
+    assert f"after {row['mean_depth']:.1f} +- {row['mean_depth_stderr']:.1f} layers" in capsys.readouterr().out
+    assert main([*argv, "--window", "2:5"]) == 2
+    assert "--window does not apply" in capsys.readouterr().err
+    assert main(["finite-width", "--phi", "relu", "-B", "8", "-N", "64", "--threshold", "0.3"]) == 2
+    assert "--threshold does not apply without --spatial" in capsys.readouterr().err

@@ -15,13 +15,15 @@ function) are
   :func:`finite_width`; :mod:`.outlier` - the outlier state; :mod:`.escape` - when finite networks leave BSB1;
 * :mod:`.graph` - a whole network's mean field from its graph (the framework adapter is in :mod:`bnmft.simulate`);
 * :mod:`.residual` - residual networks (:func:`residual_theory`); :mod:`.planner` - the depth planner (:func:`design`);
-* :mod:`.spatial` - convolutional networks with spatial BN (:func:`conv_theory`);
+* :mod:`.conv` - convolutional networks with spatial BN (:func:`conv_theory`); :mod:`.conv_width` - finite channels:
+  the depth at which a conv-BN stack leaves the mean field (:func:`conv_departure_depth`);
 * :mod:`.api` - :func:`theory`, dispatch and validation; :mod:`.result` - :class:`TheoryResult`.
 """
 
 from ..options import check_batch_size
 from .api import theory, theory_table
 from .conv import ConvResult, conv_theory
+from .conv_width import ConvDeparture, conv_departure_depth
 from .eps import EpsResult, eps_theory
 from .escape import EscapeDepth, escape_depth
 from .gegenbauer import GegenbauerSeries, gegenbauer_series
@@ -37,6 +39,7 @@ from .symmetry import SymmetryBreaking, symmetry_breaking, symmetry_breaking_alp
 from .width_expansion import FiniteWidthResult, finite_width
 
 __all__ = [
+    "ConvDeparture",
     "ConvResult",
     "DesignOption",
     "DesignResult",
@@ -53,6 +56,7 @@ __all__ = [
     "SymmetryBreaking",
     "TheoryResult",
     "check_batch_size",
+    "conv_departure_depth",
     "conv_theory",
     "design",
     "eps_theory",

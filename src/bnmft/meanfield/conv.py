@@ -113,6 +113,19 @@ def check_conv_shape(spatial, kernel: int, padding: str) -> tuple[int, ...]:
     return shape
 
 
+def check_conv_batch(batch_size, spatial, kernel: int, padding: str, *, min_batch: int = 1
+                     ) -> tuple[int, tuple[int, ...], int]:
+    """The batch size (``>= min_batch``) and image of a conv-BN stack (:func:`check_conv_shape`), with BN's sample
+    n = B x positions >= 4; returns ``(B, shape, n)``. Shared by the theory and the finite-channel chain."""
+    b = check_int("batch_size", batch_size, min_batch)
+    shape = check_conv_shape(spatial, kernel, padding)
+    n = b * math.prod(shape)
+    if n < 4:
+        raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {b} x "
+                         f"{math.prod(shape)}")  # fmt: skip
+    return b, shape, n
+
+
 def conv_average(sigma: np.ndarray, b: int, spatial: tuple[int, ...], kernel: int, padding: str) -> np.ndarray:
     """``A(Sigma)`` with sigma_w = 1: Sigma (n x n, n = B P, pairs ordered (example, position)) averaged over the
     kernel's offsets applied to both position indices (zero padding: offsets leaving the image contribute 0)."""
@@ -259,12 +272,8 @@ def conv_theory(
         InputError: a bad phi, batch size (B x positions >= 4), shape, kernel, padding or BN option; zero padding
             with eps > 0 or more than MAX_ZERO_PAIRS pairs; the errors of :func:`bnmft.theory` at B x positions.
     """
-    b = check_int("batch_size", batch_size, 1)
-    spatial = check_conv_shape(spatial, kernel, padding)
+    b, spatial, n = check_conv_batch(batch_size, spatial, kernel, padding)
     eps, sigma_w, gamma, beta = check_bn_options(eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
-    n = b * math.prod(spatial)
-    if n < 4:
-        raise InputError(f"batch_size x positions must be >= 4 (the BN statistics' sample), got {n}")
     _, settings = check_theory_input(n, eps=eps, sigma_w=sigma_w, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
     return conv_theory_resolved(base, effective, b, spatial, kernel, padding, settings, samples=samples, seed=seed,

@@ -10,7 +10,7 @@ conv simulator. Each follows every example's centred squared norm of the post-ac
 mean, ``rho_a`` (mean 1). With periodic padding the convolution preserves an example's spatial mean of any
 per-position quantity (it averages shifts), so in mean field ``rho`` changes only through BN -> phi, which acts on
 each pair. A batch *departs* at the first layer where the variance over its B examples of ``rho`` reaches
-``threshold`` (default 0.25: the across-example correlation is then about 5% below c*).
+``threshold`` (default 0.25: the across-example correlation is then about 6% below c* (1 - spread / 4)).
 
 **"norms" (any phi).** State: the B norms. Taking an example's pairs as independent ``N(0, rho_a)`` draws (the
 centred pair covariance at BSB1 is isotropic to O(1/n)) and P large:
@@ -57,7 +57,7 @@ from ..errors import InputError
 from ..nonlinearity import Nonlinearity, PhiSpec, resolve
 from ..options import check_int, check_real, check_seed
 from .api import check_theory_input
-from .conv import check_conv_shape
+from .conv import check_conv_batch
 from .outlier import outlier_state_resolved
 
 #: the moments E phi(sqrt(rho) z)^k, k = 1..4, are tabulated on a log grid of rho and interpolated in log rho
@@ -83,9 +83,11 @@ class ConvDeparture:
         phi, batch_size, spatial, channels, kernel, threshold: the setting.
         effective_batch_size: n = B x positions.
         mean_depth: mean over replicas of the departure layer (censored replicas counted at ``max_depth``: then a
-            lower bound; inf when every replica is censored); mean_depth_stderr: its Monte Carlo standard error.
+            lower bound; inf when every replica is censored); mean_depth_stderr: its Monte Carlo standard error (None
+            when every replica is censored).
         median_depth: the median departure layer (None when more than half are censored).
-        depth_std: the spread of the departure layer from network to network (one replica = one network).
+        depth_std: the spread of the departure layer from network to network (one replica = one network; None
+            where fewer than two replicas departed).
         censored: the fraction of replicas that have not departed by ``max_depth``.
         lambda_L: the MLP's slope of one pair's norm at BSB1, batch n; drift_slope: ``F_inf'(1)``, the chain's slope
             at P = infinity (relu: 1).
@@ -108,9 +110,9 @@ class ConvDeparture:
     effective_batch_size: int
     model: str
     mean_depth: float
-    mean_depth_stderr: float
+    mean_depth_stderr: float | None
     median_depth: float | None
-    depth_std: float
+    depth_std: float | None
     censored: float
     lambda_L: float
     drift_slope: float
@@ -145,7 +147,7 @@ def conv_departure_depth(
     model: str = "auto",
     gamma: float = 1.0,
     beta: float = 0.0,
-    **params: float,
+    **params: Any,
 ) -> ConvDeparture:
     """The depth at which a conv-BN stack of C channels leaves the mean field - the spread of its examples' centred
     norms reaches ``threshold`` - and (relu) the gradient rate and dominant example's share it settles to (module
@@ -170,15 +172,11 @@ def conv_departure_depth(
         InputError: a bad phi, batch size, shape, kernel, padding (zero), channels, threshold, max_depth, replicas,
             seed or model ("offsets" for a phi other than relu).
     """
-    b = check_int("batch_size", batch_size, 2)
-    shape = check_conv_shape(spatial, kernel, padding)
+    b, shape, n = check_conv_batch(batch_size, spatial, kernel, padding, min_batch=2)
     if padding != "periodic":
         raise InputError("padding must be 'periodic' for conv_departure_depth (zero padding does not conserve an "
                          "example's spatial mean, which the chain rests on)")  # fmt: skip
-    n = b * math.prod(shape)
-    _, settings = check_theory_input(max(n, 4), gamma=gamma, beta=beta)
-    if n < 4:
-        raise InputError(f"batch_size x positions must be >= 4, got {b} x {math.prod(shape)}")
+    _, settings = check_theory_input(n, gamma=gamma, beta=beta)
     c = check_int("channels", channels, 8)
     v = check_real("threshold", threshold, positive=True)
     if v >= b - 1:
@@ -192,7 +190,7 @@ def conv_departure_depth(
     seed = check_seed(seed)
     if model not in MODELS:
         raise InputError(f"model must be one of {MODELS}, got {model!r}")
-    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)  # type: ignore
+    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)
     return conv_departure_depth_resolved(base, effective, b, shape, c, kernel, v, depth, reps, seed, model)
 
 
@@ -274,21 +272,24 @@ def conv_departure_depth_resolved(
     censored = float(np.mean(np.isinf(first)))
     counted = np.where(np.isinf(first), max_depth, first)
     done = first[np.isfinite(first)]
-    settled = {"settled_rate": None, "settled_rate_spread": None, "settled_share": None, "rate_at_bsb1": None}
+    settled: dict[str, float | None] = dict.fromkeys(("settled_rate", "settled_rate_spread", "settled_share",
+                                                      "rate_at_bsb1"))
     if rates is not None:
-        settled["rate_at_bsb1"] = float(rates[:, BSB1_LAYERS[0] : BSB1_LAYERS[1]].mean())  # type: ignore
-        kept = [(i, int(2 * d), int(3 * d)) for i, d in enumerate(first) if np.isfinite(d) and 3 * d <= rates.shape[1]]
+        # rates[:, k] is layer k + 1: layers [BSB1_LAYERS) and [2 d, 3 d)
+        settled["rate_at_bsb1"] = float(rates[:, BSB1_LAYERS[0] - 1 : BSB1_LAYERS[1] - 1].mean())
+        kept = [(i, int(2 * d) - 1, int(3 * d) - 1) for i, d in enumerate(first)
+                if np.isfinite(d) and 3 * d <= rates.shape[1]]  # fmt: skip
         if kept:
             per = np.array([rates[i, lo:hi].mean() for i, lo, hi in kept])
             share = float(np.mean([shares[i, lo:hi].mean() for i, lo, hi in kept]))
-            settled.update(settled_rate=float(per.mean()), settled_rate_spread=float(per.std()), settled_share=share)  # type: ignore
+            settled.update(settled_rate=float(per.mean()), settled_rate_spread=float(per.std()), settled_share=share)
     return ConvDeparture(
         phi=base.name, batch_size=b, spatial=tuple(spatial), channels=channels, kernel=kernel, threshold=threshold,
         effective_batch_size=n, model="offsets" if use_offsets else "norms",
         mean_depth=math.inf if censored == 1.0 else float(counted.mean()),
-        mean_depth_stderr=float(counted.std(ddof=1) / math.sqrt(len(first))) if censored < 1 else math.nan,
+        mean_depth_stderr=float(counted.std(ddof=1) / math.sqrt(len(first))) if censored < 1 else None,
         median_depth=float(np.median(counted)) if censored < 0.5 else None,
-        depth_std=float(done.std(ddof=1)) if done.size > 1 else math.nan, censored=censored, lambda_L=lam,
+        depth_std=float(done.std(ddof=1)) if done.size > 1 else None, censored=censored, lambda_L=lam,
         drift_slope=slope, noise_at_bsb1=noise, spread=tuple(spread), **settled,
     )  # fmt: skip
 

@@ -130,7 +130,7 @@ def escape_depth(
     beta: float = 0.0,
     samples: int = SAMPLES,
     seed: int = 0,
-    **params: float,
+    **params: Any,
 ) -> EscapeDepth:
     """The depth at which finite-width noise carries one example of a BSB1 batch over the outlier map's saddle.
 
@@ -158,7 +158,7 @@ def escape_depth(
         threshold = check_real("threshold", threshold, positive=True)
     samples = check_int("samples", samples, 2000)
     seed = check_seed(seed)
-    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)  # type: ignore
+    base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)
     return escape_depth_resolved(base, effective, int(b), n, d, threshold, samples, seed)
 
 
@@ -179,13 +179,16 @@ def escape_depth_resolved(
     threshold not between the saddle and ``(B-1)^2``."""
     out = outlier_state_resolved(base, phi, float(b)) if outlier is None else outlier
     lam = next(slope for rho, slope, _ in out.fixed_points if rho == 1.0)
-    common = {"phi": base.name, "batch_size": b, "width": width, "input_dim": input_dim, "saddle": out.saddle,
-              "stable": out.stable, "lambda_L": lam}  # fmt: skip
+    common: dict[str, Any] = {"phi": base.name, "batch_size": b, "width": width, "input_dim": input_dim,
+                              "saddle": out.saddle, "stable": out.stable, "lambda_L": lam}  # fmt: skip
     to_rho = b * b / (b - 1.0) ** 2  # (d rho / d t)^2 at t = 1
     if out.saddle is None or out.saddle == 1.0 or lam >= 1:
+        if threshold is not None:
+            raise InputError(f"threshold does not apply: phi={base.name!r} at batch_size={b} has no saddle above BSB1 "
+                             "to escape over (leave it out)")  # fmt: skip
         (w1,), (e1,) = _noise(phi, b, np.array([1.0]), samples, seed)
         no_saddle = out.saddle is None and lam < 1
-        return EscapeDepth(**common, threshold=None, expected_depth=math.inf if no_saddle else None,  # type: ignore
+        return EscapeDepth(**common, threshold=None, expected_depth=math.inf if no_saddle else None,
                            median_depth=None, escape_probability=0.0 if no_saddle else None,
                            noise_at_bsb1=w1 * to_rho, noise_at_bsb1_stderr=e1 * to_rho, curvature=None,
                            normalisation=None, stationary_std=None, survival=(1.0,) if no_saddle else ())  # fmt: skip
@@ -194,7 +197,7 @@ def escape_depth_resolved(
     if not out.saddle < rho_x < top:
         raise InputError(f"threshold must be in ({out.saddle:.6g}, {top:g}) (above the saddle), got {threshold!r}")
     chain = _Chain(out, phi, b, width, input_dim, _t_of_rho(b, rho_x), samples, seed, background)
-    return EscapeDepth(**common, threshold=rho_x, **chain.run())  # type: ignore
+    return EscapeDepth(**common, threshold=rho_x, **chain.run())
 
 
 def _t_of_rho(b: int, rho: Any) -> Any:
@@ -233,13 +236,13 @@ def _noise(phi: Nonlinearity, b: int, ts: np.ndarray, samples: int, seed: int) -
                 tot = np.einsum("ij,ij->i", f, f)
                 sums[j, i] += (a.sum(), tot.sum(), (a * a).sum(), (a * tot).sum(), (tot * tot).sum())
 
-    def w_of(s: np.ndarray, count: float) -> np.ndarray:
+    def w_of(s: np.ndarray, count: float | np.ndarray) -> np.ndarray:
         ma, mt, aa, at, tt = (s[..., c] / count for c in range(5))
         q = ma / mt
         return b * b * (aa - 2 * q * at + q * q * tt - (ma - q * mt) ** 2) / (mt * mt)
 
     total = w_of(sums.sum(axis=0), samples)
-    batches = w_of(sums, per_batch[:, None])  # type: ignore
+    batches = w_of(sums, per_batch[:, None])
     if not np.all(np.isfinite(total)) or np.any(total <= 0):
         raise InputError(f"phi={phi.name!r}: the one-unit noise of the outlier chain is not finite and positive")
     return total, batches.std(axis=0, ddof=1) / math.sqrt(BATCHES)
@@ -317,7 +320,7 @@ class _Chain:
                 break
         s1 = np.array(survival1)
         sb = s1**b
-        tail_factor = ratio**b  # type: ignore
+        tail_factor = 1.0 if ratio is None else ratio**b  # (None: the chain never settled on a rate)
         expected = float(sb.sum() + (sb[-1] * tail_factor / (1 - tail_factor) if tail_factor < 1 else math.inf))
         below = np.nonzero(sb <= 0.5)[0]
         if below.size:

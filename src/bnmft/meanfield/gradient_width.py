@@ -4,7 +4,7 @@ The simulator's estimate is the mean per-layer ratio ``r_k = ||g_k||^2 / ||g_{k+
 forward pass and the normalised gradient Gram ``Gamma_hat`` above, and with the backward weights independent of the
 forward ones, ``E r_k = tr(Gamma_hat_{k+1} M_k)`` with ``M_k = (1/N) sum_j A_j^T A_j`` (A_j unit j's BN-phi Jacobian),
 exactly; the backward sampling noise has no effect at 1/N (``tr(Gamma_hat E M) = lambda_G`` for every trace-1 Gram on
-im P). Three pieces remain (docs/finite_width.md; the derivation is ours):
+im P). Three pieces remain (docs/finite_width.md section 6; the derivation is ours):
 
 * **A - the trace part** ``E tr(P M_k)/(B-1) - lambda_G``: BN's Jacobian scales as ``1/s``, s the centred scale of
   the layer below (its variance and its bias from the Gram map's curvature), and the curvature of
@@ -52,6 +52,7 @@ import numpy as np
 from ..errors import InputError
 from ..nonlinearity import Nonlinearity
 from .api import theory_resolved
+from .linear_noise import variance_path
 
 #: one-neuron samples: about WORK / B^2 (between MIN_SAMPLES and MAX_SAMPLES), in BATCHES batches (standard error)
 WORK, MIN_SAMPLES, MAX_SAMPLES, BATCHES = 6e7, 8_000, 200_000, 16
@@ -183,7 +184,7 @@ def _one_neuron(effective: Nonlinearity, b: int, mu: float, var_one: float, rng,
         for key, args in (("L", (phi_s, np.transpose(a_u, (0, 2, 1)) / math.sqrt(mu), h)),
                           ("R", (phi_s, abar / mu, phi_s)), ("Cd", (h, fresh, h)), ("Ct", (h, top, h)),
                           ("T", (h, a_u / math.sqrt(mu), f))):  # fmt: skip
-            for irrep, values in _q_traces(*args, b).items():  # type: ignore
+            for irrep, values in _q_traces(args[0], args[1], args[2], b).items():
                 add(f"{key}_{irrep}", values)
     return sums
 
@@ -264,22 +265,23 @@ def _combine(m: dict[str, Any], t: Any, b: int, window: tuple[int, int] | None, 
         for x, (lop, fresh, _, _) in blocks.items():
             k = len(lop)
             if max(abs(np.linalg.eigvals(lop))) >= 1:
-                raise InputError("the Q recursion of the same-weight term does not contract here: no stationary b")
+                raise InputError(f"phi={t.phi!r}, batch_size={b}: the Q recursion of the same-weight term does "
+                                 "not contract here: no stationary 1/N coefficient (give a window)")  # fmt: skip
             vec = np.linalg.solve(np.eye(k * k) - np.kron(lop, lop), fresh.reshape(-1))
             cov_q[x] = vec.reshape(k, k)
         out["W2"] = w2(cov_q)
         out["W2_one_layer"] = w2({x: blk[1] for x, blk in blocks.items()})
     else:
         start, stop = window
+        assert depth is not None  # a window comes with its network's depth (checked by the caller)
         layers = range(start, stop - 1)
-        s_in = {x: 2.0 for x in dims}  # Gaussian inputs of dimension N: a Wishart Gram
-        s_hist = [s_in]
-        for _ in range(depth):  # type: ignore
-            s_hist.append({x: lam_x[x] ** 2 * s_hist[-1][x] + sig[x] for x in dims})
-        state = {k: s_hist[k + 1] for k in range(-1, depth)}  # type: ignore  # state[k]: after layer k (k = -1: the input)
+        # from Gaussian inputs of dimension N (a Wishart Gram: 2 per component)
+        path = variance_path([lam_x[x] for x in dims], [sig[x] for x in dims], [2.0] * len(dims), depth)
+        s_hist = [dict(zip(dims, map(float, row), strict=True)) for row in path]
+        state = {k: s_hist[k + 1] for k in range(-1, depth)}  # state[k]: after layer k (k = -1: the input)
         cov_q = {x: blk[2] for x, blk in blocks.items()}  # at the top layer
-        q_at = {depth - 1: cov_q}  # type: ignore
-        for k in range(depth - 2, -1, -1):  # type: ignore
+        q_at = {depth - 1: cov_q}
+        for k in range(depth - 2, -1, -1):
             cov_q = {x: blocks[x][1] + blocks[x][0] @ cov_q[x] @ blocks[x][0].T for x in blocks}
             q_at[k] = cov_q
         parts: dict[str, list] = {"A_scale_var": [], "A_scale_bias": [], "A_curvature": [], "B": [], "W2": []}
@@ -287,7 +289,7 @@ def _combine(m: dict[str, Any], t: Any, b: int, window: tuple[int, int] | None, 
             a = piece_a(state[k - 1], state[k - 2])
             for key, val in zip(("A_scale_var", "A_scale_bias", "A_curvature"), a, strict=True):
                 parts[key].append(val)
-            parts["B"].append(piece_b(state[k - 1], depth - 2 - k))  # type: ignore
+            parts["B"].append(piece_b(state[k - 1], depth - 2 - k))
             parts["W2"].append(w2(q_at[k + 1]))
         for key in ("A_scale_var", "A_scale_bias", "A_curvature", "W2"):
             out[key] = float(np.mean(parts[key]))

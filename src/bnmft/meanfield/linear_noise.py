@@ -66,14 +66,16 @@ class Fluctuations:
         n = check_int("width", width)
         d = check_int("depth", depth)
         n_in = n if input_dim is None else check_int("input_dim", input_dim)
-        s_l, s_m = self.input_sigma2_L / n_in, self.input_sigma2_M / n_in
-        out = []
-        for layer in range(1, d + 1):
-            s_l = self.lambda_L**2 * s_l + self.sigma2_L / n
-            s_m = self.lambda_M**2 * s_m + self.sigma2_M / n
-            out.append({"layer": layer, "distance": math.sqrt((self.dims[0] * s_l + self.dims[1] * s_m)
-                                                               / (self.batch_size - 1))})  # fmt: skip
-        return out
+        path = self.variances(d, n / n_in) / n
+        return [{"layer": layer, "distance": math.sqrt((self.dims[0] * s_l + self.dims[1] * s_m)
+                                                       / (self.batch_size - 1))}
+                for layer, (s_l, s_m) in enumerate(path[1:], start=1)]  # fmt: skip
+
+    def variances(self, depth: int, input_ratio: float = 1.0) -> np.ndarray:
+        """``N Sigma_L`` and ``N Sigma_M`` after 0, 1, ..., depth layers (rows; 0: the Gaussian input, of dimension
+        ``N / input_ratio``): :func:`variance_path` with this chain's constants."""
+        return variance_path((self.lambda_L, self.lambda_M), (self.sigma2_L, self.sigma2_M),
+                             (input_ratio * self.input_sigma2_L, input_ratio * self.input_sigma2_M), depth)  # fmt: skip
 
     def stationary_distance(self, width: int) -> float:
         """The distance the chain settles to: ``Sigma_X = sigma2_X / (N (1 - lambda_X^2))``."""
@@ -81,6 +83,17 @@ class Fluctuations:
         s_l = self.sigma2_L / (n * (1 - self.lambda_L**2))
         s_m = self.sigma2_M / (n * (1 - self.lambda_M**2))
         return math.sqrt((self.dims[0] * s_l + self.dims[1] * s_m) / (self.batch_size - 1))
+
+
+def variance_path(lambdas, sigma2s, start, depth: int) -> np.ndarray:
+    """The linear-noise recursion ``s_X(l) = lambda_X^2 s_X(l-1) + sigma2_X`` (section 4 of docs/finite_width.md, in
+    units of 1/N) per irrep X, from ``start``: an array (depth + 1, irreps), row l after l layers."""
+    lam2, sig = np.asarray(lambdas, dtype=float) ** 2, np.asarray(sigma2s, dtype=float)
+    out = np.empty((depth + 1, len(sig)))
+    out[0] = start
+    for layer in range(1, depth + 1):
+        out[layer] = lam2 * out[layer - 1] + sig
+    return out
 
 
 def _irrep_noise(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

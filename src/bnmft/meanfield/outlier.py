@@ -99,7 +99,7 @@ def outlier_state(
     kinks: tuple[float, ...] = (),
     **params: float,
 ) -> OutlierResult:
-    """The outlier map ``F_B(rho)``, its fixed points and the critical batch size (module docstring).
+    """The outlier map ``F_B(rho)`` with its fixed points and the critical batch size (module docstring).
 
     Args:
         phi, gamma, beta, derivative, kinks, **params: the nonlinearity, as for :func:`bnmft.theory`.

@@ -17,9 +17,9 @@ of the ratio of two unit averages. The first-order response vanishes at BSB1 (no
 exactly, so nothing else enters at this order.
 
 All constants are Monte Carlo over units (:data:`SAMPLES` in :data:`BATCHES` batches; the standard error comes from
-the spread of the coefficient over the batches, each batch with its own noise constants). Measured against the
-simulator in tests/meanfield/test_width_expansion.py and docs/finite_width.md (relu B = 32: -1.89 predicted, -1.90
-+- 0.04 measured over the main job's window).
+the spread of the coefficient over the batches, plus the noise constants' own error). Measured against the
+simulator in tests/meanfield/test_width_expansion.py and docs/finite_width.md section 7 (relu B = 32: -1.88
+predicted, -1.97 +- 0.04 measured over the main job's window with the intercept held at the theory).
 """
 
 from __future__ import annotations
@@ -96,14 +96,8 @@ def noise_parts(fl: Fluctuations, window: tuple[int, int] | None) -> tuple[float
     if window is None:
         return fl.sigma2_L / (1 - fl.lambda_L**2), fl.sigma2_M / (1 - fl.lambda_M**2)
     start, stop = window
-    s_l, s_m = fl.input_sigma2_L, fl.input_sigma2_M
-    total_l = total_m = 0.0
-    for layer in range(stop):
-        if layer >= start:
-            total_l, total_m = total_l + s_l, total_m + s_m
-        s_l = fl.lambda_L**2 * s_l + fl.sigma2_L
-        s_m = fl.lambda_M**2 * s_m + fl.sigma2_M
-    return total_l / (stop - start), total_m / (stop - start)
+    part_l, part_m = fl.variances(stop - 1)[start:stop].mean(axis=0)
+    return float(part_l), float(part_m)
 
 
 @dataclass(frozen=True)
@@ -241,7 +235,7 @@ def finite_width(
     Args:
         phi: a nonlinearity specification (as :func:`bnmft.theory`); ``params`` its parameters.
         batch_size: B >= 4 (finite).
-        width: N, units per layer (and the dimension of the Gaussian inputs).
+        width: N >= 16, units per layer (and the dimension of the Gaussian inputs).
         depth: layers of the predicted distance (default: the window's stop, else 20).
         window: the simulator's layer indices ``(start, stop)`` (or ``"start:stop"``) the coefficients average over,
             as the simulator's estimates do (its default for depth D: ``max(3, D // 3) : D - 3``); None: stationary.
@@ -253,24 +247,29 @@ def finite_width(
         :class:`FiniteWidthResult`.
 
     Raises:
-        InputError: bad phi, batch size (infinite or < 4), width, depth, window, gamma, beta or seed; BSB1 not
+        InputError: bad phi, batch size (infinite or < 4), width, depth, window, gamma, beta, seed or samples
+        (which needs B >= 6); BSB1 not
         an attracting fixed point of phi at this B (no expansion around it).
 
     Measured accuracy against the simulator (docs/finite_width.md, the main job's window of depth 60): c*'s
     coefficient within its error bars for tanh (B = 8: -0.0395 predicted, -0.0399 +- 0.0014 measured) and relu
-    B <= 32 (B = 32: -1.85 against -1.90 +- 0.04); lambda_G's within 1-2 standard errors where the simulation resolves
-    it (relu 8: 0.40 against 0.45 +- 0.10; tanh 32: 3.00 against 2.93 +- 0.07). Not valid where the batch leaves
-    BSB1 for the outlier state (relu, B above about 52, width below the escape width; ``outlier``).
+    B <= 32 (B = 32: -1.88 against -1.97 +- 0.04, intercept held at the theory); lambda_G's within 1-2 standard errors
+    where the simulation resolves it (relu 8: 0.40 against 0.45 +- 0.10; tanh 32: 3.05 against 2.90 +- 0.17). Not
+    valid where the batch leaves BSB1 for the outlier state (relu, B above about 52, width below the escape width;
+    ``outlier``).
     """
     b, settings = check_theory_input(batch_size, gamma=gamma, beta=beta)
     if math.isinf(b) or b < 4:
         raise InputError(f"batch_size must be a finite integer >= 4, got {batch_size!r}")
-    n = check_int("width", width)
+    n = check_int("width", width, 16)  # (the escape chain's one-layer noise must be nearly Gaussian)
     d = None if depth is None else check_int("depth", depth)
     win = check_window(window, d)
     d = d if d is not None else (win[1] if win is not None else 20)
     check_seed(seed)
     draws = None if samples is None else check_int("samples", samples, 2 * gradient_width.BATCHES)
+    if draws is not None and b < MIN_BATCH_LAMBDA:
+        raise InputError(f"samples applies to lambda_G's coefficient, which needs batch_size >= {MIN_BATCH_LAMBDA} "
+                         f"(got {int(b)}): leave it out")  # fmt: skip
     base, effective = resolve(phi, gamma=settings["gamma"], beta=settings["beta"], **params)
     return finite_width_resolved(base, effective, int(b), settings, n, d, win, seed, draws)
 
@@ -288,6 +287,8 @@ def finite_width_resolved(
 ) -> FiniteWidthResult:
     """The kernel of :func:`finite_width` (every input checked and resolved)."""
     t = theory_resolved(base, effective, float(b), **settings)
+    if not t.bsb1_stable:
+        raise InputError(f"phi={base.name!r}, batch_size={b}: BSB1 is not an attracting fixed point, no 1/N expansion")
     outlier = outlier_state_resolved(base, effective, float(b))
     stats, fl = statistic_coefficients(base, effective, b, settings, window, seed)
     lam_b = lam_se = needed = resolved = None
@@ -296,9 +297,10 @@ def finite_width_resolved(
                                                       seed=seed, samples=samples)  # fmt: skip
         resolved = abs(lam_b) > 2 * lam_se
         needed = float((abs(lam_b) if resolved else abs(lam_b) + 2 * lam_se) / (0.01 * t.lambda_G))
+    assert t.c_star is not None and t.q_star is not None  # finite B, eps = 0: the engine always has them
     return FiniteWidthResult(
-        phi=base.name, batch_size=b, width=width, depth=depth, window=window, c_star=float(t.c_star),  # type: ignore
-        q_star=float(t.q_star), lambda_G=float(t.lambda_G), c_star_coefficient=stats.c_star,  # type: ignore
+        phi=base.name, batch_size=b, width=width, depth=depth, window=window, c_star=float(t.c_star),
+        q_star=float(t.q_star), lambda_G=float(t.lambda_G), c_star_coefficient=stats.c_star,
         c_star_coefficient_stderr=stats.c_star_stderr, q_star_coefficient=stats.q_star,
         q_star_coefficient_stderr=stats.q_star_stderr, lambda_G_coefficient=lam_b, lambda_G_coefficient_stderr=lam_se,
         width_for_1_percent=needed, width_for_1_percent_is_bound=None if resolved is None else not resolved,

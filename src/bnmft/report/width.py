@@ -49,20 +49,16 @@ def table_widths(batch_size: int, preset: str) -> list[int]:
     return [first * 2**k for k in range(5)]
 
 
-def window_of(depth: int) -> tuple[int, int]:
-    """The simulator's default estimation window for a network of ``depth`` layers (simulate/mlp.py)."""
-    return max(3, depth // 3), depth - 3
-
-
-def predicted_coefficients(phi: str, batch_size: int, depth: int) -> dict:
-    """The linear-noise prediction of the 1/N coefficients over the simulator's window (:func:`bnmft.finite_width`):
-    ``c_star``, ``lambda_G``, ``q_star`` with ``*_stderr``."""
+def predicted_coefficients(phi: str, batch_size: int, simulation) -> dict:
+    """The linear-noise prediction of the 1/N coefficients over a simulation's estimation window
+    (:func:`bnmft.finite_width`): ``c_star``, ``lambda_G``, ``q_star`` with ``*_stderr``."""
     from ..meanfield import finite_width
 
-    f = finite_width(phi, batch_size, 1024, depth=depth, window=window_of(depth))
+    depth = simulation.config.network.depth
+    f = finite_width(phi, batch_size, 1024, depth=depth, window=simulation.config.window())
     return {key: getattr(f, f"{key}_coefficient") for key in ("c_star", "lambda_G", "q_star")} | {
         f"{key}_stderr": getattr(f, f"{key}_coefficient_stderr") for key in ("c_star", "lambda_G", "q_star")
-    }
+    } | {"expansion_parameter": f.stationary_distance**2 * f.width}  # N E D^2: the expansion is in E D^2
 
 
 def _fit_row(fit: WidthFit, phi: str, networks: dict) -> dict:
@@ -72,9 +68,13 @@ def _fit_row(fit: WidthFit, phi: str, networks: dict) -> dict:
            "chi2": fit.chi2, "dof": fit.dof, "widths": " ".join(map(str, fit.widths)),
            "networks": " ".join(str(networks[w]) for w in fit.widths)}  # fmt: skip
     # the width where the 1/N term is 1% of the value (where b is resolved: |b| > 2 s.e.), else the bound from
-    # |b| + 2 s.e.
-    resolved = abs(fit.b) > 2 * fit.b_stderr
-    row["width_for_1pct"] = (abs(fit.b) if resolved else abs(fit.b) + 2 * fit.b_stderr) / (0.01 * abs(fit.a))
+    # |b| + 2 s.e.; b with the intercept held at the theory where there is one (the free fit's b is biased by the
+    # 1/N^2 terms, docs/finite_width.md section 7)
+    held = fit.b_at_theory is not None and fit.b_at_theory_stderr is not None
+    b, se = (fit.b_at_theory, fit.b_at_theory_stderr) if held else (fit.b, fit.b_stderr)
+    value = fit.theory if held and fit.theory else fit.a
+    resolved = abs(b) > 2 * se
+    row["width_for_1pct"] = (abs(b) if resolved else abs(b) + 2 * se) / (0.01 * abs(value))
     row["b_resolved"] = resolved
     return row
 
@@ -91,7 +91,7 @@ def width_sweep(out: Path, preset: str = "quick") -> dict:
         n: simulate_mlp("relu", [SWEEP_BATCH], width=n, depth=SWEEP_DEPTH, networks=k, seed=3) for n, k in plan.items()
     }
     fits = {f.estimate: f for f in extrapolate(results).fits}
-    predicted = predicted_coefficients("relu", SWEEP_BATCH, SWEEP_DEPTH)
+    predicted = predicted_coefficients("relu", SWEEP_BATCH, next(iter(results.values())))
     rows = []
     for n, res in results.items():
         s = res.summaries[0]
@@ -120,7 +120,8 @@ def _with_prediction(row: dict, predicted: dict) -> dict:
     b, se = predicted.get(key), predicted.get(f"{key}_stderr")
     # the width where the predicted 1/N term is 1% of the value (a bound from |b| + 2 s.e. where b is not resolved)
     need = None if b is None else (abs(b) if abs(b) > 2 * se else abs(b) + 2 * se) / (0.01 * abs(row["theory"]))
-    return row | {"b_predicted": b, "b_predicted_stderr": se, "width_for_1pct_predicted": need}
+    return row | {"b_predicted": b, "b_predicted_stderr": se, "width_for_1pct_predicted": need,
+                  "expansion_parameter": predicted["expansion_parameter"]}  # fmt: skip
 
 
 def _plot_sweep(rows: list[dict], fits: dict[str, WidthFit], slope: float, predicted: dict, path: Path) -> Path:
@@ -178,9 +179,10 @@ def finite_width_table(out: Path, preset: str = "quick") -> dict:
         if phi == "relu" and b in wanted:  # the distance to BSB1 per network and layer, for "how wide is wide enough"
             distances += [{"batch_size": b, "width": n, "distance": results[n].runs[b].distance.numpy()}
                           for n in wanted[b]]  # fmt: skip
-        predicted = predicted_coefficients(phi, b, TABLE_DEPTH[preset])
-        rows += [_with_prediction(_fit_row(f, phi, plan), predicted) for f in extrapolate(results).fits
-                 if f.estimate in ("lambda_G", "c_star")]  # fmt: skip
+        predicted = predicted_coefficients(phi, b, next(iter(results.values())))
+        outside = outside_expansion(phi, b)
+        rows += [_with_prediction(_fit_row(f, phi, plan), predicted) | {"outside_expansion": outside}
+                 for f in extrapolate(results).fits if f.estimate in ("lambda_G", "c_star")]  # fmt: skip
     write_csv(out / "finite_width.csv", rows)
     return {"rows": rows, "depth": TABLE_DEPTH[preset], "distances": distances}
 
@@ -206,13 +208,13 @@ def _held(row: dict) -> str:
     return "-" if row.get("b_at_theory") is None else f"{row['b_at_theory']:.3g} +- {row['b_at_theory_stderr']:.2g}"
 
 
-def outside_expansion(row: dict) -> str | None:
-    """Why the linear-noise 1/N coefficient does not describe this row's simulations (None where it should): relu
-    above its critical batch size, where finite networks leave BSB1 for the outlier state (docs/outlier.md)."""
+def outside_expansion(phi: str, batch_size: int) -> str | None:
+    """Why the linear-noise 1/N coefficients do not describe the simulations at (phi, B) (None where they should):
+    relu above its critical batch size, where finite networks leave BSB1 for the outlier state (docs/outlier.md)."""
     from ..meanfield import outlier_state
 
-    critical = outlier_state(row["phi"], row["batch_size"]).critical_batch_size
-    if critical is not None and row["batch_size"] >= critical:
+    critical = outlier_state(phi, batch_size).critical_batch_size
+    if critical is not None and batch_size >= critical:
         return f"B >= {critical:g}: the batch drifts to the outlier state"
     return None
 
@@ -223,7 +225,7 @@ def prediction_checks(rows: list[dict]) -> list[Check]:
     O(1/N^2) terms the window's widths leave in the measured b; docs/finite_width.md)."""
     out = []
     for r in rows:
-        if r.get("b_predicted") is None or r.get("b_at_theory") is None or outside_expansion(r):
+        if r.get("b_predicted") is None or r.get("b_at_theory") is None or r["outside_expansion"]:
             continue
         allow = 3 * math.hypot(r["b_at_theory_stderr"], r["b_predicted_stderr"]) + 0.1 * abs(r["b_predicted"])
         out.append(Check(f"{r['phi']} B={r['batch_size']} {r['estimate']}: 1/N coefficient measured (intercept at "
@@ -262,8 +264,8 @@ def text(data: dict) -> str:
     widest = max(r["width"] for r in sweep["rows"])
     conditional = [r["width"] for r in sweep["rows"] if r["sampler"] == "conditional"]
     sampler = f"the conditional sampler from width {min(conditional)}" if conditional else "the dense sampler"
-    outside = sorted({f"{r['phi']} B={r['batch_size']} ({outside_expansion(r)})" for r in table["rows"]
-                      if outside_expansion(r)})  # fmt: skip
+    outside = sorted({f"{r['phi']} B={r['batch_size']} ({r['outside_expansion']})" for r in table["rows"]
+                      if r["outside_expansion"]})  # fmt: skip
     lines = [
         "## Finite width: extrapolation in 1/N",
         "",
@@ -278,9 +280,11 @@ def text(data: dict) -> str:
         f"The 1/N coefficient b of lambda_G (depth {table['depth']}, window from layer {table['depth'] // 3}): the "
         "theory holds to 1% from a width of about |b| / (0.01 lambda_G) (where b is not "
         "resolved, |b| + 2 s.e. gives a bound). b is measured twice: by the free fit a + b/N (+ c/N^2), and with "
-        "the intercept held at the theory (N (X(N) - theory) fitted as b + c/N), which the O(1/N^2) terms do not "
-        "bias - they are large here: the expansion parameter is the squared distance to BSB1, about 12/N (relu 8) "
-        "to 870/N (tanh 128). The prediction is the linear-noise theory's (`bnmft.finite_width`, no free "
+        "the intercept held at the theory (N (X(N) - theory) fitted as b + c/N (+ d/N^2)), which the O(1/N^2) "
+        "terms do not bias - they are large here: the expansion parameter is the squared distance to BSB1, "
+        + ", ".join(f"{r['expansion_parameter']:.0f}/N ({r['phi']} {r['batch_size']})" for r in table["rows"]
+                    if r["estimate"] == "lambda_G")
+        + ". The prediction is the linear-noise theory's (`bnmft.finite_width`, no free "
         "parameter, over the same window; docs/finite_width.md).",
         "",
         "| phi | B | widths | lambda_G at 1/N = 0 | theory | b (free fit) | b (intercept at theory) | b predicted | "
