@@ -290,6 +290,10 @@ def _cases():
     add(["reproduce"], "--preset", ["huge"])
     add(["reproduce", "--out", "{d}/r"], "--device", ["tpu", "cuda"])
     add(["reproduce", "--out", "{d}/r"], "--workers", ["0", "abc"])
+    add(["budget"], "--out", ["{d}/afile", ""])
+    add(["budget", "--out", "{d}/b"], "--plan", ["huge"])
+    add(["budget", "--out", "{d}/b"], "--workers", ["0", "abc"])
+    add(["budget", "--out", "{d}/b"], "--device", ["tpu"])
     cases += [["nonlinearities", "--jsn"], ["nosuchcommand"], []]
     return cases
 

@@ -71,6 +71,7 @@ OUTPUTS = {
     "sweep": [("store", "--store", False, "")],
     "heatmap": [("out", "--out", False, ".png")],
     "reproduce": [("out", "--out", True, "")],
+    "budget": [("out", "--out", True, "")],
 }
 #: OSErrors about the user's files and disk (not bugs of bnmft): reported like bad input
 USER_FILE_ERRNOS = {

@@ -1,4 +1,4 @@
-"""``bnmft sweep``, ``heatmap`` (the trainability experiments) and ``reproduce`` (the main job)."""
+"""``bnmft sweep``, ``heatmap``, ``budget`` (the trainability experiments) and ``reproduce`` (the main job)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,21 @@ def cmd_heatmap(args) -> int:
     return 0
 
 
+def cmd_budget(args) -> int:
+    from ..report.budget import run_study
+
+    study = run_study(Path(args.out), args.plan, workers=args.workers, scheduler=args.scheduler, device=args.device,
+                      progress=not args.json, train=not args.no_train)  # fmt: skip
+    if args.json:
+        print(json.dumps({"out": args.out, "cells_done": study["cells_done"], "cells_planned": study["cells_planned"],
+                          "trends": study["trends"]}, indent=2, default=str))  # fmt: skip
+        return 0
+    print(f"budget study ({args.plan}): {study['cells_done']} of {study['cells_planned']} cells -> {args.out}")
+    for t in study["trends"]:
+        print(f"  {t['column']}, {t['optimizer']} lr {t['lr']} (line {t['theory_depth']:.1f}): {t['verdict']}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from ..report.main_job import reproduce
 
@@ -131,6 +146,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, metavar="FIG.png")
     p.add_argument("--sweep", help="which sweep in the store (default: all, one file each)")
     p.set_defaults(func=cmd_heatmap)
+
+    p = sub.add_parser("budget", help="the trainable edge against the training budget (hours: resumable)")
+    p.add_argument("--out", default="results/budget", help="directory of the store and outputs (default: "
+                   "results/budget; the committed run is docs/budget)")  # fmt: skip
+    p.add_argument("--plan", choices=("full", "tiny"), default="full",
+                   help="full: Fig 3a's B = 8, 32 and Fig 3b's ghost 8, budgets 1x, 4x, 16x, 3 seeds; tiny: smoke run")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask cluster")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the batched models train on the GPU")
+    p.add_argument("--no-train", action="store_true", help="analyse the cells already in the store, train nothing")
+    p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
+    p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("reproduce", help="the main job: regenerate the theory tables and figures")
     p.add_argument("--out", default="results", help="output directory (default: results)")

@@ -93,33 +93,51 @@ def trainable_depths(results: list[dict], x: str, *, chance: float = 0.1) -> lis
     base = results[0]["config"]
     rows = []
     for j, value in enumerate(xs):
-        column = [(d, row[j]) for d, row in zip(depths, table, strict=True) if row[j] is not None]
-        shallow = column[0][1] if column else None
-        threshold = None if shallow is None else chance + THRESHOLD_FRACTION * (shallow - chance)
-        learns = shallow is not None and shallow >= chance + MIN_GAIN
-        trained = [i for i, (_, acc) in enumerate(column) if learns and threshold is not None and acc > threshold]
-        measured = column[trained[-1]][0] if trained else None
-        censored = bool(trained) and trained[-1] == len(column) - 1
-        crossing = None
-        if trained and not censored:
-            (d0, a0), (d1, a1) = column[trained[-1]], column[trained[-1] + 1]
-            f = (a0 - threshold) / (a0 - a1) if a0 != a1 else 0.0
-            crossing = math.exp(math.log(d0) + f * (math.log(d1) - math.log(d0)))
+        edge = column_edge([(d, row[j]) for d, row in zip(depths, table, strict=True) if row[j] is not None], chance)
+        measured, crossing = edge["measured_depth"], edge["crossing_depth"]
         predicted = theory_depth_for(base, x, value)
         finite = predicted is not None and math.isfinite(predicted) and predicted > 0
         rows.append(
             {
                 "x": value,
-                "threshold": threshold,
-                "measured_depth": measured,
-                "crossing_depth": crossing,
+                **edge,
                 "theory_depth": predicted,
                 "ratio": measured / predicted if measured is not None and finite else None,
                 "crossing_ratio": crossing / predicted if crossing is not None and finite else None,
-                "censored": censored,
             }
         )
     return rows
+
+
+def column_edge(column: list[tuple[int, float]], chance: float = 0.1) -> dict:
+    """Where one column's accuracy falls through the threshold (the rule of :func:`trainable_depths`).
+
+    Args:
+        column: ``(depth, test accuracy)`` pairs in increasing depth (the first is the reference shallow network).
+        chance: the accuracy of guessing.
+
+    Returns:
+        ``{threshold, measured_depth, crossing_depth, censored}``: the threshold halfway from chance to the shallowest
+        accuracy (None for an empty column), the deepest depth above it (None when the shallowest network is less
+        than :data:`MIN_GAIN` above chance), the crossing interpolated linearly in log depth to the next depth (None
+        when censored or nothing trains), and whether the deepest depth still trains.
+    """
+    shallow = column[0][1] if column else None
+    threshold = None if shallow is None else chance + THRESHOLD_FRACTION * (shallow - chance)
+    learns = shallow is not None and shallow >= chance + MIN_GAIN
+    trained = [i for i, (_, acc) in enumerate(column) if learns and threshold is not None and acc > threshold]
+    censored = bool(trained) and trained[-1] == len(column) - 1
+    crossing = None
+    if trained and not censored:
+        (d0, a0), (d1, a1) = column[trained[-1]], column[trained[-1] + 1]
+        f = (a0 - threshold) / (a0 - a1) if a0 != a1 else 0.0
+        crossing = math.exp(math.log(d0) + f * (math.log(d1) - math.log(d0)))
+    return {
+        "threshold": threshold,
+        "measured_depth": column[trained[-1]][0] if trained else None,
+        "crossing_depth": crossing,
+        "censored": censored,
+    }
 
 
 def median_ratio(rows: list[dict], key: str = "crossing_ratio") -> float | None:
@@ -129,4 +147,4 @@ def median_ratio(rows: list[dict], key: str = "crossing_ratio") -> float | None:
     return statistics.median(ratios) if ratios else None
 
 
-__all__ = ["MIN_GAIN", "THRESHOLD_FRACTION", "median_ratio", "theory_depth_for", "trainable_depths"]
+__all__ = ["MIN_GAIN", "THRESHOLD_FRACTION", "column_edge", "median_ratio", "theory_depth_for", "trainable_depths"]

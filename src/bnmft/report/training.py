@@ -6,10 +6,12 @@ the claim. A section of the main job (interface: :mod:`.section`)."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from . import budget
 from .residual import (
     RESIDUAL_CLAIMS,
     RESIDUAL_SWEEPS,
@@ -35,6 +37,12 @@ PAPER_CLAIMS = {
     "quick": "ReLU-BN networks train up to about 16 / ln lambda_G(B) layers, and not beyond (Fig 3a).",
     "tiny": "A smoke run of the training pipeline (no claim).",
 }
+#: the sweeps the budget study tests (docs/budget.md): sweep -> (optimizer, learning rate, the study's columns)
+BUDGET_TESTED = {
+    "fig3a": ("sgd", "1e-3*B", ("B8", "B32")),
+    "fig3b": ("sgd", "1e-3*B", ("ghost8",)),
+    "fig3c": ("rmsprop", "1e-5*B", ("B8", "B32")),
+}
 
 
 def run(ctx: Context) -> dict:
@@ -42,7 +50,11 @@ def run(ctx: Context) -> dict:
     from . import figures
 
     fig4 = ctx.cached("fig4", lambda: figures.fig4(ctx.out, **figures.PRESETS[ctx.preset]["fig4"]))
-    return {"fig4": fig4, "sweeps": _sweeps(ctx)}
+    sweeps = _sweeps(ctx)
+    study = budget.load_committed() if any(n in BUDGET_TESTED for n in sweeps) else None
+    if study is not None and (budget.COMMITTED / "budget.png").is_file():
+        shutil.copyfile(budget.COMMITTED / "budget.png", ctx.out / "budget.png")
+    return {"fig4": fig4, "sweeps": sweeps, "budget": study}
 
 
 def _sweeps(ctx: Context) -> dict:
@@ -111,7 +123,7 @@ def checks(data: dict) -> list[Check]:
     return []
 
 
-def _measured(name: str, made: dict) -> dict:
+def _measured(name: str, made: dict, study: dict | None = None) -> dict:
     """One sweep's accuracy grid, its measured against predicted trainable depths, and the claim's verdict."""
     from ..experiments.agreement import median_ratio, trainable_depths
     from ..experiments.sweep import grid_table
@@ -133,6 +145,8 @@ def _measured(name: str, made: dict) -> dict:
     else:
         verdict = f"not reproduced in this reduced run: the measured edge sits at {med:.2f} x the prediction"
         consistent = False
+    if name in BUDGET_TESTED and med is not None:
+        verdict, consistent = _budget_verdict(name, med, study)
     found = Claim(
         source,
         claim,
@@ -145,8 +159,22 @@ def _measured(name: str, made: dict) -> dict:
     return {"xs": xs, "depths": depths, "table": table, "rows": rows, "med": med, "med_grid": med_grid, "claim": found}
 
 
+def _budget_verdict(name: str, med: float, study: dict | None) -> tuple[str, bool | None]:
+    """A claim about where the edge sits, judged by the budget study (docs/budget.md): consistent only where the
+    crossing converges, as training gets longer, to within its error of the line; otherwise the measured trend."""
+    optimizer, lr, columns = BUDGET_TESTED[name]
+    here = f"after this run's one epoch on 5k the edge sits at {med:.2f} x the line (median over columns)"
+    trends = [t for c in columns for t in budget.verdict_for(study, c) if (t["optimizer"], t["lr"]) == (optimizer, lr)]
+    if not trends:
+        return here + "; how it moves with longer training is not tested (no budget study: docs/budget.md)", None
+    consistent = all(t["consistent"] is True for t in trends)
+    said = "; ".join(f"column {t['column']}: {t['verdict']}" for t in trends)
+    lead = "consistent" if consistent else "not established"
+    return f"{lead}: {here}; the budget study ({optimizer}, lr {lr}): {said}", consistent
+
+
 def claims(data: dict) -> list[Claim]:
-    return [_measured(name, made)["claim"] for name, made in data["sweeps"].items()]
+    return [_measured(name, made, data.get("budget"))["claim"] for name, made in data["sweeps"].items()]
 
 
 def appendix(data: dict) -> str:
@@ -165,7 +193,7 @@ def text(data: dict) -> str:
     ]
     for name, made in data["sweeps"].items():
         sweep = made["sweep"]
-        measured = _measured(name, made)
+        measured = _measured(name, made, data.get("budget"))
         xs, depths, table, rows = measured["xs"], measured["depths"], measured["table"], measured["rows"]
         line = [r["theory_depth"] for r in rows]
         lines += [
@@ -214,5 +242,7 @@ def text(data: dict) -> str:
         ]
         if made.get("figure"):
             lines += plain_vs_residual_report(name, made["figure"])
+        if name == "fig3a":  # the study sits beside the heatmap it tests
+            lines += budget.text(data.get("budget"))
         lines += [measured["claim"].quote(note="."), ""]
     return "\n".join(lines)
