@@ -106,6 +106,8 @@ def test_a_limit_at_the_line_is_consistent_and_a_growing_edge_is_not():
                for f, m in zip((1, 4, 16), g["means"], strict=True)]  # fmt: skip
     text, consistent = budget.verdict(summary, g, line)
     assert consistent is False and "not converging" in text and "+" in text
+    text, consistent = budget.verdict(summary[:1], trend([]), line)  # one budget: no trend, no judgement
+    assert consistent is None and text.endswith("one budget so far") and f"{g['means'][0]:.1f}" in text
 
 
 def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):

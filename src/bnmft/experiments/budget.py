@@ -226,6 +226,9 @@ def verdict(summary_rows: list[dict], trend_: dict, line: float) -> tuple[str, b
             return "the edge lies beyond the depth grid at every budget tried", None
         return "does not train within the budgets tried", None
     first, last = crossed[0], crossed[-1]
+    if len(crossed) == 1:
+        return (f"crossing at {first['crossing_mean']:.1f} ({first['ratio']:.2f} x the line) after {first['steps']} "
+                "steps: one budget so far"), None
     moved = (f"the crossing moves from {first['crossing_mean']:.1f} ({first['ratio']:.2f} x the line) at "
              f"{first['steps']} steps to {last['crossing_mean']:.1f} ({last['ratio']:.2f} x) at {last['steps']}")
     if "gain_per_4x" in trend_:
