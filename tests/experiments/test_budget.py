@@ -131,3 +131,20 @@ def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):
     assert again["trends"] == first["trends"]
     assert main([*argv[:-1], "--no-train", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cells_done"] == planned
+
+
+def test_the_reports_verdict_follows_the_study():
+    """Fig 3a's claim: consistent only where every tested column converges to the line; not judged with too few
+    budgets; not tested without a study."""
+    from bnmft.report.training import _budget_verdict
+
+    def study(*flags):
+        return {"trends": [{"column": c, "optimizer": "sgd", "lr": "1e-3*B", "verdict": f"v{c}", "consistent": f}
+                           for c, f in zip(("B8", "B32"), flags, strict=True)]}  # fmt: skip
+
+    assert _budget_verdict("fig3a", 0.74, study(True, True))[1] is True
+    text, flag = _budget_verdict("fig3a", 0.74, study(True, False))
+    assert flag is False and text.startswith("not established") and "column B8: vB8; column B32: vB32" in text
+    assert _budget_verdict("fig3a", 0.74, study(True, None))[1] is None
+    text, flag = _budget_verdict("fig3a", 0.74, None)
+    assert flag is None and "not tested" in text and "0.74" in text

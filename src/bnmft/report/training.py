@@ -167,9 +167,10 @@ def _budget_verdict(name: str, med: float, study: dict | None) -> tuple[str, boo
     trends = [t for c in columns for t in budget.verdict_for(study, c) if (t["optimizer"], t["lr"]) == (optimizer, lr)]
     if not trends:
         return here + "; how it moves with longer training is not tested (no budget study: docs/budget.md)", None
-    consistent = all(t["consistent"] is True for t in trends)
+    judged = [t["consistent"] for t in trends]
+    consistent = None if None in judged else all(judged)  # None: too few budgets (or none trains) to judge yet
     said = "; ".join(f"column {t['column']}: {t['verdict']}" for t in trends)
-    lead = "consistent" if consistent else "not established"
+    lead = {True: "consistent", False: "not established", None: "not yet judged"}[consistent]
     return f"{lead}: {here}; the budget study ({optimizer}, lr {lr}): {said}", consistent
 
 
