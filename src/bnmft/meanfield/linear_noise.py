@@ -71,6 +71,28 @@ class Fluctuations:
                                                        / (self.batch_size - 1))}
                 for layer, (s_l, s_m) in enumerate(path[1:], start=1)]  # fmt: skip
 
+    def batch_distance(self, width: int, mean_field: np.ndarray, samples: int | None = None) -> list[dict]:
+        """The predicted distance to BSB1 (root of E D^2) after each layer of width N from a fixed input batch
+        (docs/finite_width.md section 8): ``E D_l^2 ~= D_mf(l)^2 + (d_L Sigma_L(l) + d_M Sigma_M(l)) / (B-1)``, the
+        noise recursion started at 0 (fixed inputs carry no sampling noise), the cross term neglected.
+
+        Args:
+            width: N.
+            mean_field: D_mf(l) for l = 0, 1, ..., depth: the distance of the deterministic Gram iteration from the
+                batch's Gram (:func:`bnmft.meanfield.propagation.propagate_resolved`; entry 0, the input, unused).
+            samples: units per layer of a Monte Carlo Gram map (None where the map is exact): its own noise, that
+                of a layer of width ``samples``, is taken out of ``D_mf^2`` on average.
+
+        Returns:
+            One dict per layer (``layer`` 1..depth, ``distance``).
+        """
+        n = check_int("width", width)
+        mf = np.asarray(mean_field, dtype=float)
+        noise = self.variances(len(mf) - 1, 0.0) @ np.array(self.dims, dtype=float) / (self.batch_size - 1)
+        mf2 = mf**2 if samples is None else np.maximum(mf**2 - noise / samples, 0.0)
+        total = mf2 + noise / n
+        return [{"layer": layer, "distance": math.sqrt(total[layer])} for layer in range(1, len(mf))]
+
     def variances(self, depth: int, input_ratio: float = 1.0) -> np.ndarray:
         """``N Sigma_L`` and ``N Sigma_M`` after 0, 1, ..., depth layers (rows; 0: the Gaussian input, of dimension
         ``N / input_ratio``): :func:`variance_path` with this chain's constants."""

@@ -211,16 +211,44 @@ def propagate(
         joint = both @ both.T / both.shape[1]
     b, settings = check_theory_input(b1, gamma=gamma, beta=beta)
     base, effective = resolve(phi, gamma=gamma, beta=beta, derivative=derivative, kinks=kinks, **params)
+    return propagate_resolved(base, effective, b, settings, start, int(depth), joint=joint, method=method,
+                              samples=int(samples), seed=seed, progress=progress)  # fmt: skip
+
+
+def propagate_resolved(
+    base: Nonlinearity,
+    effective: Nonlinearity,
+    b: float,
+    settings: dict,
+    start: np.ndarray,
+    depth: int,
+    *,
+    joint: np.ndarray | None = None,
+    method: str = "auto",
+    samples: int = 100_000,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Propagation:
+    """The kernel of :func:`propagate`: phi resolved (``effective`` with gamma and beta folded in), ``b`` and
+    ``settings`` :func:`check_theory_input`'s, ``start`` a checked B x B Gram (:func:`gram_of_batch` or
+    :func:`check_gram`), ``joint`` the two batches' joint Gram (or None), depth, method, samples and seed checked."""
+    b1 = len(start)
     rng = np.random.default_rng(seed)
     result = theory_resolved(base, effective, b, **settings)
-    fixed = result.q_star * ((1 - result.c_star) * np.eye(b1) + result.c_star)
+    q_star, c_star = result.q_star, result.c_star
+    assert q_star is not None and c_star is not None  # finite B, eps = 0: the engine always has them
+    fixed = q_star * ((1 - c_star) * np.eye(b1) + c_star)
 
     def step(sigma):
         out = gram_map_resolved(effective, sigma, method=method, samples=samples, rng=rng)
         return out.value, out.stderr, out.method
 
     grams, errors, used = [start], [np.zeros_like(start)], "exact"
-    cross, cross_corr, cross_se, grams2 = None, None, None, None
+    # the second batch's lists (filled only for two batches)
+    cross: list[np.ndarray] = []
+    cross_corr: list[float] = []
+    cross_se: list[float] = []
+    grams2: list[np.ndarray] = []
     if joint is not None:
         s22 = joint[b1:, b1:]
         cross, cross_corr, cross_se, grams2 = (
@@ -260,10 +288,10 @@ def propagate(
         fixed_point=fixed,
         theory=result,
         method=used,
-        cross_grams=None if cross is None else np.array(cross),
-        cross_correlation=None if cross_corr is None else np.array(cross_corr),
-        cross_stderr=None if cross_se is None else np.array(cross_se),
-        grams2=None if grams2 is None else np.array(grams2),
-        distance2=None if grams2 is None else np.array([_distance(g) for g in grams2]),
+        cross_grams=None if joint is None else np.array(cross),
+        cross_correlation=None if joint is None else np.array(cross_corr),
+        cross_stderr=None if joint is None else np.array(cross_se),
+        grams2=None if joint is None else np.array(grams2),
+        distance2=None if joint is None else np.array([_distance(g) for g in grams2]),
         notes=notes,
     )

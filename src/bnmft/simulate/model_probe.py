@@ -413,6 +413,27 @@ def probe(
         raise InputError("model: no BatchNorm/LayerNorm/GroupNorm/InstanceNorm, Linear or Conv layer to probe")
     if inputs.shape[0] < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise InputError("batch size: 1 with BatchNorm in train mode (batch statistics need B >= 2; the theory B >= 4)")
+    return probe_resolved(model, inputs, loss, factory=factory, labels=labels, steps=steps, lr=lr, seed=seed,
+                          draws=draws, predict=predict)  # fmt: skip
+
+
+def probe_resolved(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    factory: Callable[[], torch.nn.Module] | None = None,
+    labels: torch.Tensor | None = None,
+    steps: int = 0,
+    lr: float = 0.01,
+    seed: int = 0,
+    draws: int = 1,
+    predict: bool = True,
+    verdict: bool = True,
+) -> ProbeResult:
+    """The kernel of :func:`probe` (every input checked; ``model`` a module, ``factory`` the callable it came from
+    or None). ``verdict=False`` skips the verdict (its design search costs most of a deep model's probe):
+    ``ProbeResult.verdict`` is then empty."""
     work = copy.deepcopy(model)  # the user's model is never touched
     work.train()
     graph = analyse(work)
@@ -445,7 +466,7 @@ def probe(
         if row["kind"] in ("layernorm", "groupnorm", "instancenorm"):  # the theory is BatchNorm's
             row["theory"] = "none: the mean field theory covers BatchNorm only"
             notes.append(f"{row['name']} ({row['kind']}): measured; no theory (the mean field theory is BatchNorm's)")
-    verdict = make_verdict(growth, blocks, bn_layers)
+    judged = make_verdict(growth, blocks, bn_layers) if verdict else {}
     if steps:
         stepped = copy.deepcopy(work)
         opt = torch.optim.SGD(stepped.parameters(), lr=lr)
@@ -458,7 +479,7 @@ def probe(
         norms = [r for r in after if is_norm_kind(r["kind"])]
         if len(norms) >= 2 and norms[0]["grad_norm_sq"] and norms[-1]["grad_norm_sq"]:
             growth["after_steps"] = math.log(norms[0]["grad_norm_sq"] / norms[-1]["grad_norm_sq"])
-    return ProbeResult(rows, bn_layers, steps, notes, blocks, growth, verdict, draws, graph.traced)
+    return ProbeResult(rows, bn_layers, steps, notes, blocks, growth, judged, draws, graph.traced)
 
 
 def fit_inputs(

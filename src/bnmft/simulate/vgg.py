@@ -1,5 +1,5 @@
 """The paper's appendix at initialisation: gradient explosion in a VGG-style conv-BN stack against depth, for BN's
-initial beta and eps, measured with :func:`~bnmft.simulate.model_probe.probe` beside the mean-field prediction.
+initial beta and eps, measured with :func:`~bnmft.simulate.model_probe.probe`'s kernel beside the mean-field prediction.
 
 The stack (CPU-sized VGG19 layout): ``depth`` blocks ``conv 3x3 (zero padding, no bias, PyTorch's default init) ->
 BatchNorm2d(eps, bias initialised to beta) -> ReLU``, with 2x2 max-pooling after the blocks where VGG19 pools
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .model_probe import probe
+from .model_probe import probe_resolved
 
 #: VGG19 pools after these convolutions (1-based)
 POOL_AFTER = (2, 4, 8, 12, 16)
@@ -64,7 +64,7 @@ def gradient_explosion(
                     torch.manual_seed(seed)
                     model = vgg_stack(depth, channels, beta, eps, image)
                     inputs = torch.randn(batch_size, 3, image, image, generator=torch.Generator().manual_seed(seed))
-                    result = probe(model, inputs, seed=seed)
+                    result = probe_resolved(model, inputs, seed=seed, verdict=False)  # (the verdict is not drawn)
                     bns = result.bn_layers[1:]
                     measured.append(sum(math.log(b["measured_rate"]) for b in bns))
                     if result.growth.get("predicted") is not None:
