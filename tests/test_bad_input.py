@@ -294,6 +294,9 @@ def _cases():
     add(["budget", "--out", "{d}/b"], "--plan", ["huge"])
     add(["budget", "--out", "{d}/b"], "--workers", ["0", "abc"])
     add(["budget", "--out", "{d}/b"], "--device", ["tpu"])
+    add(["budget", "--out", "{d}/b", "--no-train"], "--workers", ["2"])  # options of training: refused, not ignored
+    add(["budget", "--out", "{d}/b", "--no-train"], "--scheduler", ["tcp://localhost:8786"])
+    add(["budget", "--out", "{d}/b", "--no-train"], "--device", ["cpu"])
     cases += [["nonlinearities", "--jsn"], ["nosuchcommand"], []]
     return cases
 

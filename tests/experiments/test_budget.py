@@ -1,25 +1,35 @@
-"""The training-budget study (bnmft.experiments.budget, bnmft.report.budget): its grid, its crossings and trend on
-synthetic results with known edges (exact: accuracy linear in log depth around the edge), and a small real run that
-resumes from its store."""
+"""The training-budget study (bnmft.experiments.budget, bnmft.report.budget): its grid (frozen: the committed store's
+cells are keyed by their configurations), its crossings and trend on synthetic results with known edges (exact:
+accuracy linear in log depth around the edge), partial stores, and a small real run that resumes from its store."""
 
+import hashlib
+import itertools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from bnmft.cli import main
-from bnmft.experiments import budget
+from bnmft.errors import InputError
 from bnmft.experiments.budget import (
+    BOOTSTRAP_DRAWS,
+    MAX_INTERVAL_FRACTION,
     PLANS,
     BudgetPlan,
+    _summarise,
+    _trend,
+    _verdict,
     analyse,
+    anchor_learns,
     budget_sweeps,
     column_theory,
     depth_grid,
     sweep_name,
-    trend,
 )
+from bnmft.experiments.store import Store, cell_key
+from bnmft.report import budget as report
 
 PLAN = BudgetPlan(columns={"B32": {"batch_size": 32}}, budgets={1: (1, 5000), 4: (2, 10000), 16: (4, 20000)},
                   seeds=(0, 1, 2), optimizers=("sgd", "sgd_paper"))  # fmt: skip
@@ -40,6 +50,34 @@ def _results(edges: dict[tuple[int, str, int], float]) -> dict[str, list[dict]]:
             result = {"test_accuracy": _accuracy(d, edge), "steps": epochs * train // 32}
             out.setdefault(sweep_name("B32", factor, label), []).append({"config": config, "result": result})
     return out
+
+
+def _rows(crossings: dict[int, list[float]], line: float) -> list[dict]:
+    """Seed rows of one (column, optimiser) with these complete crossings per budget (steps 10 x the factor)."""
+    return [{"column": "B32", "optimizer": "sgd", "lr": "1e-3*B", "budget": f, "steps": 10 * f, "seed": seed,
+             "theory_depth": line, "grid_bottom": 22, "grid_top": 62, "crossing_depth": c, "measured_depth": 22,
+             "censored": False, "complete": True, "untrained": False, "below_grid": False}
+            for f, cs in crossings.items() for seed, c in enumerate(cs)]  # fmt: skip
+
+
+def _judged(crossings: dict[int, list[float]], line: float) -> tuple[dict, str, bool | None]:
+    rows = _rows(crossings, line)
+    t = _trend(rows)
+    return (t, *_verdict(_summarise(rows), t, line))
+
+
+def test_the_full_plans_cells_are_frozen():
+    """The committed store (docs/budget/sweeps.db) is resumed by cell: the hash of each cell's whole configuration.
+    Any change to the plan's grids, bases, seeds, budgets or rates would orphan its cells; these are the cells of
+    2026-12-06 (issue 24)."""
+    plan = PLANS["full"]
+    grids = {c: depth_grid(plan, c) for c in plan.columns}
+    assert grids == {"B8": [8, *range(16, 49, 4)], "B32": [8, *range(22, 63, 4)], "ghost8": [8, *range(16, 49, 4)]}
+    assert plan.budgets == {1: (1, 5000), 4: (2, 10000), 16: (4, 20000)} and plan.seeds == (0, 1, 2)
+    cells = sorted(f"{s.name} {cell_key(c)}" for _, s in budget_sweeps(plan) for c in s.cells())
+    assert len(cells) == 3 * 3 * 3 * 3 * 10 + 3 * 3 * 3 * 2  # budgets x optimisers x seeds x (B8, ghost8: 10; B32: 12)
+    digest = hashlib.sha256("\n".join(cells).encode()).hexdigest()
+    assert digest == "8fdf7e352e1aab733e93e9153e463a72190dcc2cac40e3b12606567ccd63b9ef"
 
 
 def test_the_depth_grid_spans_the_line():
@@ -85,29 +123,67 @@ def test_crossings_and_a_geometric_limit_are_recovered_exactly():
     slope = np.polyfit(np.log([156, 625, 2500]) / math.log(4), [means[f] for f in (1, 4, 16)], 1)[0]
     assert t["gain_per_4x"] == pytest.approx(slope)
     paper = next(t for t in study["trends"] if t["lr"] == "1e-5*B")
-    assert paper["verdict"] == "does not train within the budgets tried" and paper["consistent"] is None
+    assert paper["verdict"] == "does not train within the budgets tried (156, 625, 2500 steps)"
+    assert paper["consistent"] is None and paper["dropped"] == {f"{f}x": "3 untrained" for f in (1, 4, 16)}
 
 
 def test_a_limit_at_the_line_is_consistent_and_a_growing_edge_is_not():
     line = column_theory(PLAN, "B32")
-    at_line = trend([{"budget": f, "steps": 10 * f, "crossing_depth": line - 8 / f + off}
-                     for f in (1, 4, 16) for off in (-0.5, 0.0, 0.5)])  # fmt: skip
-    # increments 6 and 1.5: r = 1/4, limit (line - 0.5) + 1.5 (1/4) / (3/4) = line
+    # increments 6 and 1.5: r = 1/4, limit (line - 0.5) + 1.5 (1/4) / (3/4) = line; the seed offsets are the same
+    # at every budget, so every paired draw has r = 1/4 and its limit at line + (the drawn seeds' mean offset)
+    at_line, text, consistent = _judged({f: [line - 8 / f + off for off in (-0.5, 0.0, 0.5)] for f in (1, 4, 16)},
+                                        line)  # fmt: skip
     assert at_line["ratio_of_increments"] == pytest.approx(0.25) and at_line["limit"] == pytest.approx(line)
-    summary = [{"crossing_mean": m, "ratio": m / line, "steps": 10 * f, "censored": 0}
-               for f, m in zip((1, 4, 16), at_line["means"], strict=True)]  # fmt: skip
-    text, consistent = budget.verdict(summary, at_line, line)
-    assert consistent is True and at_line["converging_fraction"] > 0.99 and "geometric limit" in text
-    growing = [{"budget": f, "steps": 10 * f, "crossing_depth": 20 + 5 * math.log(f, 4) * (1 + 0.4 * k) + off}
-               for f in (1, 4, 16) for k, off in ((0, -0.3), (1, 0.0), (2, 0.3))]  # fmt: skip
-    g = trend(growing)
+    lo, hi = at_line["limit_interval"]  # the 16 and 84% points of the mean of 3 draws from (-0.5, 0, 0.5): -1/6, 1/6
+    assert (lo - line, hi - line) == pytest.approx((-1 / 6, 1 / 6))
+    assert consistent is True and at_line["converging_fraction"] == 1.0 and "geometric limit" in text
+    growing = {f: [20 + 5 * math.log(f, 4) * (1 + 0.4 * k) + off for k, off in ((0, -0.3), (1, 0.0), (2, 0.3))]
+               for f in (1, 4, 16)}  # fmt: skip
+    g, text, consistent = _judged(growing, line)
     assert g["ratio_of_increments"] == pytest.approx(1.0) and g["limit"] is None
-    summary = [{"crossing_mean": m, "ratio": m / line, "steps": 10 * f, "censored": 0}
-               for f, m in zip((1, 4, 16), g["means"], strict=True)]  # fmt: skip
-    text, consistent = budget.verdict(summary, g, line)
     assert consistent is False and "not converging" in text and "+" in text
-    text, consistent = budget.verdict(summary[:1], trend([]), line)  # one budget: no trend, no judgement
+    _, text, consistent = _judged({1: growing[1]}, line)  # one budget: no trend, no judgement
     assert consistent is None and text.endswith("one budget so far") and f"{g['means'][0]:.1f}" in text
+
+
+def test_a_crossing_settled_at_the_line_is_consistent_and_a_loose_limit_is_not_judged():
+    """A plateau: the second increment is noise about zero (here r < 0, which 0 < r < 1 would call 'not
+    converging'); the geometric sum holds for |r| < 1. A limit whose interval is wider than a quarter of the line is
+    not judged, whether or not it holds the line."""
+    line = column_theory(PLAN, "B32")
+    e4, e16 = (-0.2, 0.1, 0.3), (0.1, -0.3, 0.1)
+    settled = {1: [line - 6.0] * 3, 4: [line + e for e in e4], 16: [line + e for e in e16]}
+    t, text, consistent = _judged(settled, line)
+    d1, d2, d3 = line - 6.0, line + np.mean(e4), line + np.mean(e16)
+    r = (d3 - d2) / (d2 - d1)
+    assert t["ratio_of_increments"] == pytest.approx(r) and -0.02 < r < 0
+    assert t["limit"] == pytest.approx(d3 + (d3 - d2) * r / (1 - r))
+    # paired draws: d1 fixed, d2 - d1 about 6, d3 the mean of 3 draws from e16 (+- 0.3): |r| < 0.06 in every draw
+    assert t["converging_fraction"] == 1.0 and t["unbounded_draws"] == 0
+    lo, hi = t["limit_interval"]
+    assert lo < line < hi and hi - lo < 0.5 and consistent is True
+    loose = {1: [line - 40.0] * 3, 4: [line] * 3, 16: [line - 18.0, line, line + 18.0]}  # |r| <= 0.45
+    t, text, consistent = _judged(loose, line)
+    lo, hi = t["limit_interval"]
+    assert t["converging_fraction"] == 1.0 and hi - lo > MAX_INTERVAL_FRACTION * line and lo < line < hi
+    assert consistent is None and f"limit too uncertain ({lo:.1f}-{hi:.1f}" in text
+
+
+def test_draws_without_a_limit_are_unbounded_not_nan_and_the_json_is_strict():
+    line = column_theory(PLAN, "B32")
+    # increments 4 and 2 on average, but the last budget's seeds spread so widely that a third of the draws or more
+    # have r >= 1 (no limit): the interval's upper end is unbounded (None), never NaN
+    wide = {1: [line - 10.0] * 3, 4: [line - 6.0] * 3, 16: [line - 10.0, line - 4.0, line + 2.0]}
+    t, text, consistent = _judged(wide, line)
+    assert t["limit"] == pytest.approx(line - 4.0 + 2.0 * 0.5 / 0.5) and t["limit_interval"][1] is None
+    # a draw has no limit where r = (m + 6) / 4 is outside (-1, 1), m the mean of its 3 seeds' offsets: exactly
+    p = np.mean([not -1 < (np.mean(m) + 6) / 4 < 1 for m in itertools.product((-10, -4, 2), repeat=3)])  # 11/27
+    n = BOOTSTRAP_DRAWS
+    assert abs(t["unbounded_draws"] - n * p) < 4 * math.sqrt(n * p * (1 - p)) and p == pytest.approx(11 / 27)
+    assert t["converging_fraction"] == pytest.approx(1 - t["unbounded_draws"] / n)
+    assert consistent is False and "unbounded" in text and "nan" not in text
+    assert json.loads(json.dumps(report._finite(t), allow_nan=False))["limit_interval"][1] is None
+    assert report._finite({"a": (math.inf, -math.inf, math.nan, 1.5)}) == {"a": [None, None, None, 1.5]}
 
 
 def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):
@@ -122,14 +198,14 @@ def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):
     planned = len(depth_grid(plan, "B8")) * 2 * 2 + 2 * 2
     assert first["cells_done"] == first["cells_planned"] == planned
     paper = [t for t in first["trends"] if t["lr"] == "1e-5*B" and t["optimizer"] == "sgd"]
-    assert paper and paper[0]["verdict"] == "does not train within the budgets tried"
+    assert paper and paper[0]["verdict"] == "does not train within the budgets tried (8, 32 steps)"
     stored = json.loads((tmp_path / "budget.json").read_text())
     assert {(s["budget"], s["steps"]) for s in stored["summary"]} == {(1, 8), (4, 32)}
     assert (tmp_path / "budget.png").stat().st_size > 0 and (tmp_path / "budget_trends.csv").is_file()
     assert main(argv) == 0  # everything is stored: nothing trains again, the same answer
     again = json.loads(capsys.readouterr().out)
     assert again["trends"] == first["trends"]
-    assert main([*argv[:-1], "--no-train", "--json"]) == 0
+    assert main(["budget", "--plan", "tiny", "--out", str(tmp_path), "--no-train", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cells_done"] == planned
 
 
@@ -146,5 +222,127 @@ def test_the_reports_verdict_follows_the_study():
     text, flag = _budget_verdict("fig3a", 0.74, study(True, False))
     assert flag is False and text.startswith("not established") and "column B8: vB8; column B32: vB32" in text
     assert _budget_verdict("fig3a", 0.74, study(True, None))[1] is None
+    for flags in ((False, None), (None, False)):  # a column against the line decides, whatever the other's state
+        text, flag = _budget_verdict("fig3a", 0.74, study(*flags))
+        assert flag is False and text.startswith("not established")
     text, flag = _budget_verdict("fig3a", 0.74, None)
     assert flag is None and "not tested" in text and "0.74" in text
+
+
+def test_a_sweep_is_judged_by_the_study_only_where_it_has_the_studys_cells():
+    """The quick preset's Fig 3a/3b/3c sweeps are the study's 1x cells (at some depths); the paper preset's (10
+    epochs at the paper's rate; Fig 3b's batch 1000) are not, and keep their own verdict."""
+    from bnmft.experiments.sweep import load_sweeps
+    from bnmft.report.training import BUDGET_TESTED, _measured
+
+    quick, paper = ({s.name: s for s in load_sweeps(p)} for p in ("quick", "paper"))
+    for name, tested in BUDGET_TESTED.items():
+        assert report.matches_study(quick[name], *tested) and not report.matches_study(paper[name], *tested)
+    against = {"plan": "full", "trends": [{"column": c, "optimizer": "sgd", "lr": "1e-3*B", "verdict": "v",
+                                           "consistent": False} for c in ("B8", "B32")]}  # fmt: skip
+    for preset, lead in ((quick, "not established"), (paper, "consistent: the measured edge")):
+        sweep = replace(preset["fig3a"], grid={"depth": [5, 10, 20, 40], "batch_size": [8, 32]})
+        results = [{"config": c, "result": {"test_accuracy": _accuracy(c["depth"], 30.0)}} for c in sweep.cells()]
+        claim = _measured("fig3a", {"sweep": sweep, "results": results}, against)["claim"]
+        assert claim.verdict.startswith(lead) and ("budget study" in claim.verdict) == (preset is quick)
+
+
+def test_a_censored_last_budget_is_beyond_the_line():
+    line = column_theory(PLAN, "B32")
+    edges = {(f, "sgd", s): edge for f, edge in ((1, line - 12), (4, line - 4), (16, 200.0)) for s in (0, 1, 2)}
+    study = analyse(PLAN, _results(edges))
+    t = study["trends"][0]
+    assert [s["censored"] for s in study["summary"]] == [0, 0, 3] and t["dropped"] == {"16x": "3 censored"}
+    top = depth_grid(PLAN, "B32")[-1]
+    assert t["consistent"] is False and t["verdict"].endswith(
+        f"at 2500 steps the edge lies beyond the grid (> {top} = {top / line:.2f} x the line)"
+    )
+    assert t["verdict"].startswith(f"the crossing moves from {line - 12:.1f}")
+
+
+def test_partial_stores_missing_anchors_and_crossings_below_the_grid():
+    """Only grid depths count; a seed without its anchor has no crossing; a seed trained to its deepest stored depth
+    is not censored before its grid is complete; a crossing between the anchor and the grid's first depth is
+    flagged, without an error bar, and kept out of the trend; the table marks both."""
+    line = column_theory(PLAN, "B32")
+    grid = depth_grid(PLAN, "B32")
+    edges = {(f, "sgd", s): line - 8 + s for f in (1, 4) for s in (0, 1, 2)} | {(4, "sgd", 1): 200.0}
+    edges |= {(1, "sgd_paper", s): 12.0 for s in (0, 1, 2)}  # between the anchor (8) and the grid's 22
+    cells = _results(edges)
+    four = sweep_name("B32", 4, "sgd")
+    cells[four] = [c for c in cells[four] if (c["config"]["seed"], c["config"]["depth"]) != (0, PLAN.anchor_depth)
+                   and not (c["config"]["seed"] == 1 and c["config"]["depth"] > 50)]  # fmt: skip
+    off_grid = {"config": {"depth": 5, "seed": 2, "batch_size": 32}, "result": {"test_accuracy": 1.0, "steps": 156}}
+    cells[sweep_name("B32", 1, "sgd")].append(off_grid)  # not on the grid: ignored (it would raise the threshold)
+    study = analyse(PLAN, cells)
+    seeds = {(r["optimizer"], r["lr"], r["budget"], r["seed"]): r for r in study["seeds"]}
+    assert [seeds["sgd", "1e-3*B", 1, s]["crossing_depth"] for s in (0, 1, 2)] == pytest.approx(
+        [line - 8, line - 7, line - 6], abs=1e-9
+    )
+    no_anchor, cut = seeds["sgd", "1e-3*B", 4, 0], seeds["sgd", "1e-3*B", 4, 1]
+    assert no_anchor["crossing_depth"] is None and not no_anchor["complete"] and no_anchor["reference_accuracy"] is None
+    assert cut["censored"] is False and cut["crossing_depth"] is None and cut["depths"] == sum(d <= 50 for d in grid)
+    summary = {(s["lr"], s["budget"]): s for s in study["summary"]}
+    assert (summary["1e-3*B", 4]["incomplete"], summary["1e-3*B", 4]["partial"], summary["1e-3*B", 4]["crossed"]) == (
+        2, True, 1
+    )
+    ours = next(t for t in study["trends"] if t["lr"] == "1e-3*B")
+    assert ours["budgets"] == [1] and ours["dropped"] == {"4x": "2 incomplete"} and ours["consistent"] is None
+    assert ours["verdict"].endswith("one budget so far; left out: 4x (2 incomplete)")
+    below = summary["1e-5*B", 1]
+    assert below["below_grid"] == below["crossed"] == 3 and below["crossing_stderr"] is None
+    paper = next(t for t in study["trends"] if t["lr"] == "1e-5*B")
+    assert paper["dropped"] == {"1x": "3 below the grid"} and paper["consistent"] is None
+    assert paper["verdict"].endswith(f"156 steps: crossing < {grid[1]} (below the grid)")
+    lines = report.text(study | {"cells_done": 0, "cells_planned": 0, "training_core_seconds": 0.0})
+    assert any("| 4x (partial: 2 of 3 seeds incomplete) |" in line for line in lines)
+    assert any(f"| < {grid[1]} (below grid) | - |" in line for line in lines)
+
+
+def test_no_train_reads_a_partial_store_without_nan(tmp_path, monkeypatch, capsys):
+    """``--no-train`` on a store whose probed sweeps are not yet probed: they count whole ("at most"); a limit with an
+    unbounded interval is written as strict JSON (None)."""
+    monkeypatch.setitem(PLANS, "tiny", PLAN)
+    line = column_theory(PLAN, "B32")
+    edges = {(f, "sgd", s): line + off for f, offs in ((1, (-10, -10, -10)), (4, (-6, -6, -6)), (16, (-10, -4, 2)))
+             for s, off in enumerate(offs)}  # fmt: skip
+    cells = _results(edges)
+    first = sweep_name("B32", 1, "sgd_paper")  # two of its three anchors stored
+    cells[first] = [c for c in _results({(1, "sgd_paper", s): 5.0 for s in (0, 1)})[first]
+                    if c["config"]["depth"] == PLAN.anchor_depth]  # fmt: skip
+    store = Store(tmp_path / "sweeps.db")
+    for name, rows in cells.items():
+        for c in rows:
+            store.add(name, cell_key({**c["config"], "sweep": name}), c["config"], c["result"])  # one key each
+    store.close()
+    assert main(["budget", "--plan", "tiny", "--out", str(tmp_path), "--no-train"]) == 0
+    per_sweep = len(depth_grid(PLAN, "B32")) * 3
+    out = capsys.readouterr().out
+    assert f"{3 * per_sweep + 2} of at most {6 * per_sweep} cells (3 sweeps not yet probed)" in out
+    strict = json.loads((tmp_path / "budget.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON {c}"))
+    ours = next(t for t in strict["trends"] if t["lr"] == "1e-3*B")
+    assert ours["limit_interval"][1] is None and "unbounded" in ours["verdict"] and ours["consistent"] is False
+    assert strict["not_probed"] == [sweep_name("B32", f, "sgd_paper") for f in (1, 4, 16)]
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"optimizers": ("adam",)}, "optimizers"), ({"depth_step": 0}, "depth_step"), ({"seeds": ()}, "seeds"),
+     ({"budgets": {}}, "budgets")],
+)  # fmt: skip
+def test_a_bad_plan_is_refused(change, named, tmp_path):
+    with pytest.raises(InputError, match=named):
+        replace(PLAN, **change)
+    with pytest.raises(InputError, match="plan: unknown plan 'huge'"):
+        report.run_study(tmp_path / "x", "huge")
+    with pytest.raises(InputError, match="column: no column 'B99'"):
+        column_theory(PLAN, "B99")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_anchor_learns_by_the_heatmaps_rule():
+    def cells(accuracy, depth=PLAN.anchor_depth):
+        return [{"config": {"depth": depth}, "result": {"test_accuracy": accuracy}}]
+
+    assert anchor_learns(cells(0.2), PLAN) and not anchor_learns(cells(0.19), PLAN)  # chance 0.1 + MIN_GAIN 0.1
+    assert not anchor_learns(cells(0.9, depth=22), PLAN)  # only the anchor counts

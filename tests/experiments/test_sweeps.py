@@ -179,3 +179,30 @@ def test_heatmap_theory_line_uses_the_eps_theory():
     assert theory_depth_for(dict(cfg, ghost_size=4, batch_size=16), "eps", 1e-3) == pytest.approx(
         theory("tanh", 4, eps=1e-3).max_trainable_depth
     )
+
+
+def test_sweeps_in_one_schedule_train_a_shared_cell_once_and_the_costliest_first(tmp_path):
+    from bnmft.experiments.batched import group_cells
+    from bnmft.experiments.sweep import cell_cost, run_sweeps
+
+    a = load_sweeps(write_config(tmp_path / "a.toml", [1, 3], sizes=(8,)))[0]
+    b = parse_sweep({"name": "b", "x": "batch_size", "base": TINY, "grid": {"depth": [3, 2], "batch_size": [8]}})
+    store = Store(tmp_path / "s.db")
+    order = []
+    counts = run_sweeps([a, b], store, workers=1, progress=False,
+                        on_result=lambda r: order.append(r["config"]["depth"]))  # fmt: skip
+    # depth 3 at B = 8 is in both: trained once, stored under the first sweep, read by either through its keys
+    assert order == [3, 2, 1]  # one worker: the costliest (deepest) cell first, whichever sweep it came from
+    assert counts == {"t": {"cells": 2, "skipped": 0, "ran": 2, "by_others": 0},
+                      "b": {"cells": 2, "skipped": 0, "ran": 1, "by_others": 1}}  # fmt: skip
+    assert sorted(r["config"]["depth"] for r in store.results("b")) == [2]
+    shared = store.results(keys={cell_key(c) for c in b.cells()})
+    assert sorted((r["config"]["depth"], r["sweep"]) for r in shared) == [(2, "b"), (3, "t")]
+    again = run_sweeps([a, b], store, workers=1, progress=False)
+    assert again["b"] == {"cells": 2, "skipped": 2, "ran": 0, "by_others": 0}
+    # the cost: layer-steps x (1 + B / 64) per model, K^0.6 for K stacked
+    one = TrainConfig(depth=10, batch_size=64, train_subset=640, epochs=2).to_dict()
+    assert cell_cost([one]) == pytest.approx((10 + 10) * (2 * 640 // 64) * (1 + 64 / 64))  # weights + BN layers
+    assert cell_cost([one, dict(one, seed=1)]) == pytest.approx(cell_cost([one]) * 2 ** 0.6)
+    assert len(group_cells([one, dict(one, seed=1)])) == 1
+    store.close()

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from bnmft.meanfield.api import check_theory_input
-from bnmft.meanfield.width_expansion import noise_parts, statistic_coefficients, unit_constants
+from bnmft.meanfield.width_expansion import (
+    noise_parts_resolved,
+    statistic_coefficients_resolved,
+    unit_constants_resolved,
+)
 from bnmft.nonlinearity import resolve
 
 
@@ -53,7 +57,7 @@ def test_curvature_rule_against_a_monte_carlo_of_the_map(irrep):
         shifts.append((mean_stats(np.eye(b) + delta) + mean_stats(np.eye(b) - delta)) / 2 - at_bsb1)
     shifts = np.array(shifts)
     measured, se = shifts.mean(axis=0), shifts.std(axis=0, ddof=1) / math.sqrt(draws)
-    consts = unit_constants(phi, b)
+    consts = unit_constants_resolved(phi, b)
     q, c = at_bsb1[0], at_bsb1[1] / at_bsb1[0]
     sign = 1 if irrep == "L" else -1
     # g_q is the curvature of d; g_c q* that of a - c* d
@@ -69,10 +73,10 @@ def test_isotropic_deviations_bias_nothing():
     """Sigma_L = Sigma_M biases no statistic: the L and M curvatures are opposite (the identity behind the rule)."""
     base, phi = resolve("relu")
     _b, settings = check_theory_input(16)
-    coeffs, fl = statistic_coefficients(base, phi, 16, settings, None)
-    part_l, part_m = noise_parts(fl, None)
+    coeffs, fl = statistic_coefficients_resolved(base, phi, 16, settings, None)
+    part_l, part_m = noise_parts_resolved(fl, None)
     assert part_l > part_m > 0  # relu's slow L mode: the per-example norms fluctuate most
-    consts = unit_constants(phi, 16)
+    consts = unit_constants_resolved(phi, 16)
     assert coeffs.c_star == pytest.approx(consts.g_c.mean() * (part_l - part_m) + consts.ratio.mean(), rel=1e-9)
 
 
@@ -83,7 +87,7 @@ def test_c_star_coefficient_against_the_simulator():
 
     base, phi = resolve("relu")
     _b, settings = check_theory_input(32)
-    predicted = statistic_coefficients(base, phi, 32, settings, (10, 27))[0]
+    predicted = statistic_coefficients_resolved(base, phi, 32, settings, (10, 27))[0]
     for n, k in ((64, 48), (128, 32)):
         s = simulate_mlp("relu", [32], width=n, depth=30, networks=k, seed=2).summaries[0]
         measured, se = n * (s.c_star_mean - s.c_star_theory), n * s.c_star_stderr
@@ -101,7 +105,7 @@ def test_finite_width_api_and_json():
     r = bnmft.finite_width("tanh", 4, 128, depth=6, window="2:6", seed=3)
     base, phi = resolve("tanh")
     _b, settings = check_theory_input(4)
-    direct = statistic_coefficients(base, phi, 4, settings, (2, 6), 3)[0]
+    direct = statistic_coefficients_resolved(base, phi, 4, settings, (2, 6), 3)[0]
     assert (r.c_star_coefficient, r.q_star_coefficient) == (direct.c_star, direct.q_star)
     assert r.lambda_G_coefficient is None and r.width_for_1_percent is None
     out = json.loads(json.dumps(r.to_dict()))

@@ -101,15 +101,20 @@ def cmd_heatmap(args) -> int:
 
 
 def cmd_budget(args) -> int:
-    from ..report.budget import run_study
+    from ..report.budget import cells_text, run_study
 
-    study = run_study(Path(args.out), args.plan, workers=args.workers, scheduler=args.scheduler, device=args.device,
-                      progress=not args.json, train=not args.no_train)  # fmt: skip
+    if args.no_train:  # options of training: refused rather than ignored
+        given = [f"--{name}" for name in ("workers", "scheduler", "device") if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: options of training, not allowed with --no-train (trains nothing)")
+    study = run_study(Path(args.out), args.plan, workers=args.workers, scheduler=args.scheduler,
+                      device=args.device or "cpu", progress=not args.json, train=not args.no_train)  # fmt: skip
     if args.json:
         print(json.dumps({"out": args.out, "cells_done": study["cells_done"], "cells_planned": study["cells_planned"],
-                          "trends": study["trends"]}, indent=2, default=str))  # fmt: skip
+                          "not_probed": study["not_probed"], "trends": study["trends"]}, indent=2,
+                         allow_nan=False))  # fmt: skip
         return 0
-    print(f"budget study ({args.plan}): {study['cells_done']} of {study['cells_planned']} cells -> {args.out}")
+    print(f"budget study ({args.plan}): {cells_text(study)} -> {args.out}")
     for t in study["trends"]:
         print(f"  {t['column']}, {t['optimizer']} lr {t['lr']} (line {t['theory_depth']:.1f}): {t['verdict']}")
     return 0
@@ -154,8 +159,9 @@ def add_parsers(sub) -> None:
                    help="full: Fig 3a's B = 8, 32 and Fig 3b's ghost 8, budgets 1x, 4x, 16x, 3 seeds; tiny: smoke run")
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask cluster")
-    p.add_argument("--device", default="cpu", help="cpu, or cuda: the batched models train on the GPU")
-    p.add_argument("--no-train", action="store_true", help="analyse the cells already in the store, train nothing")
+    p.add_argument("--device", help="cpu (default), or cuda: the batched models train on the GPU")
+    p.add_argument("--no-train", action="store_true", help="analyse the cells already in the store, train nothing "
+                   "(not with --workers, --scheduler, --device)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
     p.set_defaults(func=cmd_budget)
 

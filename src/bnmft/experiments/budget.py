@@ -5,9 +5,12 @@ Torch-free: this module declares the study's sweeps (run by :func:`bnmft.experim
 through the store) and analyses stored results. Per column (a batch size, or a ghost-batch size), optimiser and
 training budget, every seed gives one crossing depth - where its test accuracy falls through halfway between chance
 and a shallow reference network's accuracy (:func:`bnmft.experiments.agreement.column_edge`, the heatmaps' rule);
-the seeds give the crossing's mean and standard error. Per column and optimiser the crossings against the number of
-SGD steps give the trend: the increments between budgets (4x apart), their ratio r and, where 0 < r < 1, the
-geometric (Aitken) limit ``d_3 + Delta_2 r / (1 - r)``, with a bootstrap over the seeds for its uncertainty.
+the seeds give the crossing's mean and standard error. Only cells on the plan's depth grid count; a seed without
+its anchor cell has no crossing, and a seed is censored only once its whole grid is stored. Per column and
+optimiser the crossings against the number of SGD steps give the trend, from the budgets where every seed's grid
+is complete and crosses on the grid (the others are named): the increments between budgets (4x apart), their ratio
+r and, where -1 < r < 1, the geometric (Aitken) limit ``d_3 + Delta_2 r / (1 - r)``, with a paired bootstrap over
+the seeds for its uncertainty.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import InputError
-from .agreement import MIN_GAIN, column_edge, theory_depth_for
+from .agreement import column_edge, theory_depth_for
+from .config import TrainConfig
 from .sweep import Sweep, parse_sweep
 
 #: optimisers: label -> (optimizer, learning rate)
@@ -30,8 +34,11 @@ OPTIMIZERS = {
 #: optimisers trained over the whole depth grid only where a seed's shallow anchor network learns at that budget
 #: (SGD at the paper's rate stays near chance at the quick budget: the issue asks for it "where it trains at all")
 PROBED = ("sgd_paper",)
-#: a trend converges where at least this fraction of the bootstrap draws has 0 < r < 1 (one-sided 84%: 1 sigma)
+#: a trend converges where at least this fraction of the bootstrap draws has -1 < r < 1 (one-sided 84%: 1 sigma)
 CONVERGE_FRACTION = 0.84
+#: a limit is judged against the line only where its 16-84% interval is at most this fraction of the line wide
+#: (7 layers at B = 8): a wider interval would hold the line whatever the edge does (docs/budget.md, the rule)
+MAX_INTERVAL_FRACTION = 0.25
 BOOTSTRAP_DRAWS = 2000
 
 
@@ -58,6 +65,18 @@ class BudgetPlan:
     base: dict = field(default_factory=lambda: {"dataset": "mnist", "test_subset": 1000})
     optimizers: tuple[str, ...] = ("sgd", "sgd_paper", "rmsprop")
 
+    def __post_init__(self) -> None:
+        for name in ("columns", "budgets", "seeds", "optimizers"):
+            if not getattr(self, name):
+                raise InputError(f"BudgetPlan {name}: at least one is required")
+        unknown = [label for label in self.optimizers if label not in OPTIMIZERS]
+        if unknown:
+            raise InputError(f"BudgetPlan optimizers: unknown {unknown[0]!r} (allowed: {', '.join(OPTIMIZERS)})")
+        for name in ("depth_step", "anchor_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise InputError(f"BudgetPlan {name} must be a positive integer, got {value!r}")
+
 
 PLANS = {
     # Fig 3a's columns B = 8 and 32 and Fig 3b's ghost column 8 (batch 128); 1x = the quick preset's 1 epoch on 5k
@@ -79,9 +98,21 @@ PLANS = {
 }
 
 
+def _check_column(plan: BudgetPlan, column: str) -> None:
+    if column not in plan.columns:
+        raise InputError(f"column: no column {column!r} in the plan (it has: {', '.join(plan.columns)})")
+
+
 def column_theory(plan: BudgetPlan, column: str) -> float:
     """The theory's maximum trainable depth of a column (16 / ln lambda_G at its batch or ghost size and eps)."""
-    config = {"phi": "relu", "eps": 1e-3, **plan.base, **plan.columns[column]}
+    _check_column(plan, column)
+    return _line(plan, column)
+
+
+def _line(plan: BudgetPlan, column: str) -> float:
+    # the column's cells share everything the theory reads (phi, eps, gamma, ...): the training defaults under the
+    # plan's base and the column's fields
+    config = TrainConfig(**{**plan.base, **plan.columns[column]}).to_dict()
     depth = theory_depth_for(config, "batch_size", config["batch_size"])
     if depth is None or not math.isfinite(depth):
         raise InputError(f"column {column!r}: no finite theory depth")
@@ -90,7 +121,12 @@ def column_theory(plan: BudgetPlan, column: str) -> float:
 
 def depth_grid(plan: BudgetPlan, column: str) -> list[int]:
     """The anchor, then every ``depth_step`` layers from ``depth_range[0]`` to ``depth_range[1]`` x the theory."""
-    line = column_theory(plan, column)
+    _check_column(plan, column)
+    return _grid(plan, column)
+
+
+def _grid(plan: BudgetPlan, column: str) -> list[int]:
+    line = _line(plan, column)
     lo, hi = (math.floor(plan.depth_range[0] * line), math.ceil(plan.depth_range[1] * line))
     grid = list(range(lo, hi + plan.depth_step, plan.depth_step))
     return [plan.anchor_depth, *[d for d in grid if d > plan.anchor_depth]]
@@ -116,7 +152,7 @@ def budget_sweeps(plan: BudgetPlan) -> list[tuple[str, Sweep]]:
                     "seeds": list(plan.seeds),
                     "base": {**plan.base, **fields_, "optimizer": optimizer, "lr": lr, "epochs": epochs,
                              "train_subset": train},
-                    "grid": {"depth": depth_grid(plan, column)},
+                    "grid": {"depth": _grid(plan, column)},
                 }  # fmt: skip
                 raw["base"].pop("batch_size")
                 raw["grid"]["batch_size"] = [fields_["batch_size"]]
@@ -130,132 +166,214 @@ def anchor_only(sweep: Sweep, plan: BudgetPlan) -> Sweep:
 
 
 def anchor_learns(results: list[dict], plan: BudgetPlan) -> bool:
-    """Whether any seed's anchor network clears chance by :data:`~bnmft.experiments.agreement.MIN_GAIN`."""
-    return any(r["result"]["test_accuracy"] >= 0.1 + MIN_GAIN for r in results
-               if r["config"]["depth"] == plan.anchor_depth)  # fmt: skip
+    """Whether any seed's anchor network learns by the heatmaps' rule: the anchor alone, as a column of
+    :func:`~bnmft.experiments.agreement.column_edge`, has a measured depth (it clears chance by ``MIN_GAIN``)."""
+    return any(column_edge([(plan.anchor_depth, r["result"]["test_accuracy"])])["measured_depth"] is not None
+               for r in results if r["config"]["depth"] == plan.anchor_depth)  # fmt: skip
 
 
-def seed_crossings(plan: BudgetPlan, results: dict[str, list[dict]]) -> list[dict]:
-    """One row per (column, optimiser and rate, budget, seed) with stored results: the crossing depth and whether the
-    seed's reference network learned at all; ``results`` maps sweep names to ``Store.results`` lists."""
+def _seed_crossings(plan: BudgetPlan, results: dict[str, list[dict]]) -> list[dict]:
+    """One row per (column, optimiser and rate, budget, seed) of every sweep with a stored cell on the plan's grid:
+    the crossing depth by the heatmaps' rule and the seed's state; ``results`` maps sweep names to ``Store.results``
+    lists. A seed is ``complete`` once its whole grid is stored, or its anchor does not learn (``untrained``: final);
+    one without its anchor has no crossing; an incomplete one has a provisional crossing from the grid's stored
+    prefix and is never censored; ``below_grid``: the crossing lies between the anchor and the grid's first depth."""
     rows = []
     for factor in sorted(plan.budgets):
         for column in plan.columns:
-            line = column_theory(plan, column)
+            line, grid = _line(plan, column), _grid(plan, column)
             for label in plan.optimizers:
                 optimizer, lr = OPTIMIZERS[label]
-                cells = results.get(sweep_name(column, factor, label), [])
+                cells = [c for c in results.get(sweep_name(column, factor, label), []) if c["config"]["depth"] in grid]
+                if not cells:
+                    continue
+                steps = int(np.mean([c["result"]["steps"] for c in cells]))
+                bottom = grid[1] if len(grid) > 1 else grid[0]  # the grid's first depth after the anchor
                 for seed in plan.seeds:
-                    mine = sorted((c for c in cells if c["config"]["seed"] == seed), key=lambda c: c["config"]["depth"])
-                    if not mine:
-                        continue
-                    edge = column_edge([(c["config"]["depth"], c["result"]["test_accuracy"]) for c in mine])
-                    rows.append({"column": column, "optimizer": optimizer, "lr": lr, "budget": factor,
-                                 "steps": int(np.mean([c["result"]["steps"] for c in mine])), "seed": seed,
-                                 "depths": len(mine), "theory_depth": line,
-                                 "reference_accuracy": mine[0]["result"]["test_accuracy"], **edge})  # fmt: skip
+                    mine = {c["config"]["depth"]: c["result"]["test_accuracy"] for c in cells
+                            if c["config"]["seed"] == seed}  # fmt: skip
+                    row = {"column": column, "optimizer": optimizer, "lr": lr, "budget": factor, "steps": steps,
+                           "seed": seed, "depths": len(mine), "theory_depth": line, "grid_bottom": bottom,
+                           "grid_top": grid[-1], "reference_accuracy": mine.get(plan.anchor_depth)}  # fmt: skip
+                    prefix = []  # the grid's stored depths up to the first missing one
+                    for d in grid:
+                        if d not in mine:
+                            break
+                        prefix.append((d, mine[d]))
+                    edge = column_edge(prefix)
+                    untrained = bool(prefix) and edge["measured_depth"] is None
+                    complete = untrained or len(prefix) == len(grid)
+                    if not complete and edge["censored"]:  # beyond the depths stored so far, not beyond the grid
+                        edge = {**edge, "censored": False}
+                    below = edge["crossing_depth"] is not None and edge["measured_depth"] == plan.anchor_depth
+                    rows.append({**row, **edge, "complete": complete, "untrained": untrained, "below_grid": below})
     return rows
 
 
-def summarise(rows: list[dict]) -> list[dict]:
+def _summarise(rows: list[dict]) -> list[dict]:
     """Per (column, optimiser, rate, budget): the seeds' mean crossing and its standard error (None where fewer than
-    two seeds crossed), how many seeds were censored (edge beyond the grid) or did not train."""
+    two seeds crossed, or where a crossing lies below the grid: interpolated across the gap after the anchor), how
+    many seeds were censored (edge beyond the grid), did not train, crossed below the grid, or are incomplete (a
+    ``partial`` row: its crossings are provisional)."""
     out = []
     for key in dict.fromkeys((r["column"], r["optimizer"], r["lr"], r["budget"]) for r in rows):
         sel = [r for r in rows if (r["column"], r["optimizer"], r["lr"], r["budget"]) == key]
         crossed = [r["crossing_depth"] for r in sel if r["crossing_depth"] is not None]
+        below = sum(r["below_grid"] for r in sel)
+        incomplete = sum(not r["complete"] for r in sel)
         mean = float(np.mean(crossed)) if crossed else None
-        se = float(np.std(crossed, ddof=1) / math.sqrt(len(crossed))) if len(crossed) >= 2 else None
+        se = float(np.std(crossed, ddof=1) / math.sqrt(len(crossed))) if len(crossed) >= 2 and not below else None
         line = sel[0]["theory_depth"]
         out.append({"column": key[0], "optimizer": key[1], "lr": key[2], "budget": key[3], "steps": sel[0]["steps"],
                     "seeds": len(sel), "crossed": len(crossed), "censored": sum(r["censored"] for r in sel),
-                    "untrained": sum(r["measured_depth"] is None for r in sel), "crossing_mean": mean,
-                    "crossing_stderr": se, "theory_depth": line,
-                    "ratio": None if mean is None else mean / line})  # fmt: skip
+                    "untrained": sum(r["untrained"] for r in sel), "below_grid": below, "incomplete": incomplete,
+                    "partial": incomplete > 0, "crossing_mean": mean, "crossing_stderr": se, "theory_depth": line,
+                    "ratio": None if mean is None else mean / line, "grid_bottom": sel[0]["grid_bottom"],
+                    "grid_top": sel[0]["grid_top"]})  # fmt: skip
     return out
 
 
 def _limit(means: list[float]) -> tuple[float | None, float | None]:
-    """(r, geometric limit) of the last three means; the limit is None unless 0 < r < 1."""
+    """(r, geometric limit) of the last three means; the limit is None unless -1 < r < 1 (where the geometric sum
+    of the later increments, ``Delta_2 r / (1 - r)``, converges: r <= 0 is a crossing that has settled, its second
+    increment noise about zero); r is None where the first increment is zero."""
     d1, d2, d3 = means[-3:]
     step1, step2 = d2 - d1, d3 - d2
     if step1 == 0:
         return None, None
     r = step2 / step1
-    return r, (d3 + step2 * r / (1 - r) if 0 < r < 1 else None)
+    return r, (d3 + step2 * r / (1 - r) if -1 < r < 1 else None)
 
 
-def trend(rows: list[dict], seed: int = 0) -> dict:
+def _trend(rows: list[dict], seed: int = 0) -> dict:
     """The crossing against the budget for one (column, optimiser, rate): ``rows`` are its seed rows over the
-    budgets. Returns the budgets used (those where every seed crossed), the layers gained per 4x steps (least
-    squares in log4 steps), and with three budgets or more the increments' ratio r, the geometric limit with its
-    bootstrap standard error and 16-84% interval over the seeds, and the fraction of bootstrap draws with 0 < r < 1."""
+    budgets (keys budget, steps, seed, crossing_depth, complete, censored, untrained, below_grid).
+
+    Returns the budgets used - those where every seed is complete and crossed on the grid - with their mean
+    crossings, the others in ``dropped`` (``"4x"`` -> why: "2 censored", "1 incomplete", ...); the layers gained per
+    4x steps (least squares in log4 steps); and where the last three budgets used are consecutive, the increments'
+    ratio r, the geometric limit with its 16-84% interval (``hi`` None: unbounded) over a paired bootstrap of the
+    seeds (one draw of seeds applied to every budget: the seeds are shared across budgets), the fraction of draws
+    with -1 < r < 1, and the number of draws without a limit (counted as unbounded)."""
     budgets = sorted({r["budget"] for r in rows})
-    per = {b: [r["crossing_depth"] for r in rows if r["budget"] == b] for b in budgets}
-    usable = [b for b in budgets if per[b] and all(d is not None for d in per[b])]
-    out: dict = {"budgets": usable, "means": [float(np.mean(per[b])) for b in usable]}
+    per = {b: [r for r in rows if r["budget"] == b] for b in budgets}
+    usable, dropped = [], {}
+    for b in budgets:
+        counts = {"incomplete": sum(not r["complete"] for r in per[b]),
+                  "censored": sum(r["censored"] for r in per[b] if r["complete"]),
+                  "untrained": sum(r["untrained"] for r in per[b]),
+                  "below the grid": sum(r["below_grid"] for r in per[b] if r["complete"])}  # fmt: skip
+        if any(counts.values()):
+            dropped[f"{b}x"] = ", ".join(f"{n} {why}" for why, n in counts.items() if n)
+        else:
+            usable.append(b)
+    crossing = {b: {r["seed"]: r["crossing_depth"] for r in per[b]} for b in usable}
+    out: dict = {"budgets": usable, "means": [float(np.mean(list(crossing[b].values()))) for b in usable],
+                 "dropped": dropped}  # fmt: skip
     steps = {r["budget"]: r["steps"] for r in rows}
     if len(usable) >= 2:
         x = np.log([steps[b] for b in usable]) / math.log(4)
         out["gain_per_4x"] = float(np.polyfit(x, out["means"], 1)[0])
-    if len(usable) < 3:
+    last = usable[-3:]
+    if len(last) < 3 or budgets.index(last[-1]) - budgets.index(last[0]) != 2:
         return out
     r, limit = _limit(out["means"])
-    rng = np.random.default_rng(seed)
-    draws_r, draws_limit = [], []
-    for _ in range(BOOTSTRAP_DRAWS):
-        means = [float(np.mean(rng.choice(per[b], size=len(per[b])))) for b in usable[-3:]]
-        rb, lb = _limit(means)
-        draws_r.append(rb is not None and 0 < rb < 1)
-        draws_limit.append(math.inf if lb is None else lb)
-    finite = np.array([v for v in draws_limit if math.isfinite(v)])
-    out.update(ratio_of_increments=r, limit=limit, converging_fraction=float(np.mean(draws_r)))
-    if limit is not None and len(finite) > 1:
-        lo, hi = np.quantile(draws_limit, [0.16, 0.84])  # inf draws (no convergence) widen the upper end
-        out.update(limit_interval=(float(lo), float(hi)), limit_stderr=float(np.std(finite, ddof=1)))
+    seeds = sorted(set.intersection(*(set(crossing[b]) for b in last)))
+    table = np.array([[crossing[b][s] for s in seeds] for b in last])  # budget x seed
+    picks = np.random.default_rng(seed).integers(0, len(seeds), size=(BOOTSTRAP_DRAWS, len(seeds)))
+    draws = table[:, picks].mean(axis=2)  # budget x draw: every budget resampled with the same seeds
+    limits = np.array([math.inf if lb is None else lb for lb in (_limit(list(d))[1] for d in draws.T)])
+    out.update(ratio_of_increments=r, limit=limit, converging_fraction=float(np.mean(np.isfinite(limits))),
+               unbounded_draws=int(np.sum(~np.isfinite(limits))))  # fmt: skip
+    if limit is not None:  # quantiles of actual draws (no interpolation into inf); inf -> None: unbounded
+        lo, hi = (float(q) for q in np.quantile(limits, [0.16, 0.84], method="inverted_cdf"))
+        out["limit_interval"] = tuple(v if math.isfinite(v) else None for v in (lo, hi))
     return out
 
 
-def verdict(summary_rows: list[dict], trend_: dict, line: float) -> tuple[str, bool | None]:
-    """What the budget study says about one (column, optimiser, rate): ``(text, consistent)``, consistent only where
-    the crossing converges (r < 1 in at least :data:`CONVERGE_FRACTION` of the draws) to a limit whose 16-84%
-    interval holds the theory's line; None where it does not train or its edge lies beyond the grid."""
-    crossed = [s for s in summary_rows if s["crossing_mean"] is not None]
-    if not crossed:
-        if any(s["censored"] for s in summary_rows):
-            return "the edge lies beyond the depth grid at every budget tried", None
-        return "does not train within the budgets tried", None
-    first, last = crossed[0], crossed[-1]
-    if len(crossed) == 1:
-        return (f"crossing at {first['crossing_mean']:.1f} ({first['ratio']:.2f} x the line) after {first['steps']} "
-                "steps: one budget so far"), None
-    moved = (f"the crossing moves from {first['crossing_mean']:.1f} ({first['ratio']:.2f} x the line) at "
-             f"{first['steps']} steps to {last['crossing_mean']:.1f} ({last['ratio']:.2f} x) at {last['steps']}")
-    if "gain_per_4x" in trend_:
-        moved += f", {trend_['gain_per_4x']:+.1f} layers per 4x steps"
+def _state(s: dict) -> str:
+    """One budget's summary row in words."""
+    if s["untrained"] == s["seeds"]:
+        said = "does not train"
+    elif s["crossed"] and s["below_grid"] == s["crossed"]:
+        said = f"crossing < {s['grid_bottom']} (below the grid)"
+    elif s["crossing_mean"] is not None:
+        said = f"crossing {s['crossing_mean']:.1f} ({s['ratio']:.2f} x the line)"
+    elif 2 * s["censored"] > s["seeds"]:
+        said = f"edge beyond the grid (> {s['grid_top']})"
+    else:
+        said = "no crossing yet"
+    return f"{s['steps']} steps: {said}" + (f" (partial: {s['incomplete']} of {s['seeds']} seeds incomplete)"
+                                             if s["partial"] else "")  # fmt: skip
+
+
+def _verdict(summary_rows: list[dict], trend_: dict, line: float) -> tuple[str, bool | None]:
+    """What the budget study says about one (column, optimiser, rate): ``(text, consistent)``. False where the
+    edge lies beyond the grid at the largest budget (most of its seeds censored: past 1.6 x the line), or the
+    crossing is not shown to converge (r outside (-1, 1), or -1 < r < 1 in fewer than :data:`CONVERGE_FRACTION` of
+    the draws), or its limit's interval misses the line; None where nothing trains, too few budgets are usable, or
+    the limit's 16-84% interval is wider than :data:`MAX_INTERVAL_FRACTION` x the line; True where it converges to a
+    limit whose interval holds the line. The text names the budgets left out of the trend and why."""
+    rows = sorted(summary_rows, key=lambda s: s["budget"])
+    at = {s["budget"]: s for s in rows}
+    last = rows[-1]
+    beyond = 2 * last["censored"] > last["seeds"]
+    dropped = {b: why for b, why in trend_.get("dropped", {}).items() if not (beyond and b == f"{last['budget']}x")}
+    left_out = "; left out: " + ", ".join(f"{b} ({why})" for b, why in dropped.items()) if dropped else ""
+    edge_beyond = (f"at {last['steps']} steps the edge lies beyond the grid (> {last['grid_top']} = "
+                   f"{last['grid_top'] / line:.2f} x the line)")  # fmt: skip
+    usable, means = trend_.get("budgets", []), trend_.get("means", [])
+    if not usable:
+        if all(s["untrained"] == s["seeds"] for s in rows):
+            tried = ", ".join(str(s["steps"]) for s in rows)
+            return f"does not train within the budgets tried ({tried} steps)", None
+        if beyond:
+            return edge_beyond + left_out, False
+        return "no budget with every seed's crossing on the grid: " + "; ".join(_state(s) for s in rows), None
+    first, final = at[usable[0]], at[usable[-1]]
+    if len(usable) == 1:
+        moved = (f"crossing at {means[0]:.1f} ({means[0] / line:.2f} x the line) after {first['steps']} steps: one "
+                 "budget so far")  # fmt: skip
+    else:
+        moved = (f"the crossing moves from {means[0]:.1f} ({means[0] / line:.2f} x the line) at {first['steps']} "
+                 f"steps to {means[-1]:.1f} ({means[-1] / line:.2f} x) at {final['steps']}")  # fmt: skip
+        if "gain_per_4x" in trend_:
+            moved += f", {trend_['gain_per_4x']:+.1f} layers per 4x steps"
+    if beyond:
+        return f"{moved}; {edge_beyond}{left_out}", False
+    if len(usable) == 1:
+        return moved + left_out, None
+    if "ratio_of_increments" not in trend_:
+        few = "too few budgets" if len(usable) < 3 else "too few consecutive budgets"
+        return f"{moved} ({few} for a limit){left_out}", None
+    r = trend_["ratio_of_increments"]
+    if r is None:
+        return moved + "; no first increment (no ratio of increments)" + left_out, None
     if trend_.get("limit") is None:
-        if "ratio_of_increments" in trend_:
-            return moved + f"; not converging (ratio of increments {trend_['ratio_of_increments']:.2f})", False
-        return moved + " (too few budgets for a limit)", None
-    lo, hi = trend_.get("limit_interval", (math.nan, math.nan))
-    converges = trend_["converging_fraction"] >= CONVERGE_FRACTION
-    text = (f"{moved}; geometric limit {trend_['limit']:.1f} (16-84%: {lo:.1f}-{hi:.1f}; {trend_['limit'] / line:.2f}"
-            f" x the line {line:.1f}), increments shrinking in {100 * trend_['converging_fraction']:.0f}% of draws")
-    consistent = converges and lo <= line <= hi
-    return text, consistent
+        return moved + f"; not converging (ratio of increments {r:.2f})" + left_out, False
+    lo, hi = trend_.get("limit_interval") or (None, None)
+    span = "unbounded" if lo is None else f"{lo:.1f}-{'unbounded' if hi is None else f'{hi:.1f}'}"
+    shrinking = 100 * trend_["converging_fraction"]
+    text = (f"{moved}; geometric limit {trend_['limit']:.1f} (16-84%: {span}; {trend_['limit'] / line:.2f} x the "
+            f"line {line:.1f}), increments shrinking in {shrinking:.0f}% of draws")  # fmt: skip
+    if trend_["converging_fraction"] < CONVERGE_FRACTION:
+        return text + left_out, False
+    if lo is None or hi is None or hi - lo > MAX_INTERVAL_FRACTION * line:
+        return f"{text}; limit too uncertain ({span}: wider than {MAX_INTERVAL_FRACTION} x the line){left_out}", None
+    return text + left_out, lo <= line <= hi
 
 
 def analyse(plan: BudgetPlan, results: dict[str, list[dict]]) -> dict:
     """The whole analysis: ``{"seeds", "summary", "trends"}`` (tidy rows); a trend per (column, optimiser, rate)
     with its verdict."""
-    seeds = seed_crossings(plan, results)
-    summary = summarise(seeds)
+    seeds = _seed_crossings(plan, results)
+    summary = _summarise(seeds)
     trends = []
     for key in dict.fromkeys((r["column"], r["optimizer"], r["lr"]) for r in seeds):
         mine = [r for r in seeds if (r["column"], r["optimizer"], r["lr"]) == key]
-        t = trend(mine)
+        t = _trend(mine)
         line = mine[0]["theory_depth"]
-        text, consistent = verdict([s for s in summary if (s["column"], s["optimizer"], s["lr"]) == key], t, line)
+        text, consistent = _verdict([s for s in summary if (s["column"], s["optimizer"], s["lr"]) == key], t, line)
         trends.append({"column": key[0], "optimizer": key[1], "lr": key[2], "theory_depth": line, **t,
                        "verdict": text, "consistent": consistent})  # fmt: skip
     return {"seeds": seeds, "summary": summary, "trends": trends}

@@ -169,13 +169,16 @@ class Store:
         """Drop every claim of ``owner`` (a coordinator that stops, cleanly or on an error)."""
         self._write("DELETE FROM claims WHERE owner = ?", (owner,))
 
-    def results(self, sweep: str | None = None) -> list[dict]:
-        """The finished cells (of one sweep), each ``{key, sweep, config, result, finished}``; a corrupt row or a row
+    def results(self, sweep: str | None = None, keys: set[str] | None = None) -> list[dict]:
+        """The finished cells (of one sweep; or with these cell ``keys``, whichever sweep trained them: a cell two
+        sweeps share is stored once), each ``{key, sweep, config, result, finished}``; a corrupt row or a row
         without the keys a heatmap reads (config: depth; result: test_accuracy) is an InputError naming it."""
         query = "SELECT key, sweep, config, result, finished FROM cells"
         rows = self.db.execute(query + (" WHERE sweep = ?" if sweep else ""), (sweep,) if sweep else ())
         out = []
         for k, s, c, r, f in rows:
+            if keys is not None and k not in keys:
+                continue
             config, result = self._json(c, f"cell {k[:12]}"), self._json(r, f"cell {k[:12]}")
             if not isinstance(config, dict) or "depth" not in config:
                 raise InputError(f"store: {self.path}: cell {k[:12]} has no configuration with a depth")

@@ -64,7 +64,7 @@ class UnitConstants:
     ratio: np.ndarray
 
 
-def unit_constants(effective: Nonlinearity, b: int, seed: int = 0) -> UnitConstants:
+def unit_constants_resolved(effective: Nonlinearity, b: int, seed: int = 0) -> UnitConstants:
     """Estimate ``g_q``, ``g_c`` and ``R`` (module docstring) from :data:`SAMPLES` units h ~ N(0, I_B), per batch.
 
     Args:
@@ -96,7 +96,7 @@ def unit_constants(effective: Nonlinearity, b: int, seed: int = 0) -> UnitConsta
     return UnitConstants(np.array(g_q), np.array(g_c), np.array(ratio))
 
 
-def noise_parts(fl: Fluctuations, window: tuple[int, int] | None) -> tuple[float, float]:
+def noise_parts_resolved(fl: Fluctuations, window: tuple[int, int] | None) -> tuple[float, float]:
     """``N Sigma_L`` and ``N Sigma_M`` of the state a layer's statistics are computed from, averaged over the
     simulator's layer indices ``[start, stop)`` (layer l's statistics see the state after l layers; Gaussian inputs of
     dimension N before layer 0), or stationary (``window=None``)."""
@@ -117,7 +117,7 @@ class StatisticCoefficients:
     c_star_stderr: float
 
 
-def statistic_coefficients(
+def statistic_coefficients_resolved(
     base: Nonlinearity, effective: Nonlinearity, b: int, settings: dict, window: tuple[int, int] | None, seed: int = 0
 ) -> tuple[StatisticCoefficients, Fluctuations]:
     """The 1/N coefficients of q* and c* over ``window`` (None: stationary) - a kernel: inputs checked by the caller.
@@ -126,9 +126,9 @@ def statistic_coefficients(
         (coefficients, the :class:`Fluctuations` they used).
     """
     fl = fluctuations_resolved(base, effective, b, settings, seed)
-    part_l, part_m = noise_parts(fl, window)
+    part_l, part_m = noise_parts_resolved(fl, window)
     diff = part_l - part_m
-    consts = unit_constants(effective, b, seed)
+    consts = unit_constants_resolved(effective, b, seed)
     q_values = consts.g_q * diff
     c_values = consts.g_c * diff + consts.ratio
     # the noise constants' own Monte Carlo error, propagated through diff (each part ~ proportional to its sigma2)
@@ -325,7 +325,7 @@ def finite_width_resolved(
     if not t.bsb1_stable:
         raise InputError(f"phi={base.name!r}, batch_size={b}: BSB1 is not an attracting fixed point, no 1/N expansion")
     outlier = outlier_state_resolved(base, effective, float(b))
-    stats, fl = statistic_coefficients(base, effective, b, settings, window, seed)
+    stats, fl = statistic_coefficients_resolved(base, effective, b, settings, window, seed)
     lam_b = lam_se = needed = resolved = None
     if b >= MIN_BATCH_LAMBDA:
         lam_b, lam_se = lambda_g_coefficient_resolved(base, effective, b, settings, window=window, depth=depth,
@@ -360,7 +360,7 @@ __all__ = [
     "check_window",
     "finite_width",
     "finite_width_resolved",
-    "noise_parts",
-    "statistic_coefficients",
-    "unit_constants",
+    "noise_parts_resolved",
+    "statistic_coefficients_resolved",
+    "unit_constants_resolved",
 ]

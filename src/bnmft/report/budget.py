@@ -5,7 +5,8 @@ seeds per cell; the crossing depth against the number of steps, its trend and ve
 :func:`run_study` trains (resumable: the cells live in ``DIR/sweeps.db``) and writes ``budget.json`` (everything),
 ``budget_seeds.csv``, ``budget.csv`` (per budget), ``budget_trends.csv`` and ``budget.png`` into ``DIR``. The main
 job does not train the study (hours on 2 cores); its report shows the committed run in ``docs/budget/``
-(:func:`load_committed`, :func:`text`).
+(:func:`load_committed`, :func:`text`), and judges the Fig 3a/3b/3c claims by it only where the preset's sweep has
+the study's 1x cells (:func:`matches_study`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._io import write_csv
+from ..errors import InputError
 from .plots import load_pyplot, save_figure
+
+if TYPE_CHECKING:
+    from ..experiments.sweep import Sweep
 
 #: where the committed run lives (the repository's docs/; absent in an installed package)
 COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "budget"
@@ -27,17 +34,23 @@ OPTIMIZER_LABELS = {("sgd", "1e-3*B"): "SGD, lr 1e-3 B (ours)", ("sgd", "1e-5*B"
 def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None, scheduler: str | None = None,
               device: str = "cpu", progress: bool = True, train: bool = True) -> dict:  # fmt: skip
     """Train the plan's sweeps (unless ``train`` is False: then only the stored cells are analysed) and write the
-    outputs. Returns the analysis (``budget.json``'s content)."""
+    outputs. Returns the analysis (``budget.json``'s content: strict JSON, a non-finite number stored as None).
+
+    A :data:`~bnmft.experiments.budget.PROBED` sweep counts as its anchors alone (``anchor_only``) where they are
+    stored and none learns; where its anchors are not all stored yet (``not_probed``: only without training) the
+    whole sweep counts, so ``cells_planned`` is then an upper bound."""
     from ..experiments.budget import PLANS, PROBED, analyse, anchor_learns, anchor_only, budget_sweeps
     from ..experiments.store import Store
     from ..experiments.sweep import run_sweep
 
+    if plan_name not in PLANS:
+        raise InputError(f"plan: unknown plan {plan_name!r} (allowed: {', '.join(PLANS)})")
     plan = PLANS[plan_name]
     out.mkdir(parents=True, exist_ok=True)
     sweeps = budget_sweeps(plan)
     store = Store(out / "sweeps.db")
     started = time.perf_counter()
-    planned, skipped = 0, []
+    planned, skipped, not_probed = 0, [], []
     try:
         for label, sweep in sweeps:
             options = {"workers": workers, "scheduler": scheduler, "device": device, "progress": progress}
@@ -45,7 +58,10 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
                 probe = anchor_only(sweep, plan)
                 if train:
                     run_sweep(probe, store, **options)
-                if not anchor_learns(store.results(sweep.name), plan):
+                stored = store.results(sweep.name)
+                if sum(r["config"]["depth"] == plan.anchor_depth for r in stored) < len(probe.cells()):
+                    not_probed.append(sweep.name)  # (only without training) the whole sweep may follow
+                elif not anchor_learns(stored, plan):
                     planned += len(probe.cells())
                     skipped.append(sweep.name)
                     continue
@@ -58,25 +74,41 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     cells = [c for rows in results.values() for c in rows]
     study = analyse(plan, results)
     study |= {"plan": plan_name, "cells_done": len(cells), "cells_planned": planned, "anchor_only": skipped,
-              "training_core_seconds": sum(c["result"].get("seconds", 0.0) for c in cells),
+              "not_probed": not_probed, "training_core_seconds": sum(c["result"].get("seconds", 0.0) for c in cells),
               "wall_seconds_this_call": time.perf_counter() - started}  # fmt: skip
-    (out / "budget.json").write_text(json.dumps(study, indent=1, default=_json_default))
+    study = _finite(study)
+    (out / "budget.json").write_text(json.dumps(study, indent=1, allow_nan=False))
     write_csv(out / "budget_seeds.csv", study["seeds"])
     write_csv(out / "budget.csv", study["summary"])
-    write_csv(out / "budget_trends.csv", [{k: v for k, v in t.items() if k not in ("budgets", "means")}
+    write_csv(out / "budget_trends.csv", [{k: v for k, v in t.items() if k not in ("budgets", "means", "dropped")}
                                           for t in study["trends"]])  # fmt: skip
     if study["summary"]:
-        plot_budget(study, out / "budget.png")
+        _plot_budget(study, out / "budget.png")
     return study
 
 
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"not JSON: {value!r}")
+def _finite(value):
+    """A strict-JSON copy: non-finite floats become None (an unbounded interval end), tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
-def plot_budget(study: dict, path: Path) -> Path:
+def cells_text(study: dict) -> str:
+    """``"21 of 30 cells"``, or ``"21 of at most 630 cells (5 sweeps not yet probed)"`` where a probed sweep's
+    anchors are not all stored yet."""
+    waiting = study.get("not_probed") or []
+    if not waiting:
+        return f"{study['cells_done']} of {study['cells_planned']} cells"
+    return (f"{study['cells_done']} of at most {study['cells_planned']} cells ({len(waiting)} "
+            f"sweep{'s' if len(waiting) > 1 else ''} not yet probed)")  # fmt: skip
+
+
+def _plot_budget(study: dict, path: Path) -> Path:
     """Crossing depth (mean over seeds, standard error) against SGD steps, one line per column and optimiser; the
     theory's line per column dashed; a converging trend's geometric limit as a marker at the right."""
     plt = load_pyplot()
@@ -87,22 +119,28 @@ def plot_budget(study: dict, path: Path) -> Path:
         keys = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in rows))
         right = max(r["steps"] for r in rows) * 2
         for i, key in enumerate(keys):
-            sel = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is not None]
+            mine = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is not None]
+            sel = [r for r in mine if not r["below_grid"]]
+            below = [r for r in mine if r["below_grid"]]  # below the grid: a marker at its first depth, no error bar
+            label = OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}")
+            if below:
+                ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=f"C{i}",
+                        label=None if sel else label)  # fmt: skip
             if not sel:
                 continue
             ax.errorbar([r["steps"] for r in sel], [r["crossing_mean"] for r in sel],
                         yerr=[r["crossing_stderr"] or 0.0 for r in sel], fmt="o-", color=f"C{i}", capsize=3,
-                        label=OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}"))  # fmt: skip
+                        mfc="none" if any(r["partial"] for r in sel) else None, label=label)  # fmt: skip
             t = next(t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key))
-            if t.get("limit") is not None and t.get("limit_interval"):
+            if t.get("limit") is not None and t.get("limit_interval") and t["limit_interval"][0] is not None:
                 lo, hi = t["limit_interval"]
-                hi = min(hi, 3 * rows[0]["theory_depth"])
+                hi = min(3 * rows[0]["theory_depth"] if hi is None else hi, 3 * rows[0]["theory_depth"])
                 ax.errorbar([right * (1 + 0.1 * i)], [t["limit"]], yerr=[[t["limit"] - lo], [hi - t["limit"]]],
                             fmt="D", color=f"C{i}", capsize=3, mfc="none")  # fmt: skip
         line = rows[0]["theory_depth"]
         ax.axhline(line, color="k", ls="--", lw=1, label=f"16 / ln lambda_G = {line:.1f}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("SGD steps (open diamonds: geometric limit, 16-84%)")
+        ax.set_xlabel("SGD steps (open diamonds: geometric limit, 16-84%; triangles: below the grid)")
         ax.set_ylabel("crossing depth (half-way accuracy)")
         ax.set_title(f"column {column}")
         ax.grid(True, alpha=0.3)
@@ -121,13 +159,41 @@ def verdict_for(study: dict | None, column: str) -> list[dict]:
     return [] if study is None else [t for t in study["trends"] if t["column"] == column]
 
 
+#: a cell's fields that do not make it another experiment: its place in the grid (depth, seed) and where data lives
+_PLACE = ("depth", "seed", "data_dir")
+
+
+def matches_study(sweep: Sweep, optimizer: str, lr: str, columns: tuple[str, ...], plan: str = "full") -> bool:
+    """Whether the budget study's 1x cells of these columns, optimiser and rate (plan ``plan``) are cells of
+    ``sweep`` apart from depth and seed (the same data set, subsets, epochs, optimiser, learning rate, width, eps,
+    batch or ghost size, ...): only then does the study judge the sweep's claim (``paper``'s Fig 3 sweeps, 10 epochs
+    at the paper's rate, keep their own verdict)."""
+    mine = {tuple(sorted((k, v) for k, v in c.items() if k not in _PLACE)) for c in sweep.cells()}
+    theirs = _study_cells(plan, optimizer, lr, tuple(columns))
+    return bool(theirs) and theirs <= mine
+
+
+@lru_cache(maxsize=16)
+def _study_cells(plan_name: str, optimizer: str, lr: str, columns: tuple[str, ...]) -> frozenset:
+    from ..experiments.budget import OPTIMIZERS, PLANS, budget_sweeps, sweep_name
+
+    plan = PLANS.get(plan_name)
+    if plan is None or any(c not in plan.columns for c in columns):
+        return frozenset()
+    wanted = {sweep_name(c, min(plan.budgets), label) for c in columns for label in plan.optimizers
+              if OPTIMIZERS[label] == (optimizer, lr)}  # fmt: skip
+    cells = {tuple(sorted((k, v) for k, v in c.items() if k not in _PLACE))
+             for _, s in budget_sweeps(plan) if s.name in wanted for c in s.cells()}  # fmt: skip
+    return frozenset(cells) if len(wanted) == len(columns) else frozenset()
+
+
 def text(study: dict | None) -> list[str]:
     """The report's part (markdown lines) beside the heatmaps."""
     if study is None:
         return ["### The edge against the training budget", "",
                 "No budget study in docs/budget/ (run `bnmft budget --out docs/budget`, several hours on 2 cores).",
                 ""]  # fmt: skip
-    done = f"{study['cells_done']} of {study['cells_planned']} cells"
+    done = cells_text(study)
     lines = [
         "### The edge against the training budget",
         "",
@@ -144,8 +210,15 @@ def text(study: dict | None) -> list[str]:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in study["summary"]:
         label = OPTIMIZER_LABELS.get((r["optimizer"], r["lr"]), f"{r['optimizer']} {r['lr']}")
-        lines.append(f"| {r['column']} | {label} | {r['budget']}x | {r['steps']} | {fmt(r['crossing_mean'], '.1f')} | "
-                     f"{fmt(r['crossing_stderr'], '.1f')} | {fmt(r['ratio'], '.2f')} | {r['crossed']} of "
+        budget = f"{r['budget']}x" + (f" (partial: {r['incomplete']} of {r['seeds']} seeds incomplete)"
+                                      if r.get("partial") else "")  # fmt: skip
+        crossing, ratio = fmt(r["crossing_mean"], ".1f"), fmt(r["ratio"], ".2f")
+        if r.get("below_grid") and r["below_grid"] == r["crossed"]:
+            crossing, ratio = f"< {r['grid_bottom']} (below grid)", f"< {r['grid_bottom'] / r['theory_depth']:.2f}"
+        elif r.get("below_grid"):
+            crossing += f" ({r['below_grid']} below grid)"
+        lines.append(f"| {r['column']} | {label} | {budget} | {r['steps']} | {crossing} | "
+                     f"{fmt(r['crossing_stderr'], '.1f')} | {ratio} | {r['crossed']} of "
                      f"{r['seeds']} ({r['censored']}, {r['untrained']}) |")  # fmt: skip
     lines += ["", "| column | optimiser | line | verdict |", "|---|---|---|---|"]
     for t in study["trends"]:

@@ -42,11 +42,12 @@ TABLE_DEPTH = {"tiny": 12, "quick": 60, "paper": 60}
 
 
 def table_widths(batch_size: int, preset: str) -> list[int]:
-    """Widths of the 1/N table for one batch size: five doublings from max(64, 2B) (tiny: three from 32)."""
+    """Widths of the 1/N table for one batch size: five doublings from max(64, 2B) (tiny: three from 32; quick at
+    B >= 128: four, to 2048 - width 4096 at B = 128 cost a minute of the main job per nonlinearity)."""
     if preset == "tiny":
         return [32, 64, 128]
     first = max(64, 2 * batch_size)
-    return [first * 2**k for k in range(5)]
+    return [first * 2**k for k in range(4 if preset == "quick" and batch_size >= 128 else 5)]
 
 
 def predicted_coefficients(phi: str, batch_size: int, simulation) -> dict:
@@ -165,7 +166,7 @@ def _plot_sweep(rows: list[dict], fits: dict[str, WidthFit], slope: float, predi
 
 def finite_width_table(out: Path, preset: str = "quick") -> dict:
     """The measured 1/N coefficient of lambda_G (and c*) for relu and tanh at B = 4, 8, 32, 128 (``finite_width.csv``):
-    five widths from max(64, 2B), networks max(16, budget / N), depth 60, each fitted as a + b/N (+ c/N^2)."""
+    widths of :func:`table_widths`, networks max(16, budget / N), depth 60, each fitted as a + b/N (+ c/N^2)."""
     from ..simulate import simulate_mlp
     from ..simulate.extrapolation import extrapolate
 
