@@ -62,7 +62,9 @@ CHUNK_ENTRIES = 600_000
 Q_IRREPS = (("std", 2), ("M", 1), ("AS", 1))
 
 
-def _samples(b: int) -> int:
+def default_samples(b: int) -> int:
+    """The default one-neuron draws for lambda_G's coefficient at batch size b: about WORK / B^2, within
+    [MIN_SAMPLES, MAX_SAMPLES], a multiple of BATCHES."""
     n = int(min(MAX_SAMPLES, max(MIN_SAMPLES, WORK / b**2)))
     return BATCHES * max(1, n // BATCHES)
 
@@ -316,7 +318,7 @@ def coefficient_pieces_resolved(base: Nonlinearity, effective: Nonlinearity, b: 
     if var_one < 1e-12 * (t.q_star or 1.0):
         var_one = 0.0
     rng = np.random.default_rng(seed)
-    n = _samples(b) if samples is None else BATCHES * max(1, samples // BATCHES)
+    n = default_samples(b) if samples is None else BATCHES * max(1, samples // BATCHES)
     per = n // BATCHES
     batches = [_one_neuron(effective, b, t.mu_star, var_one, rng, per) for _ in range(BATCHES)]
     means = {key: sum(s[key] for s in batches) / n for key in batches[0]}

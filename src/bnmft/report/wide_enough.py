@@ -31,9 +31,9 @@ LINEAR_TOLERANCE = 0.08
 #: the validity map: relu's escape to the outlier state, batch sizes above the critical one and the width grid
 ESCAPE_BATCHES = (64, 96, 128, 192, 256)
 ESCAPE_WIDTHS = tuple(2**k for k in range(8, 17, 2))
-#: the depths the map answers for, and the Monte Carlo draws of each escape estimate
+#: the depths the map answers for, and per preset the Monte Carlo draws of each escape estimate
 MAP_DEPTHS = (60, 200)
-ESCAPE_SAMPLES = 20_000
+ESCAPE_SAMPLES = {"tiny": 10_000, "quick": 10_000, "paper": 20_000}
 #: conv-BN stacks (relu, periodic, docs/conv_width.md): per preset the (batch size, image) settings, the channel
 #: grid and the chain's replicas (100: mean depth to about 5%; ~30 s for the quick grid)
 CONV = {
@@ -107,7 +107,7 @@ def plot_distance(study: dict, path: Path) -> Path:
     return save_figure(fig, path, dpi=150)
 
 
-def escape_widths(depths: tuple[int, ...] = MAP_DEPTHS) -> list[dict]:
+def escape_widths(depths: tuple[int, ...] = MAP_DEPTHS, samples: int = ESCAPE_SAMPLES["paper"]) -> list[dict]:
     """relu above its critical batch size: the expected depth at which networks started at BSB1 leave it, on the
     width grid, and per depth D the width from which that depth exceeds D (log-log interpolation; None beyond the
     grid)."""
@@ -118,7 +118,7 @@ def escape_widths(depths: tuple[int, ...] = MAP_DEPTHS) -> list[dict]:
         widths, expected = [], []
         for n in ESCAPE_WIDTHS:  # up the grid until the escape is deeper than every depth asked (its cost grows)
             widths.append(n)
-            expected.append(escape_depth("relu", b, n, samples=ESCAPE_SAMPLES).expected_depth)
+            expected.append(escape_depth("relu", b, n, samples=samples).expected_depth)
             if expected[-1] > max(depths):
                 break
         row = {"batch_size": b, "widths": widths, "expected_depth": expected}
@@ -216,7 +216,7 @@ def study(out: Path, distances: list[dict], depth: int, table_rows: list[dict], 
     dist = distance_rows(distances, depth)
     write_csv(out / "wide_enough_distance.csv", dist["rows"])
     plot_distance(dist, out / "wide_enough_distance.png")
-    escapes = escape_widths() if preset != "tiny" else []
+    escapes = escape_widths(samples=ESCAPE_SAMPLES[preset]) if preset != "tiny" else []
     write_csv(out / "wide_enough_escape.csv", [
         {"batch_size": e["batch_size"], "width": n, "expected_escape_depth": x}
         for e in escapes for n, x in zip(e["widths"], e["expected_depth"], strict=True)
