@@ -299,7 +299,7 @@ def residual_networks(out: Path, preset: str = "quick") -> dict:
 
 VGG_SIZES = {
     "tiny": {"depths": (2, 4), "channels": 8, "image": 8, "seeds": 2},
-    "quick": {"depths": (4, 8, 12, 16), "channels": 32, "image": 32, "seeds": 2},
+    "quick": {"depths": (4, 8, 16), "channels": 32, "image": 32, "seeds": 2},
     "paper": {"depths": (4, 8, 12, 16), "channels": 64, "image": 32, "seeds": 5},
 }
 VGG_BETAS, VGG_EPS = (0.0, 0.5, 1.0), (1e-5, 1e-3, 0.1, 1.0)
