@@ -171,7 +171,7 @@ def add_parsers(sub) -> None:
         "--preset",
         choices=("tiny", "quick", "paper"),
         default="quick",
-        help="sizes: tiny (smoke test), quick (every figure, reduced: about 35 minutes on 2 cores), paper (the "
+        help="sizes: tiny (smoke test), quick (every figure, reduced: about 18 minutes on 2 cores), paper (the "
         "paper's grids: hundreds of core-hours, for a GPU or a cluster)",
     )
     p.add_argument("--workers", type=positive_int, help="local worker processes for the training sweeps")

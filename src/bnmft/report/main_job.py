@@ -61,7 +61,7 @@ def reproduce(
     """Run the main job into ``out`` (created if needed); returns the directory.
 
     ``preset``: ``"tiny"`` (a smoke run, for tests), ``"quick"`` (every figure of the paper, reduced to fit 2 CPU
-    cores in about 35 minutes) or ``"paper"`` (the paper's sizes and grids: for a GPU, ``device="cuda"``, or a Dask
+    cores in about 18 minutes) or ``"paper"`` (the paper's sizes and grids: for a GPU, ``device="cuda"``, or a Dask
     cluster, ``scheduler=ADDRESS``). Training sweeps are stored in ``<out>/sweeps.db`` and finished simulations in
     ``<out>/.cache``: an interrupted main job resumes where it stopped. Bad input raises
     :class:`~bnmft.InputError`; a failed check raises ``RuntimeError`` after both reports are written."""
