@@ -187,3 +187,28 @@ def test_an_interrupted_main_job_resumes_without_redoing_work(run, capsys):
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # read, not recomputed
     assert figure.stat().st_mtime_ns == before  # the simulation figures were not redrawn
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"out": str(run)}
+
+
+def test_the_background_training_hands_over_its_error_and_stops_on_request():
+    import threading
+    import time
+
+    import torch
+
+    from bnmft.errors import InputError
+    from bnmft.report.training import Background
+
+    def fails(stop: threading.Event) -> None:
+        raise InputError("store: not a sweep store")
+
+    threads = torch.get_num_threads()
+    with pytest.raises(InputError, match="not a sweep store"):
+        Background(fails, threads).wait()
+
+    def runs_until_stopped(stop: threading.Event) -> None:
+        while not stop.wait(0.01):
+            pass
+
+    began = time.perf_counter()
+    Background(runs_until_stopped, threads).stop()  # returns once the work has seen the stop
+    assert time.perf_counter() - began < 10 and torch.get_num_threads() == threads

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from bnmft.cli import main
+from bnmft.errors import InputError
 from bnmft.experiments.store import Store, cell_key
 from bnmft.experiments.sweep import load_sweeps, parse_sweep, run_sweep
 from bnmft.experiments.training import TrainConfig, train
@@ -205,4 +206,19 @@ def test_sweeps_in_one_schedule_train_a_shared_cell_once_and_the_costliest_first
     assert cell_cost([one]) == pytest.approx((10 + 10) * (2 * 640 // 64) * (1 + 64 / 64))  # weights + BN layers
     assert cell_cost([one, dict(one, seed=1)]) == pytest.approx(cell_cost([one]) * 2 ** 0.6)
     assert len(group_cells([one, dict(one, seed=1)])) == 1
+    store.close()
+
+
+def test_a_stopped_schedule_ends_at_once_keeping_finished_cells(tmp_path):
+    import threading
+
+    from bnmft.experiments.sweep import run_sweeps, sweep_results
+
+    sweep = load_sweeps(write_config(tmp_path / "a.toml", [1, 2, 3], sizes=(8, 16)))[0]
+    store = Store(tmp_path / "s.db")
+    stop = threading.Event()
+    counts = run_sweeps([sweep], store, workers=1, progress=False, stop=stop, on_result=lambda r: stop.set())
+    assert counts["t"]["ran"] == 1 and len(sweep_results(store, sweep)) == 1  # the first cell kept, then stopped
+    with pytest.raises(InputError, match="not both"):
+        store.results("t", keys=set())
     store.close()

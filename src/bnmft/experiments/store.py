@@ -173,12 +173,16 @@ class Store:
         """The finished cells (of one sweep; or with these cell ``keys``, whichever sweep trained them: a cell two
         sweeps share is stored once), each ``{key, sweep, config, result, finished}``; a corrupt row or a row
         without the keys a heatmap reads (config: depth; result: test_accuracy) is an InputError naming it."""
+        if sweep is not None and keys is not None:
+            raise InputError("Store.results: give a sweep or cell keys, not both")
         query = "SELECT key, sweep, config, result, finished FROM cells"
-        rows = self.db.execute(query + (" WHERE sweep = ?" if sweep else ""), (sweep,) if sweep else ())
+        if keys is not None:  # (the primary key's index)
+            wanted = json.dumps(sorted(keys))
+            rows = self.db.execute(query + " WHERE key IN (SELECT value FROM json_each(?))", (wanted,))
+        else:
+            rows = self.db.execute(query + (" WHERE sweep = ?" if sweep else ""), (sweep,) if sweep else ())
         out = []
         for k, s, c, r, f in rows:
-            if keys is not None and k not in keys:
-                continue
             config, result = self._json(c, f"cell {k[:12]}"), self._json(r, f"cell {k[:12]}")
             if not isinstance(config, dict) or "depth" not in config:
                 raise InputError(f"store: {self.path}: cell {k[:12]} has no configuration with a depth")

@@ -273,8 +273,8 @@ def run_sweep(
         ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
         meanwhile by other sweeps)}``.
     """
-    return run_sweeps([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
-                      lease=lease, device=device)[sweep.name]  # fmt: skip
+    return _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
+                lease=lease, device=device, costliest_first=False)[sweep.name]  # (grid order: the anchor first)
 
 
 def run_sweeps(
@@ -287,11 +287,24 @@ def run_sweeps(
     on_result: Callable[[dict], None] | None = None,
     lease: float = LEASE_SECONDS,
     device: str = "cpu",
+    stop: threading.Event | None = None,
 ) -> dict[str, dict]:
     """Run several sweeps as one schedule: the cells (batched groups) of all of them that ``store`` does not have
     yet go to one pool, the costliest first (:func:`cell_cost`), so no worker idles at the end of each sweep; a cell
-    two sweeps share is trained once, stored under the first. Arguments as :func:`run_sweep`; returns its counts
-    per sweep name."""
+    two sweeps share is trained once, stored under the first. Arguments as :func:`run_sweep`, and ``stop``: an
+    event that, once set (from another thread), ends the run at once - the cells in flight are abandoned (their
+    workers terminated), finished ones are stored. Returns :func:`run_sweep`'s counts per sweep name."""
+    return _run(sweeps, store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
+                lease=lease, device=device, costliest_first=True, stop=stop)  # fmt: skip
+
+
+def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
+    """The finished cells of ``sweep`` in ``store`` (:meth:`Store.results`'s rows), whichever sweep trained them: a
+    cell two sweeps share is stored once, under the first."""
+    return store.results(keys={cell_key(c) for c in sweep.cells()})
+
+
+def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, device, costliest_first, stop=None):
     from tqdm import tqdm
 
     if isinstance(lease, bool) or not (isinstance(lease, int | float) and lease > 0):
@@ -344,9 +357,9 @@ def run_sweeps(
     heartbeat = _Heartbeat(store.path, owner, lease)
     by_others = {"ran": 0, "by_others": 0}
     try:
-        _schedule(todo, store, owner, lease, runner, record, bar, by_others)
+        _schedule(todo, store, owner, lease, runner, record, bar, by_others, costliest_first, stop)
     finally:
-        runner.close()
+        runner.close(terminate=stop is not None and stop.is_set())
         heartbeat.close()
         store.release(owner)
         bar.close()
@@ -366,13 +379,16 @@ def cell_cost(group: list[dict]) -> float:
     return sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * len(group) ** 0.6
 
 
-def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar, counts) -> None:
+def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar, counts, costliest_first: bool,
+              stop: threading.Event | None) -> None:
     """Claim and submit groups of cells (one batched model each) while the runner has room; collect results; wait
     for the cells other sweeps hold."""
     from .batched import group_cells
 
-    waiting = sorted(group_cells(todo), key=cell_cost, reverse=True)  # not yet claimed by this sweep
-    while waiting or runner.busy():
+    waiting = group_cells(todo)  # not yet claimed by this sweep
+    if costliest_first:
+        waiting.sort(key=cell_cost, reverse=True)
+    while (waiting or runner.busy()) and not (stop is not None and stop.is_set()):
         still = []
         for group in waiting:
             if not runner.has_room():
@@ -440,8 +456,12 @@ class _LocalRunner:
         finished, _ = wait(self.pending, timeout=timeout, return_when=FIRST_COMPLETED)
         return [pair for fut in finished for pair in zip(self.pending.pop(fut), fut.result(), strict=True)]
 
-    def close(self) -> None:
+    def close(self, terminate: bool = False) -> None:
+        """Shut the pool down after the cells in flight; ``terminate``: abandon them (their workers killed)."""
         if self.pool is not None:
+            if terminate:
+                for process in list(self.pool._processes.values()):  # (no public API kills a busy worker)
+                    process.terminate()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -484,7 +504,9 @@ class _DaskRunner:
             return []
         return [pair for fut in finished for pair in zip(self.pending.pop(fut), fut.result(), strict=True)]
 
-    def close(self) -> None:
+    def close(self, terminate: bool = False) -> None:
+        if terminate:
+            self.client.cancel(list(self.pending))
         self.client.close()
 
 

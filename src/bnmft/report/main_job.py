@@ -77,13 +77,17 @@ def reproduce(
     start = time.perf_counter()
     data: dict[str, Any] = {}
     stages: dict[str, float] = {}
-    wait_for_training = training.start(ctx)  # the sweeps train in the background while the other sections run
-    for section in tqdm(SECTIONS, desc="sections", unit="section", disable=quiet, file=sys.stderr):
-        mark = time.perf_counter()
-        if section is training:
-            stages["training sweeps (in the background, from the start)"] = wait_for_training()
-        data[section.NAME] = section.run(ctx)
-        stages[section.NAME] = time.perf_counter() - mark
+    background = training.start(ctx)  # the sweeps train in the background while the other sections run
+    try:
+        for section in tqdm(SECTIONS, desc="sections", unit="section", disable=quiet, file=sys.stderr):
+            mark = time.perf_counter()
+            if section is training:
+                stages["training sweeps (in the background, from the start)"] = background.wait()
+            data[section.NAME] = section.run(ctx)
+            stages[section.NAME] = time.perf_counter() - mark
+    except BaseException:  # a section failed or the job was interrupted: no training left running behind it
+        background.stop()
+        raise
     checks = [c for s in SECTIONS for c in s.checks(data[s.NAME])]
     body, appendix = _report(data, checks, time.perf_counter() - start)
     (out / "report.md").write_text(body + "\n" + appendix)

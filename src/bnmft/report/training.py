@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,54 +62,78 @@ def run(ctx: Context) -> dict:
     return {"fig4": fig4, "sweeps": sweeps, "budget": study}
 
 
-def start(ctx: Context) -> Callable[[], float]:
+class Background:
+    """The preset's sweeps training in a background thread (:func:`start`): ``wait()`` for them, or ``stop()`` them."""
+
+    def __init__(self, work: Callable[[threading.Event], None], threads: int):
+        self._stop = threading.Event()
+        self._outcome: dict[str, Any] = {}
+        self._threads = threads
+        self._thread = threading.Thread(target=self._run, args=(work,), name="bnmft-training", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[threading.Event], None]) -> None:
+        began = time.perf_counter()
+        try:
+            work(self._stop)
+        except BaseException as err:  # handed to the main thread by wait() (or reported by stop())
+            self._outcome["error"] = err
+        finally:
+            self._outcome["seconds"] = time.perf_counter() - began
+
+    def wait(self) -> float:
+        """Wait for every cell (restoring the main process's torch threads); re-raise the training's error; return
+        its wall time in seconds."""
+        import torch
+
+        self._thread.join()
+        torch.set_num_threads(self._threads)
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["seconds"]
+
+    def stop(self) -> None:
+        """End the training now (the main job failed or was interrupted): the cells in flight are abandoned, the
+        finished ones stay in the store; an error of the training itself is reported on stderr."""
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        torch.set_num_threads(self._threads)
+        if "error" in self._outcome:
+            print(f"bnmft: the background training had failed too: {self._outcome['error']!r}", file=sys.stderr)
+
+
+def start(ctx: Context) -> Background:
     """Start training the preset's sweeps in the background while the other sections run: one schedule for all of
     them on ``ctx``'s workers, the costliest cells first (:func:`~bnmft.experiments.sweep.run_sweeps`), into
     ``out/sweeps.db``; the main process keeps one torch thread meanwhile (the sections beside the workers, which
-    have one each: oversubscribed threads are many times slower). Returns the function that waits for it (restoring
-    the threads, re-raising its error) and returns its wall time in seconds; :func:`run` then finds every cell
-    done."""
-    import threading
-
+    have one each: oversubscribed threads are many times slower). :meth:`Background.wait` waits for it;
+    :func:`run` then finds every cell done."""
     import torch
 
     from ..experiments.store import Store
     from ..experiments.sweep import load_sweeps, run_sweeps
 
     sweeps = [s for s in map(_with_stand_in, load_sweeps(ctx.preset)) if s is not None]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    outcome: dict[str, Any] = {}
 
-    def work() -> None:
-        began = time.perf_counter()
-        store = Store(ctx.out / "sweeps.db")
+    def work(stop: threading.Event) -> None:
+        store = Store(ctx.out / "sweeps.db")  # (this thread's own connection)
         try:
             run_sweeps(sweeps, store, progress=not ctx.quiet, workers=ctx.workers, scheduler=ctx.scheduler,
-                       device=ctx.device)  # fmt: skip
-        except BaseException as err:  # handed to the main thread by wait()
-            outcome["error"] = err
+                       device=ctx.device, stop=stop)  # fmt: skip
         finally:
             store.close()
-            outcome["seconds"] = time.perf_counter() - began
 
-    thread = threading.Thread(target=work, name="bnmft-training", daemon=True)
-    thread.start()
-
-    def wait() -> float:
-        thread.join()
-        torch.set_num_threads(threads)
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["seconds"]
-
-    return wait
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return Background(work, threads)
 
 
 def _sweeps(ctx: Context) -> dict:
     """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
-    from ..experiments.store import Store, cell_key
-    from ..experiments.sweep import load_sweeps, run_sweep
+    from ..experiments.store import Store
+    from ..experiments.sweep import load_sweeps, run_sweep, sweep_results
     from .plots import plot_heatmap
 
     out = ctx.out
@@ -123,7 +148,7 @@ def _sweeps(ctx: Context) -> dict:
             run_sweep(
                 sweep, store, progress=not ctx.quiet, workers=ctx.workers, scheduler=ctx.scheduler, device=ctx.device
             )
-            results = store.results(keys={cell_key(c) for c in sweep.cells()})  # (shared cells: stored once)
+            results = sweep_results(store, sweep)  # (a cell two sweeps share is stored once)
             path = plot_heatmap(
                 results, sweep.x, out / f"heatmap_{sweep.name}.png", title=sweep.description or sweep.name
             )
