@@ -67,7 +67,6 @@ def _remove_if_unused(store, names: set[str]) -> None:
 
 def cmd_heatmap(args) -> int:
     from ..experiments.store import Store
-    from ..experiments.sweep import parse_sweep, sweep_results
     from ..report.plots import plot_heatmap
 
     if not Path(args.store).exists():
@@ -87,7 +86,7 @@ def cmd_heatmap(args) -> int:
                 raise InputError(f"store: {args.store}: sweep {name!r} has no x axis (a key 'x' naming a grid key)")
         written = []
         for name in names:
-            results = sweep_results(store, parse_sweep(specs[name]))  # (cells it shares with other sweeps too)
+            results = store.results(name)
             if not results:
                 continue
             out = Path(args.out)

@@ -90,9 +90,9 @@ def cmd_finite_width(args) -> int:
 
 def _batch(path: str, batch_sizes: list[int]):
     """--input's array: a (B, d) batch whose B is the one -B given (finite real values: checked by finite_width)."""
-    from .theory import _load_array
+    from .theory import load_array
 
-    x = _load_array(path, "--input")
+    x = load_array(path, "--input")
     if x.ndim != 2:
         raise InputError(f"--input must hold an array of shape (B, d) (rows are examples), got shape {x.shape}")
     if len(batch_sizes) != 1 or batch_sizes[0] != x.shape[0]:

@@ -101,7 +101,7 @@ def cmd_theory(args) -> int:
     return 0
 
 
-def _load_array(path: str, flag: str):
+def load_array(path: str, flag: str):
     import numpy as np
 
     try:
@@ -120,7 +120,7 @@ def propagate_method(args) -> str:
     from ..meanfield.propagation import gram_of_batch
     from ..nonlinearity import resolve
 
-    inputs = _load_array(args.input, "--input")
+    inputs = load_array(args.input, "--input")
     b = len(check_gram(inputs, "--input") if args.gram else gram_of_batch(inputs, "--input"))
     _, effective = resolve(args.phi, gamma=args.gamma, beta=args.beta, **phi_params(args))
     return auto_method(effective, b)
@@ -146,8 +146,8 @@ def cmd_propagate(args) -> int:
 
     from ..meanfield import propagate
 
-    inputs = _load_array(args.input, "--input")
-    inputs2 = _load_array(args.input2, "--input2") if args.input2 else None
+    inputs = load_array(args.input, "--input")
+    inputs2 = load_array(args.input2, "--input2") if args.input2 else None
     with tqdm(total=args.depth, desc="layers", unit="layer", disable=None, file=sys.stderr) as bar:
         result = propagate(
             args.phi,

@@ -24,6 +24,14 @@ from .config import TrainConfig, check_config, layer_counts
 from .data import Dataset, load_dataset
 
 
+def torch_threads(n: int | None = None) -> int:
+    """This process's torch intra-op threads: set to ``n`` where given; returns the number before."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    return before
+
+
 def batch_statistics(h: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's mean and (biased) variance per neuron for BN's running statistics, averaged over the ghost
     groups: h (K, B, N) -> two (K, N). (Written out: ``torch.var_mean`` is several times slower at these shapes.)"""

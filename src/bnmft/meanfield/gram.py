@@ -76,7 +76,7 @@ def centring(b: int) -> np.ndarray:
     return np.eye(b) - 1.0 / b
 
 
-def _centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def centred_spectrum(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nonzero eigenpairs of G Sigma G (eigenvalues (k,), eigenvectors (B, k))."""
     g = centring(len(sigma))
     vals, vecs = np.linalg.eigh(g @ sigma @ g)
@@ -119,7 +119,7 @@ def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _laplace(phi: Nonlinearity, alpha: float, sigma: np.ndarray) -> np.ndarray:
     b = len(sigma)
-    lam, vecs = _centred_spectrum(sigma)
+    lam, vecs = centred_spectrum(sigma)
     rank = len(lam)
     r_lo = -math.log(2 * lam[-1]) - 8.0
     r_hi = max(-math.log(2 * lam[0]) + 8.0, r_lo + 1.0)
@@ -276,11 +276,11 @@ def gram_map_resolved(
     if method == "sphere":
         if b > SPHERE_MAX_BATCH:
             raise InputError(f"method='sphere' is available for B <= {SPHERE_MAX_BATCH}, got B = {b}")
-        _centred_spectrum(sigma)
+        centred_spectrum(sigma)
         return GramMapValue(_sphere(phi, sigma), np.zeros((b, b)), "sphere")
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 2:
         raise InputError(f"samples must be an integer >= 2, got {samples!r}")
-    _centred_spectrum(sigma)
+    centred_spectrum(sigma)
     rng = np.random.default_rng(0) if rng is None else rng
     mean, se = _monte_carlo(phi, sigma, int(samples), rng)
     return GramMapValue(mean, se, "monte_carlo")

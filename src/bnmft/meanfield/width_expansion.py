@@ -37,7 +37,7 @@ from . import gradient_width
 from .api import check_theory_input, theory_resolved
 from .escape import EscapeDepth, escape_depth_resolved
 from .gradient_width import lambda_g_coefficient_resolved
-from .gram import _centred_spectrum
+from .gram import centred_spectrum
 from .linear_noise import BATCHES, Fluctuations, fluctuations_resolved
 from .outlier import OutlierResult, outlier_state_resolved
 from .propagation import gram_of_batch, propagate_resolved
@@ -299,7 +299,7 @@ def finite_width(
                              f"got shape {x.shape}")  # fmt: skip
         start = gram_of_batch(x)  # (finite values)
         try:
-            _centred_spectrum(start)
+            centred_spectrum(start)
         except InputError:
             raise InputError("inputs has no spread after centring (all examples coincide up to a common shift): batch "
                              "norm is undefined") from None  # fmt: skip

@@ -84,10 +84,10 @@ class Background:
     def wait(self) -> float:
         """Wait for every cell (restoring the main process's torch threads); re-raise the training's error; return
         its wall time in seconds."""
-        import torch
+        from ..experiments.training import torch_threads
 
         self._thread.join()
-        torch.set_num_threads(self._threads)
+        torch_threads(self._threads)
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["seconds"]
@@ -95,11 +95,11 @@ class Background:
     def stop(self) -> None:
         """End the training now (the main job failed or was interrupted): the cells in flight are abandoned, the
         finished ones stay in the store; an error of the training itself is reported on stderr."""
-        import torch
+        from ..experiments.training import torch_threads
 
         self._stop.set()
         self._thread.join()
-        torch.set_num_threads(self._threads)
+        torch_threads(self._threads)
         if "error" in self._outcome:
             print(f"bnmft: the background training had failed too: {self._outcome['error']!r}", file=sys.stderr)
 
@@ -110,10 +110,9 @@ def start(ctx: Context) -> Background:
     ``out/sweeps.db``; the main process keeps one torch thread meanwhile (the sections beside the workers, which
     have one each: oversubscribed threads are many times slower). :meth:`Background.wait` waits for it;
     :func:`run` then finds every cell done."""
-    import torch
-
     from ..experiments.store import Store
     from ..experiments.sweep import load_sweeps, run_sweeps
+    from ..experiments.training import torch_threads
 
     sweeps = [s for s in map(_with_stand_in, load_sweeps(ctx.preset)) if s is not None]
 
@@ -125,9 +124,7 @@ def start(ctx: Context) -> Background:
         finally:
             store.close()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return Background(work, threads)
+    return Background(work, torch_threads(1))
 
 
 def _sweeps(ctx: Context) -> dict:
