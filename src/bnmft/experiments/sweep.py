@@ -343,21 +343,23 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         smoothing=0.1,
     )
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    shared = {n: [cell_key(x) for x in c] for n, c in cells.items()}
+    shared = {n: {cell_key(x) for x in c} for n, c in cells.items()}
     ran: set[str] = set()
+
+    def finished(key: str) -> None:  # the bar counts a cell once per sweep that has it
+        bar.update(sum(key in keys for keys in shared.values()))
 
     def record(config: dict, result: dict) -> None:
         key = cell_key(config)
         ran.add(key)  # trained here; the store keeps the first result of a cell, so nothing is duplicated
         store.add(owner_of[key], key, config, result, owner=owner)
-        bar.update(sum(key in keys for keys in shared.values()))
+        finished(key)
         if on_result is not None:
             on_result(result)
 
     heartbeat = _Heartbeat(store.path, owner, lease)
-    by_others = {"ran": 0, "by_others": 0}
     try:
-        _schedule(todo, store, owner, lease, runner, record, bar, by_others, costliest_first, stop)
+        _schedule(todo, store, owner, lease, runner, record, finished, costliest_first, stop)
     finally:
         runner.close(terminate=stop is not None and stop.is_set())
         heartbeat.close()
@@ -379,10 +381,10 @@ def cell_cost(group: list[dict]) -> float:
     return sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * len(group) ** 0.6
 
 
-def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar, counts, costliest_first: bool,
+def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, costliest_first: bool,
               stop: threading.Event | None) -> None:
-    """Claim and submit groups of cells (one batched model each) while the runner has room; collect results; wait
-    for the cells other sweeps hold."""
+    """Claim and submit groups of cells (one batched model each) while the runner has room; collect results
+    (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored one)."""
     from .batched import group_cells
 
     waiting = group_cells(todo)  # not yet claimed by this sweep
@@ -399,9 +401,8 @@ def _schedule(todo, store: Store, owner: str, lease: float, runner, record, bar,
                 state = store.claim(cell_key(config), owner, lease)
                 if state == "claimed":
                     claimed.append(config)
-                elif state == "done":  # another sweep finished it
-                    counts["by_others"] += 1
-                    bar.update(1)
+                elif state == "done":  # another sweep finished it (counted as by_others at the end)
+                    finished(cell_key(config))
                 else:
                     taken.append(config)  # a live claim of another sweep: look again later
             if claimed:
