@@ -206,6 +206,22 @@ def test_sweeps_in_one_schedule_train_a_shared_cell_once_and_the_costliest_first
     assert cell_cost([one]) == pytest.approx((10 + 10) * (2 * 640 // 64) * (1 + 64 / 64))  # weights + BN layers
     assert cell_cost([one, dict(one, seed=1)]) == pytest.approx(cell_cost([one]) * 2 ** 0.6)
     assert len(group_cells([one, dict(one, seed=1)])) == 1
+    assert cell_cost([dict(one, width=192)]) == pytest.approx(cell_cost([one]) / 4)  # the weight matrices' size
+    store.close()
+
+
+def test_sweeps_in_the_given_order_finish_the_first_sweep_first(tmp_path):
+    from bnmft.experiments.sweep import run_sweeps
+
+    a = parse_sweep({"name": "a", "x": "batch_size", "base": TINY, "grid": {"depth": [1, 2], "batch_size": [8]}})
+    b = parse_sweep({"name": "b", "x": "batch_size", "base": TINY, "grid": {"depth": [3, 4], "batch_size": [8]}})
+    store = Store(tmp_path / "s.db")
+    order = []
+    run_sweeps([a, b], store, workers=1, progress=False, order="sweeps",
+               on_result=lambda r: order.append(r["config"]["depth"]))  # fmt: skip
+    assert order == [2, 1, 4, 3]  # sweep a first (its costlier cell first), then b; "cost" would give 4, 3, 2, 1
+    with pytest.raises(InputError, match="order must be"):
+        run_sweeps([a], store, order="grid")
     store.close()
 
 

@@ -274,7 +274,7 @@ def run_sweep(
         meanwhile by other sweeps)}``.
     """
     return _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
-                lease=lease, device=device, costliest_first=False)[sweep.name]  # (grid order: the anchor first)
+                lease=lease, device=device, order="grid")[sweep.name]  # (grid order: the anchor first)
 
 
 def run_sweeps(
@@ -288,14 +288,27 @@ def run_sweeps(
     lease: float = LEASE_SECONDS,
     device: str = "cpu",
     stop: threading.Event | None = None,
+    order: str = "cost",
 ) -> dict[str, dict]:
     """Run several sweeps as one schedule: the cells (batched groups) of all of them that ``store`` does not have
-    yet go to one pool, the costliest first (:func:`cell_cost`), so no worker idles at the end of each sweep; a cell
-    two sweeps share is trained once, stored under the first. Arguments as :func:`run_sweep`, and ``stop``: an
-    event that, once set (from another thread), ends the run at once - the cells in flight are abandoned (their
-    workers terminated), finished ones are stored. Returns :func:`run_sweep`'s counts per sweep name."""
+    yet go to one pool, so no worker idles at the end of each sweep; cells of different sweeps that share their
+    shapes train as one batched model, and a cell two sweeps share is trained once, stored under the first.
+    Arguments as :func:`run_sweep`, and
+
+    Args:
+        stop: an event that, once set (from another thread), ends the run at once - the cells in flight are
+            abandoned (their workers terminated), finished ones are stored.
+        order: ``"cost"``: the costliest groups first (:func:`cell_cost`: the shortest idle tail); ``"sweeps"``:
+            the sweeps in the order given, each one's groups costliest first (a stopped run has finished the first
+            sweeps; a group shared by several sweeps goes with the first).
+
+    Returns:
+        :func:`run_sweep`'s counts per sweep name.
+    """
+    if order not in ("cost", "sweeps"):
+        raise InputError(f"order must be 'cost' or 'sweeps', got {order!r}")
     return _run(sweeps, store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
-                lease=lease, device=device, costliest_first=True, stop=stop)  # fmt: skip
+                lease=lease, device=device, order=order, stop=stop)  # fmt: skip
 
 
 def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
@@ -304,7 +317,7 @@ def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
     return store.results(keys={cell_key(c) for c in sweep.cells()})
 
 
-def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, device, costliest_first, stop=None):
+def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, device, order, stop=None):
     from tqdm import tqdm
 
     if isinstance(lease, bool) or not (isinstance(lease, int | float) and lease > 0):
@@ -359,7 +372,8 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
 
     heartbeat = _Heartbeat(store.path, owner, lease)
     try:
-        _schedule(todo, store, owner, lease, runner, record, finished, costliest_first, stop)
+        rank = {key: names.index(name) for key, name in owner_of.items()}
+        _schedule(todo, store, owner, lease, runner, record, finished, order, rank, stop)
     finally:
         runner.close(terminate=stop is not None and stop.is_set())
         heartbeat.close()
@@ -374,22 +388,28 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
 
 def cell_cost(group: list[dict]) -> float:
     """A batched group's relative training cost, for ordering (longest first): layer-steps times ``1 + B / 64`` per
-    model (measured on 2 cores: a layer-step costs 1.1 ms at B = 8 and 3.5 ms at B = 128), times K^0.6 for K
-    stacked models (a stack of 3 costs about 2 singles)."""
+    model (measured on 2 cores at width 384: a layer-step costs 1.1 ms at B = 8 and 3.5 ms at B = 128), times K^0.6
+    for K stacked models (a stack of 3 costs about 2 singles), times (width / 384)^2 (assumed: the weight matrix's
+    size)."""
     cfg = TrainConfig(**group[0])
     steps = cfg.epochs * ((cfg.train_subset or 60_000) // cfg.batch_size)  # (None: the whole set, about 60k)
-    return sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * len(group) ** 0.6
+    per_model = sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * (cfg.width / 384) ** 2
+    return per_model * len(group) ** 0.6
 
 
-def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, costliest_first: bool,
-              stop: threading.Event | None) -> None:
-    """Claim and submit groups of cells (one batched model each) while the runner has room; collect results
-    (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored one)."""
+def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, order: str,
+              rank: dict[str, int], stop: threading.Event | None) -> None:
+    """Claim and submit groups of cells (one batched model each) while the runner has room, in ``order``
+    (``"grid"``: as given; ``"cost"``; ``"sweeps"``: by the least ``rank`` of a group's cells, then cost); collect
+    results (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored
+    one)."""
     from .batched import group_cells
 
     waiting = group_cells(todo)  # not yet claimed by this sweep
-    if costliest_first:
+    if order == "cost":
         waiting.sort(key=cell_cost, reverse=True)
+    elif order == "sweeps":
+        waiting.sort(key=lambda g: (min(rank[cell_key(c)] for c in g), -cell_cost(g)))
     while (waiting or runner.busy()) and not (stop is not None and stop.is_set()):
         still = []
         for group in waiting:

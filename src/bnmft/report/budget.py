@@ -41,7 +41,7 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     whole sweep counts, so ``cells_planned`` is then an upper bound."""
     from ..experiments.budget import PLANS, PROBED, analyse, anchor_learns, anchor_only, budget_sweeps
     from ..experiments.store import Store
-    from ..experiments.sweep import run_sweep
+    from ..experiments.sweep import run_sweeps
 
     if plan_name not in PLANS:
         raise InputError(f"plan: unknown plan {plan_name!r} (allowed: {', '.join(PLANS)})")
@@ -50,24 +50,28 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     sweeps = budget_sweeps(plan)
     store = Store(out / "sweeps.db")
     started = time.perf_counter()
-    planned, skipped, not_probed = 0, [], []
+    options = {"workers": workers, "scheduler": scheduler, "device": device, "progress": progress, "order": "sweeps"}
+    planned, skipped, not_probed, run = 0, [], [], []
     try:
-        for label, sweep in sweeps:
-            options = {"workers": workers, "scheduler": scheduler, "device": device, "progress": progress}
-            if label in PROBED:  # the anchor first; the whole grid only where it learns
-                probe = anchor_only(sweep, plan)
-                if train:
-                    run_sweep(probe, store, **options)
+        # the probed optimisers' anchors first (one schedule), then every sweep that is not skipped as one schedule
+        # in the plan's order (the smallest budget first; each group with the first sweep that has a cell of it -
+        # e.g. SGD at both rates of one depth trains as one batched model)
+        probes = {sweep.name: anchor_only(sweep, plan) for label, sweep in sweeps if label in PROBED}
+        if train and probes:
+            run_sweeps(list(probes.values()), store, **options)
+        for _, sweep in sweeps:
+            if sweep.name in probes:
                 stored = store.results(sweep.name)
-                if sum(r["config"]["depth"] == plan.anchor_depth for r in stored) < len(probe.cells()):
+                if sum(r["config"]["depth"] == plan.anchor_depth for r in stored) < len(probes[sweep.name].cells()):
                     not_probed.append(sweep.name)  # (only without training) the whole sweep may follow
                 elif not anchor_learns(stored, plan):
-                    planned += len(probe.cells())
+                    planned += len(probes[sweep.name].cells())
                     skipped.append(sweep.name)
                     continue
             planned += len(sweep.cells())
-            if train:
-                run_sweep(sweep, store, **options)
+            run.append(sweep)
+        if train:
+            run_sweeps(run, store, **options)
         results = {s.name: store.results(s.name) for _, s in sweeps}
     finally:
         store.close()
