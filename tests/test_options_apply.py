@@ -380,3 +380,28 @@ def test_closed_stdout_is_an_error():
                           preexec_fn=lambda: os.close(1), timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count(b"\n") == 1 and b"standard output is closed" in proc.stderr
+
+
+def test_heatmap_of_a_sweep_reads_the_cell_it_shares_with_another(tmp_path, capsys, monkeypatch):
+    # a cell two sweeps share is stored once, under the first (as Fig 3a's column in Figs 5b-5d): the second sweep's
+    # heatmap reads it by its key
+    from bnmft.experiments.store import Store, cell_key
+    from bnmft.experiments.sweep import parse_sweep
+    from bnmft.report import plots
+
+    base = {"x": "gamma", "base": {"dataset": "mnist", "batch_size": 8, "width": 16}}
+    sweeps = [parse_sweep(base | {"name": "a", "grid": {"depth": [2, 4], "gamma": [1.0]}}),
+              parse_sweep(base | {"name": "b", "grid": {"depth": [2, 4], "gamma": [0.5, 1.0]}})]  # fmt: skip
+    store = Store(tmp_path / "s.db")
+    for sweep in sweeps:
+        store.register_sweep(sweep.name, sweep.to_dict())
+        for config in sweep.cells():
+            store.add(sweep.name, cell_key(config), config, {"test_accuracy": 0.5})  # the first add keeps a cell
+    assert len(store.results("b")) == 2
+    store.close()
+    seen = {}
+    monkeypatch.setattr(plots, "plot_heatmap", lambda results, x, target, title: seen.setdefault(title, results))
+    code, _, err = _run(["heatmap", "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "h.png")], capsys)
+    assert code == 0, err
+    assert sorted((r["config"]["depth"], r["config"]["gamma"]) for r in seen["b"]) == [(2, 0.5), (2, 1.0), (4, 0.5),
+                                                                                      (4, 1.0)]  # fmt: skip

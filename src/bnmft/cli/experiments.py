@@ -86,7 +86,7 @@ def cmd_heatmap(args) -> int:
                 raise InputError(f"store: {args.store}: sweep {name!r} has no x axis (a key 'x' naming a grid key)")
         written = []
         for name in names:
-            results = store.results(name)
+            results = _sweep_cells(store, name, specs[name])
             if not results:
                 continue
             out = Path(args.out)
@@ -98,6 +98,21 @@ def cmd_heatmap(args) -> int:
         store.close()
     print("\n".join(f"wrote {w}" for w in written) if written else "no finished cells to plot")
     return 0
+
+
+def _sweep_cells(store, name: str, spec: dict) -> list[dict]:
+    """A stored sweep's finished cells: by its grid's cell keys where its spec has a grid (a cell two sweeps share
+    is stored once, under the first: Figs 5b-5d share a column with Fig 3a), else (a spec written by another
+    program) the cells stored under its name."""
+    from ..experiments.sweep import parse_sweep, sweep_results
+
+    if not spec.get("grid"):
+        return store.results(name)
+    try:
+        sweep = parse_sweep({k: v for k, v in spec.items() if v is not None} | {"name": name})
+    except InputError as err:
+        raise InputError(f"--store: sweep {name!r} has a spec bnmft cannot read: {err}") from None
+    return sweep_results(store, sweep)
 
 
 def cmd_budget(args) -> int:
