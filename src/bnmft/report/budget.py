@@ -113,42 +113,60 @@ def cells_text(study: dict) -> str:
 
 
 def _plot_budget(study: dict, path: Path) -> Path:
-    """Crossing depth (mean over seeds, standard error) against SGD steps, one line per column and optimiser; the
-    theory's line per column dashed; a converging trend's geometric limit as a marker at the right."""
+    """Crossing depth (mean over seeds, standard error) against SGD steps, one panel per column, one line per
+    optimiser (the same colour in every panel); the theory's line dashed; a crossing below the grid as a triangle
+    at the grid's first depth, an edge beyond it as one at its last; a converging trend's geometric limit (16-84%)
+    as an open diamond at the right."""
     plt = load_pyplot()
     columns = list(dict.fromkeys(r["column"] for r in study["summary"]))
-    fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.4), constrained_layout=True, squeeze=False)
+    colours = {key: f"C{i}" for i, key in enumerate(OPTIMIZER_LABELS)}
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.2), constrained_layout=True,
+                             squeeze=False)  # fmt: skip
     for ax, column in zip(axes[0], columns, strict=True):
         rows = [r for r in study["summary"] if r["column"] == column]
         keys = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in rows))
-        right = max(r["steps"] for r in rows) * 2
+        budgets = sorted({(r["steps"], r["budget"]) for r in rows})
+        right = budgets[-1][0] * 2
         for i, key in enumerate(keys):
+            colour = colours.get(key, f"C{len(colours) + i}")
             mine = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is not None]
             sel = [r for r in mine if not r["below_grid"]]
             below = [r for r in mine if r["below_grid"]]  # below the grid: a marker at its first depth, no error bar
             label = OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}")
+            if sel:
+                ax.errorbar([r["steps"] for r in sel], [r["crossing_mean"] for r in sel],
+                            yerr=[r["crossing_stderr"] or 0.0 for r in sel], fmt="o-", color=colour, capsize=3,
+                            mfc="none" if any(r["partial"] for r in sel) else None, label=label)  # fmt: skip
             if below:
-                ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=f"C{i}",
-                        label=None if sel else label)  # fmt: skip
-            if not sel:
-                continue
-            ax.errorbar([r["steps"] for r in sel], [r["crossing_mean"] for r in sel],
-                        yerr=[r["crossing_stderr"] or 0.0 for r in sel], fmt="o-", color=f"C{i}", capsize=3,
-                        mfc="none" if any(r["partial"] for r in sel) else None, label=label)  # fmt: skip
-            t = next(t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key))
+                ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=colour, ms=8,
+                        label=None if sel else f"{label}: below the grid")  # fmt: skip
+            beyond = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is None
+                      and r["censored"]]  # fmt: skip
+            if beyond:  # every crossing seed's edge beyond the grid: a marker at its last depth
+                ax.plot([r["steps"] for r in beyond], [r["grid_top"] for r in beyond], "^", color=colour, ms=8,
+                        label=None if sel or below else f"{label}: beyond the grid")  # fmt: skip
+            t = next((t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key)), {})
             if t.get("limit") is not None and t.get("limit_interval") and t["limit_interval"][0] is not None:
                 lo, hi = t["limit_interval"]
                 hi = min(3 * rows[0]["theory_depth"] if hi is None else hi, 3 * rows[0]["theory_depth"])
                 ax.errorbar([right * (1 + 0.1 * i)], [t["limit"]], yerr=[[t["limit"] - lo], [hi - t["limit"]]],
-                            fmt="D", color=f"C{i}", capsize=3, mfc="none")  # fmt: skip
+                            fmt="D", color=colour, capsize=3, mfc="none")  # fmt: skip
         line = rows[0]["theory_depth"]
         ax.axhline(line, color="k", ls="--", lw=1, label=f"16 / ln lambda_G = {line:.1f}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("SGD steps (open diamonds: geometric limit, 16-84%; triangles: below the grid)")
+        ax.set_xticks([steps for steps, _ in budgets], [f"{steps}\n({factor}x)" for steps, factor in budgets])
+        ax.minorticks_off()
+        ax.set_xlim(budgets[0][0] / 1.6, right * 1.5)
+        ax.set_xlabel("SGD steps (budget)")
         ax.set_ylabel("crossing depth (half-way accuracy)")
         ax.set_title(f"column {column}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+    fig.suptitle(
+        "Trainable edge against the training budget (mean +- s.e. over seeds; open circles: partial; "
+        "triangles: below or beyond the grid; open diamonds: geometric limit, 16-84%)",
+        fontsize=9,
+    )
     return save_figure(fig, path, dpi=150)
 
 
