@@ -177,3 +177,18 @@ def test_every_page_renders_in_a_real_browser(site):
             elif parts.fragment and f'id="{unquote(parts.fragment)}"' not in target.read_text():
                 broken.append((name, link))
     assert not broken, broken
+
+
+def test_readme_budget_tables_are_the_committed_study():
+    # the README's copy of the budget study's tables (docs/budget/budget.json) stays equal to what the code draws
+    import json
+
+    from bnmft.report.budget import tables
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- budget tables: bnmft.report.budget.tables(docs/budget/budget.json);", "<!-- end of the budget"
+    assert readme.count(start) == 1 and readme.count(end) == 1
+    block = readme.split(start)[1].split(end)[0].splitlines()[1:]
+    study = json.loads((ROOT / "docs" / "budget" / "budget.json").read_text())
+    assert [line for line in block if line.strip()] == [line for line in tables(study) if line.strip()]
+    assert "](docs/budget/budget.png)" in readme and (ROOT / "docs" / "budget" / "budget.png").is_file()

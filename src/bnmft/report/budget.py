@@ -226,11 +226,24 @@ def text(study: dict | None) -> list[str]:
         "",
         "![budget study](budget.png)",
         "",
+    ]
+    return [*lines, *tables(study), ""]
+
+
+def tables(study: dict) -> list[str]:
+    """The study's two markdown tables: the crossing per column, optimiser and budget, and the verdict per column
+    and optimiser (the report's, and the README's: tests/test_docs.py keeps the README's copy equal to this)."""
+    lines = [
         "| column | optimiser | budget | steps | crossing | +- | / line | seeds crossed (censored, untrained) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    for r in study["summary"]:
+    columns = list(dict.fromkeys(r["column"] for r in study["summary"]))
+    optimizers = list(OPTIMIZER_LABELS)
+    order = lambda r: (columns.index(r["column"]),  # noqa: E731
+                       optimizers.index((r["optimizer"], r["lr"])) if (r["optimizer"], r["lr"]) in optimizers
+                       else len(optimizers), r["budget"])  # fmt: skip
+    for r in sorted(study["summary"], key=order):  # per column and optimiser, the budgets in a row
         label = OPTIMIZER_LABELS.get((r["optimizer"], r["lr"]), f"{r['optimizer']} {r['lr']}")
         budget = f"{r['budget']}x" + (f" (partial: {r['incomplete']} of {r['seeds']} seeds incomplete)"
                                       if r.get("partial") else "")  # fmt: skip
@@ -246,4 +259,4 @@ def text(study: dict | None) -> list[str]:
     for t in study["trends"]:
         label = OPTIMIZER_LABELS.get((t["optimizer"], t["lr"]), f"{t['optimizer']} {t['lr']}")
         lines.append(f"| {t['column']} | {label} | {t['theory_depth']:.1f} | {t['verdict']} |")
-    return [*lines, ""]
+    return lines
