@@ -405,3 +405,19 @@ def test_heatmap_of_a_sweep_reads_the_cell_it_shares_with_another(tmp_path, caps
     assert code == 0, err
     assert sorted((r["config"]["depth"], r["config"]["gamma"]) for r in seen["b"]) == [(2, 0.5), (2, 1.0), (4, 0.5),
                                                                                       (4, 1.0)]  # fmt: skip
+
+
+def test_heatmap_of_a_sweep_too_big_for_this_machine_or_of_an_unknown_field(tmp_path, capsys, monkeypatch):
+    # a sweep trained on a bigger machine plots here (no memory check); a grid this version cannot enumerate falls
+    # back, with a note, to the cells stored under the sweep's name
+    from bnmft.report import plots
+
+    big = {"x": "batch_size", "base": {"width": 20000}, "grid": {"depth": [100]}, "seeds": [0]}
+    odd = {"x": "batch_size", "base": {"colour": "red"}, "grid": {"depth": [2]}, "seeds": [0]}
+    _store(tmp_path / "s.db", {"big": big, "odd": odd})
+    seen = {}
+    monkeypatch.setattr(plots, "plot_heatmap", lambda results, x, target, title: seen.setdefault(title, results))
+    code, _, err = _run(["heatmap", "--store", str(tmp_path / "s.db"), "--out", str(tmp_path / "h.png")], capsys)
+    assert code == 0, err
+    assert [len(seen["big"]), len(seen["odd"])] == [2, 2]  # _store puts depths 2 and 4 under each name
+    assert "sweep 'odd': its grid cannot be enumerated here" in err and "big" not in err

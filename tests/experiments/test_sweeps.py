@@ -219,7 +219,7 @@ def test_sweeps_in_the_given_order_finish_the_first_sweep_first(tmp_path):
     order = []
     run_sweeps([a, b], store, workers=1, progress=False, order="sweeps",
                on_result=lambda r: order.append(r["config"]["depth"]))  # fmt: skip
-    assert order == [2, 1, 4, 3]  # sweep a first (its costlier cell first), then b; "cost" would give 4, 3, 2, 1
+    assert order == [1, 2, 3, 4]  # sweep a first, in its grid order, then b; "cost" would give 4, 3, 2, 1
     with pytest.raises(InputError, match="order must be"):
         run_sweeps([a], store, order="grid")
     store.close()

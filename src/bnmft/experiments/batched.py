@@ -7,11 +7,7 @@ one model whose weights are stacked along a leading axis of size K: every layer 
 (``torch.bmm`` of the activations (K, B, N) with the transposed weights (K, N_in, N_out): MKL's batched product with
 the skinny operand on the left is about 4x faster than ``W @ x^T``, forward and backward), batch norm one (fused
 where the eps agree) call, the loss the sum of the K models' losses (their
-gradients never mix) and the optimiser an element-wise update with one learning rate per model. The weight
-matrices are updated inside the backward pass (:class:`_LinearStep`), each right after its layer's input gradient
-has read it, while it is still in cache: the same arithmetic as the update after the pass, bit for bit, and at the
-budget study's shapes (K 3, B 8, width 384, depth 32) 1.3-1.4x faster per step with SGD, 1.1-1.2x with RMSprop
-(benchmarks/bench_batched_update.py, 2 cores, 2026-12-07).
+gradients never mix) and the optimiser an element-wise update with one learning rate per model.
 
 Each model draws its data subset, initial weights and data order from its own seed exactly as
 :func:`bnmft.experiments.training.train` does, so a batched cell gives the one-at-a-time numbers to float
@@ -89,8 +85,6 @@ class _Stack:
             ]
             readout = torch.empty(classes, n).normal_(0.0, 1.0 / math.sqrt(n), generator=gen)
             per_model.append((layers, readout))
-        # updated in the backward pass by _LinearStep (they require grad so that every layer's backward runs; their
-        # .grad stays None)
         self.weights = [torch.stack([m[0][i].T for m in per_model]).contiguous().requires_grad_()
                         for i in range(n_weights)]  # fmt: skip
         self.gammas = [
@@ -106,8 +100,7 @@ class _Stack:
         self.scales = torch.tensor([c.branch_scale for c in cfgs], dtype=torch.float32)[:, None, None]  # (K, 1, 1)
 
     def parameters(self) -> list[torch.Tensor]:
-        """What autograd and :func:`_step` update (the weight matrices are updated by :class:`_LinearStep`)."""
-        return [*self.gammas, *self.betas, self.readout, self.bias]
+        return [*self.weights, *self.gammas, *self.betas, self.readout, self.bias]
 
     def to(self, device: torch.device) -> _Stack:
         """Move everything to ``device`` (drawn on the CPU first: the same numbers on every device)."""
@@ -186,24 +179,19 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
         y = (h - model.running_mean[layer][:, None, :]) / torch.sqrt(model.running_var[layer][:, None, :] + eps_column)
         return model.gammas[layer][:, None, :] * y + model.betas[layer][:, None, :]
 
-    weight_update = _WeightUpdate(first.optimizer)
-
-    def linear(a: torch.Tensor, w: torch.Tensor, training: bool) -> torch.Tensor:
-        return _LinearStep.apply(a, w, weight_update) if training else torch.bmm(a, w)
-
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         """x (K, B, features) -> logits (K, B, classes); activations (K, B, N) throughout."""
         a = x
         if first.branch_depth == 0:
             for layer, w in enumerate(model.weights):
-                a = phi(norm(linear(a, w, training), layer, training))
+                a = phi(norm(torch.bmm(a, w), layer, training))
         else:  # the residual network of BNMLP._residual
-            stream = norm(linear(a, model.weights[0], training), 0, training)
+            stream = norm(torch.bmm(a, model.weights[0]), 0, training)
             j = 1
             for _ in range(first.depth):
                 h = stream
                 for _ in range(first.branch_depth):
-                    h = linear(phi(norm(h, j, training)), model.weights[j], training)
+                    h = torch.bmm(phi(norm(h, j, training)), model.weights[j])
                     j += 1
                 stream = stream + model.scales * h
             a = phi(norm(stream, j, training))
@@ -235,12 +223,11 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
             active = [j for j in active if not diverged[j]]
             for p in params:
                 p.grad = None
+            if active:
+                losses[active].sum().backward()
             mask = torch.zeros(k, dtype=torch.float32, device=dev)
             mask[active] = 1.0
-            weight_update.lrs = lrs * mask
-            if active:
-                losses[active].sum().backward()  # updates the weight matrices (_LinearStep)
-            _step(params, square_avg, weight_update.lrs, first.optimizer)
+            _step(params, square_avg, lrs * mask, first.optimizer)
             with torch.no_grad():
                 hits = (logits.argmax(dim=2) == labels).sum(dim=1)
             for j in active:
@@ -250,7 +237,7 @@ def train_batched(cfgs: Sequence[TrainConfig], data: Dataset | None = None, devi
                 steps[j] += 1
         with torch.no_grad():
             for j in range(k):
-                if not diverged[j] and not all(bool(torch.isfinite(p[j]).all()) for p in [*model.weights, *params]):
+                if not diverged[j] and not all(bool(torch.isfinite(p[j]).all()) for p in params):
                     diverged[j] = True
             test_loss, test_correct = _evaluate(forward, xte, yte, classes)
         for j in range(k):
@@ -304,79 +291,14 @@ def _step(params: list[torch.Tensor], square_avg: list[torch.Tensor], lrs: torch
     """One SGD or RMSprop step (torch's update rules and defaults) with one learning rate per model."""
     with torch.no_grad():
         for p, avg in zip(params, square_avg, strict=True):
-            if p.grad is not None:
-                _update(p, p.grad, avg, lrs, optimizer)
-
-
-def _update(
-    p: torch.Tensor,
-    grad: torch.Tensor,
-    avg: torch.Tensor | None,
-    lrs: torch.Tensor,
-    optimizer: str,
-    scratch: torch.Tensor | None = None,
-) -> None:
-    """p (K, ...) -= its SGD or RMSprop step from grad, in place; ``avg`` RMSprop's running mean square (None for
-    SGD); ``lrs`` (K,). ``grad`` may be overwritten; ``scratch`` (p's shape) a buffer RMSprop may use."""
-    lr = lrs.reshape(-1, *([1] * (p.dim() - 1)))
-    if optimizer == "sgd":
-        p.addcmul_(lr, grad, value=-1.0)  # p -= lr * grad in one pass
-    else:
-        assert avg is not None
-        avg.mul_(RMSPROP_ALPHA).addcmul_(grad, grad, value=1 - RMSPROP_ALPHA)
-        denominator = torch.sqrt(avg, out=scratch) if scratch is not None else avg.sqrt()
-        p.addcdiv_(torch.mul(lr, grad, out=grad), denominator.add_(RMSPROP_EPS), value=-1.0)
-
-
-class _WeightUpdate:
-    """The optimiser's update of the weight matrices, applied by :class:`_LinearStep` in the backward pass: the
-    learning rates per model (``lrs``, set before each backward pass; 0 for a diverged model) and RMSprop's running
-    mean squares, and one gradient buffer per shape (reused: it stays in cache)."""
-
-    def __init__(self, optimizer: str):
-        self.optimizer = optimizer
-        self.lrs: torch.Tensor | None = None
-        self.square_avg: dict[int, torch.Tensor] = {}
-        self.buffers: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, w: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> None:
-        """Update w (K, N_in, N_out) from its layer's input a (K, B, N_in) and output gradient g (K, B, N_out)."""
-        assert self.lrs is not None
-        grad, scratch = self._buffers(w)
-        torch.bmm(a.transpose(1, 2), g, out=grad)  # autograd's grad of bmm's second operand, the same call
-        avg = None
-        if self.optimizer != "sgd":
-            avg = self.square_avg.get(id(w))
-            if avg is None:
-                avg = self.square_avg[id(w)] = torch.zeros_like(w)
-        _update(w, grad, avg, self.lrs, self.optimizer, scratch)
-
-    def _buffers(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two scratch tensors of w's shape, allocated once per shape (a fresh allocation of this size is a fresh
-        mapping: its first touch page-faults)."""
-        pair = self.buffers.get(w.shape)
-        if pair is None:
-            pair = self.buffers[w.shape] = (torch.empty_like(w), torch.empty_like(w))
-        return pair
-
-
-class _LinearStep(torch.autograd.Function):
-    """``bmm(a, w)`` whose backward pass also updates w by the optimiser's step, right after the input gradient has
-    read the old w; w's gradient is not returned (w.grad stays None)."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, w: torch.Tensor, update: _WeightUpdate) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(a)
-        ctx.w, ctx.update = w, update  # not saved tensors: w changes in place after its last use here
-        return torch.bmm(a, w)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        (a,) = ctx.saved_tensors
-        grad_a = torch.bmm(g, ctx.w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        with torch.no_grad():
-            ctx.update(ctx.w, a, g)
-        return grad_a, None, None
+            if p.grad is None:
+                continue
+            lr = lrs.reshape(-1, *([1] * (p.dim() - 1)))
+            if optimizer == "sgd":
+                p.addcmul_(lr, p.grad, value=-1.0)  # p -= lr * grad in one pass
+            else:
+                avg.mul_(RMSPROP_ALPHA).addcmul_(p.grad, p.grad, value=1 - RMSPROP_ALPHA)
+                p.addcdiv_(lr * p.grad, avg.sqrt().add_(RMSPROP_EPS), value=-1.0)
 
 
 def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk: int = 2000):

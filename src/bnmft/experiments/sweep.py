@@ -299,8 +299,9 @@ def run_sweeps(
         stop: an event that, once set (from another thread), ends the run at once - the cells in flight are
             abandoned (their workers terminated), finished ones are stored.
         order: ``"cost"``: the costliest groups first (:func:`cell_cost`: the shortest idle tail); ``"sweeps"``:
-            the sweeps in the order given, each one's groups costliest first (a stopped run has finished the first
-            sweeps; a group shared by several sweeps goes with the first).
+            the sweeps in the order given, each in its grid order (a stopped run has finished the first sweeps, up
+            to the cells in flight, and holds a prefix of the grid of the sweep it stopped in; a group shared by
+            several sweeps goes with the first).
 
     Returns:
         :func:`run_sweep`'s counts per sweep name.
@@ -400,7 +401,7 @@ def cell_cost(group: list[dict]) -> float:
 def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, order: str,
               rank: dict[str, int], stop: threading.Event | None) -> None:
     """Claim and submit groups of cells (one batched model each) while the runner has room, in ``order``
-    (``"grid"``: as given; ``"cost"``; ``"sweeps"``: by the least ``rank`` of a group's cells, then cost); collect
+    (``"grid"``: as given; ``"cost"``; ``"sweeps"``: by the least ``rank`` of a group's cells, else as given); collect
     results (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored
     one)."""
     from .batched import group_cells
@@ -409,7 +410,7 @@ def _schedule(todo, store: Store, owner: str, lease: float, runner, record, fini
     if order == "cost":
         waiting.sort(key=cell_cost, reverse=True)
     elif order == "sweeps":
-        waiting.sort(key=lambda g: (min(rank[cell_key(c)] for c in g), -cell_cost(g)))
+        waiting.sort(key=lambda g: min(rank[cell_key(c)] for c in g))  # (a stable sort: grid order within)
     while (waiting or runner.busy()) and not (stop is not None and stop.is_set()):
         still = []
         for group in waiting:

@@ -125,7 +125,7 @@ def _plot_budget(study: dict, path: Path) -> Path:
     for ax, column in zip(axes[0], columns, strict=True):
         rows = [r for r in study["summary"] if r["column"] == column]
         keys = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in rows))
-        budgets = sorted({(r["steps"], r["budget"]) for r in rows})
+        budgets = sorted((steps, factor) for factor, steps in {r["budget"]: r["steps"] for r in rows}.items())
         right = budgets[-1][0] * 2
         for i, key in enumerate(keys):
             colour = colours.get(key, f"C{len(colours) + i}")
@@ -141,10 +141,14 @@ def _plot_budget(study: dict, path: Path) -> Path:
                 ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=colour, ms=8,
                         label=None if sel else f"{label}: below the grid")  # fmt: skip
             beyond = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is None
-                      and r["censored"]]  # fmt: skip
-            if beyond:  # every crossing seed's edge beyond the grid: a marker at its last depth
+                      and 2 * r["censored"] > r["seeds"]]  # fmt: skip
+            if beyond:  # most seeds' edge beyond the grid (the verdict's rule): a marker at the grid's last depth
                 ax.plot([r["steps"] for r in beyond], [r["grid_top"] for r in beyond], "^", color=colour, ms=8,
                         label=None if sel or below else f"{label}: beyond the grid")  # fmt: skip
+            untrained = [r["steps"] for r in rows if (r["optimizer"], r["lr"]) == key and r["untrained"] == r["seeds"]]
+            if untrained:  # nothing to draw: said in the legend
+                ax.plot([], [], "x", color=colour, label=f"{label}: does not train at {', '.join(map(str, untrained))} "
+                        "steps")  # fmt: skip
             t = next((t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key)), {})
             if t.get("limit") is not None and t.get("limit_interval") and t["limit_interval"][0] is not None:
                 lo, hi = t["limit_interval"]
@@ -153,6 +157,8 @@ def _plot_budget(study: dict, path: Path) -> Path:
                             fmt="D", color=colour, capsize=3, mfc="none")  # fmt: skip
         line = rows[0]["theory_depth"]
         ax.axhline(line, color="k", ls="--", lw=1, label=f"16 / ln lambda_G = {line:.1f}")
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom, max(top, line + 0.35 * (line - bottom)))  # room for the legend above the line
         ax.set_xscale("log", base=2)
         ax.set_xticks([steps for steps, _ in budgets], [f"{steps}\n({factor}x)" for steps, factor in budgets])
         ax.minorticks_off()
