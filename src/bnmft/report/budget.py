@@ -136,7 +136,10 @@ def _plot_budget(study: dict, path: Path) -> Path:
             if sel:
                 ax.errorbar([r["steps"] for r in sel], [r["crossing_mean"] for r in sel],
                             yerr=[r["crossing_stderr"] or 0.0 for r in sel], fmt="o-", color=colour, capsize=3,
-                            mfc="none" if any(r["partial"] for r in sel) else None, label=label)  # fmt: skip
+                            label=label)  # fmt: skip
+                partial = [r for r in sel if r["partial"]]  # provisional: open circles over the filled ones
+                ax.plot([r["steps"] for r in partial], [r["crossing_mean"] for r in partial], "o", color=colour,
+                        mfc="white", zorder=3)  # fmt: skip
             if below:
                 ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=colour, ms=8,
                         label=None if sel else f"{label}: below the grid")  # fmt: skip
