@@ -105,8 +105,7 @@ def _sweep_cells(store, name: str, spec: dict) -> list[dict]:
     """A stored sweep's finished cells: those stored under its name and, where its spec's grid can be enumerated,
     the cells of its grid another sweep stored (a cell two sweeps share is stored once, under the first: Figs 5b-5d
     share a column with Fig 3a). Nothing is checked against this machine (a sweep trained elsewhere plots here)."""
-    from ..experiments.store import cell_key
-    from ..experiments.sweep import Sweep
+    from ..experiments.sweep import Sweep, sweep_results
 
     rows = store.results(name)
     grid = spec.get("grid")
@@ -115,13 +114,13 @@ def _sweep_cells(store, name: str, spec: dict) -> list[dict]:
     try:
         sweep = Sweep(name=name, x=spec["x"], base=dict(spec.get("base") or {}), grid=grid,
                       seeds=tuple(spec.get("seeds") or (0,)))  # fmt: skip
-        keys = {cell_key(c) for c in sweep.cells()}
+        others = sweep_results(store, sweep)  # (enumerating the grid raises for fields this version lacks)
     except (TypeError, ValueError) as err:  # a spec of another version or program
         print(f"bnmft heatmap: sweep {name!r}: its grid cannot be enumerated here ({err}); plotting the cells stored "
               "under its name only", file=sys.stderr)  # fmt: skip
         return rows
     have = {r["key"] for r in rows}
-    return rows + [r for r in store.results(keys=keys) if r["key"] not in have]
+    return rows + [r for r in others if r["key"] not in have]
 
 
 def cmd_budget(args) -> int:

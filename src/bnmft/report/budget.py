@@ -129,7 +129,8 @@ def _plot_budget(study: dict, path: Path) -> Path:
         right = budgets[-1][0] * 2
         for i, key in enumerate(keys):
             colour = colours.get(key, f"C{len(colours) + i}")
-            mine = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is not None]
+            own = [r for r in rows if (r["optimizer"], r["lr"]) == key]
+            mine = [r for r in own if r["crossing_mean"] is not None]
             sel = [r for r in mine if not r["below_grid"]]
             below = [r for r in mine if r["below_grid"]]  # below the grid: a marker at its first depth, no error bar
             label = OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}")
@@ -143,12 +144,11 @@ def _plot_budget(study: dict, path: Path) -> Path:
             if below:
                 ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=colour, ms=8,
                         label=None if sel else f"{label}: below the grid")  # fmt: skip
-            beyond = [r for r in rows if (r["optimizer"], r["lr"]) == key and r["crossing_mean"] is None
-                      and 2 * r["censored"] > r["seeds"]]  # fmt: skip
+            beyond = [r for r in own if r["crossing_mean"] is None and 2 * r["censored"] > r["seeds"]]
             if beyond:  # most seeds' edge beyond the grid (the verdict's rule): a marker at the grid's last depth
                 ax.plot([r["steps"] for r in beyond], [r["grid_top"] for r in beyond], "^", color=colour, ms=8,
                         label=None if sel or below else f"{label}: beyond the grid")  # fmt: skip
-            untrained = [r["steps"] for r in rows if (r["optimizer"], r["lr"]) == key and r["untrained"] == r["seeds"]]
+            untrained = [r["steps"] for r in own if r["untrained"] == r["seeds"]]
             if untrained:  # nothing to draw: said in the legend
                 ax.plot([], [], "x", color=colour, label=f"{label}: does not train at {', '.join(map(str, untrained))} "
                         "steps")  # fmt: skip
