@@ -72,6 +72,13 @@ class Background:
         self._thread = threading.Thread(target=self._run, args=(work,), name="bnmft-training", daemon=True)
         self._thread.start()
 
+    def _join(self) -> None:
+        """Wait for the thread; the main process's torch threads back to what they were."""
+        from ..experiments.training import torch_threads
+
+        self._thread.join()
+        torch_threads(self._threads)
+
     def _run(self, work: Callable[[threading.Event], None]) -> None:
         began = time.perf_counter()
         try:
@@ -84,10 +91,7 @@ class Background:
     def wait(self) -> float:
         """Wait for every cell (restoring the main process's torch threads); re-raise the training's error; return
         its wall time in seconds."""
-        from ..experiments.training import torch_threads
-
-        self._thread.join()
-        torch_threads(self._threads)
+        self._join()
         if "error" in self._outcome:
             raise self._outcome["error"]
         return self._outcome["seconds"]
@@ -95,11 +99,8 @@ class Background:
     def stop(self) -> None:
         """End the training now (the main job failed or was interrupted): the cells in flight are abandoned, the
         finished ones stay in the store; an error of the training itself is reported on stderr."""
-        from ..experiments.training import torch_threads
-
         self._stop.set()
-        self._thread.join()
-        torch_threads(self._threads)
+        self._join()
         if "error" in self._outcome:
             print(f"bnmft: the background training had failed too: {self._outcome['error']!r}", file=sys.stderr)
 
