@@ -2,8 +2,9 @@
 
 import pytest
 
-from bnmft.experiments.batched import batch_key, group_cells, train_batched
+from bnmft.experiments.batched import train_batched
 from bnmft.experiments.config import TrainConfig
+from bnmft.experiments.groups import batch_key, group_cells
 from bnmft.experiments.store import Store
 from bnmft.experiments.sweep import load_sweeps, run_sweep
 from bnmft.experiments.training import train

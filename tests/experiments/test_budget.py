@@ -202,6 +202,7 @@ def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):
     stored = json.loads((tmp_path / "budget.json").read_text())
     assert {(s["budget"], s["steps"]) for s in stored["summary"]} == {(1, 8), (4, 32)}
     assert (tmp_path / "budget.png").stat().st_size > 0 and (tmp_path / "budget_trends.csv").is_file()
+    assert stored["training_core_seconds_left"] == 0.0  # nothing left to estimate
     assert main(argv) == 0  # everything is stored: nothing trains again, the same answer
     again = json.loads(capsys.readouterr().out)
     assert again["trends"] == first["trends"]
@@ -346,3 +347,36 @@ def test_an_anchor_learns_by_the_heatmaps_rule():
 
     assert anchor_learns(cells(0.2), PLAN) and not anchor_learns(cells(0.19), PLAN)  # chance 0.1 + MIN_GAIN 0.1
     assert not anchor_learns(cells(0.9, depth=22), PLAN)  # only the anchor counts
+
+
+def test_a_time_limited_study_trains_what_fits_and_estimates_the_rest(tmp_path, monkeypatch, capsys):
+    """A store whose measured cells make every planned group cost hours: a one-hour run trains nothing, and the
+    estimate left is the cost model's sum over the groups a run would train (an exact identity)."""
+    from bnmft.experiments.groups import CostModel, group_cells
+
+    plan = BudgetPlan(columns={"B8": {"batch_size": 8}}, budgets={1: (1, 64)}, seeds=(0, 1), depth_step=24,
+                      anchor_depth=2, optimizers=("rmsprop", "sgd"),
+                      base={"dataset": "mnist", "test_subset": 64, "width": 16})  # fmt: skip
+    monkeypatch.setitem(PLANS, "tiny", plan)
+    store = Store(tmp_path / "sweeps.db")
+    for optimizer in ("rmsprop", "sgd"):  # one measured cell of each kind, off the plan's grid
+        config = next(s for _, s in budget_sweeps(plan) if optimizer in s.name).cells()[0] | {"depth": 99}
+        store.add("old", cell_key(config), config, {"test_accuracy": 0.5, "seconds": 3e6, "batched": 1})
+    costs = CostModel(store.results())
+    store.close()
+    study = report.run_study(tmp_path, "tiny", workers=1, progress=False, time_limit=3600.0)
+    assert study["cells_done"] == 0
+    cells = {cell_key(c): c for _, s in budget_sweeps(plan) for c in s.cells()}
+    expected = sum(costs.seconds(g) for g in group_cells(list(cells.values())))
+    assert study["training_core_seconds_left"] == pytest.approx(expected)
+    assert expected > 3600  # (each group is estimated at hours: none fits)
+    assert main(["budget", "--plan", "tiny", "--out", str(tmp_path), "--no-train"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 of {len(cells)} cells, about {expected / 3600:.1f} core-hours of training left" in out
+    for argv in (["--no-train", "--hours", "1"], ["--hours", "-1"]):
+        try:
+            code = main(["budget", "--plan", "tiny", "--out", str(tmp_path), *argv])
+        except SystemExit as exc:  # (argparse's refusal)
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and "--hours" in err and "Traceback" not in err

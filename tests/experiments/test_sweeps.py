@@ -1,6 +1,7 @@
 """Training, sweep configuration, resumption after kill -9, Dask, heatmaps (issue: trainability experiments)."""
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -133,9 +134,9 @@ def test_dask_local_cluster(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         store = Store(tmp_path / "d.db")
         summary = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
-        assert summary == {"cells": 4, "skipped": 0, "ran": 4, "by_others": 0}
+        assert summary == {"cells": 4, "skipped": 0, "ran": 4, "by_others": 0, "left": 0}
         again = run_sweep(load_sweeps(config)[0], store, scheduler=cl.scheduler_address, progress=False)
-        assert again == {"cells": 4, "skipped": 4, "ran": 0, "by_others": 0}
+        assert again == {"cells": 4, "skipped": 4, "ran": 0, "by_others": 0, "left": 0}
         assert all(0 <= r["result"]["test_accuracy"] <= 1 for r in store.results("t"))
         store.close()
 
@@ -156,6 +157,8 @@ def test_sweep_and_heatmap_cli(tmp_path, capsys):
         (["sweep", "/nonexistent.toml", "--store", "{db}"], "cannot read"),
         (["heatmap", "--store", "/nonexistent.db", "--out", "x.png"], "no such file"),
         (["sweep", "{bad}", "--store", "{db}", "--workers", "0"], "--workers"),
+        (["sweep", "{bad}", "--store", "{db}", "--hours", "0"], "--hours: must be a number of hours > 0"),
+        (["sweep", "{bad}", "--store", "{db}", "--hours", "nan"], "--hours: must be a finite number"),
     ],
 )
 def test_cli_errors(argv, message, tmp_path, capsys):
@@ -183,8 +186,8 @@ def test_heatmap_theory_line_uses_the_eps_theory():
 
 
 def test_sweeps_in_one_schedule_train_a_shared_cell_once_and_the_costliest_first(tmp_path):
-    from bnmft.experiments.batched import group_cells
-    from bnmft.experiments.sweep import cell_cost, run_sweeps
+    from bnmft.experiments.groups import cell_cost, group_cells
+    from bnmft.experiments.sweep import run_sweeps
 
     a = load_sweeps(write_config(tmp_path / "a.toml", [1, 3], sizes=(8,)))[0]
     b = parse_sweep({"name": "b", "x": "batch_size", "base": TINY, "grid": {"depth": [3, 2], "batch_size": [8]}})
@@ -194,13 +197,13 @@ def test_sweeps_in_one_schedule_train_a_shared_cell_once_and_the_costliest_first
                         on_result=lambda r: order.append(r["config"]["depth"]))  # fmt: skip
     # depth 3 at B = 8 is in both: trained once, stored under the first sweep, read by either through its keys
     assert order == [3, 2, 1]  # one worker: the costliest (deepest) cell first, whichever sweep it came from
-    assert counts == {"t": {"cells": 2, "skipped": 0, "ran": 2, "by_others": 0},
-                      "b": {"cells": 2, "skipped": 0, "ran": 1, "by_others": 1}}  # fmt: skip
+    assert counts == {"t": {"cells": 2, "skipped": 0, "ran": 2, "by_others": 0, "left": 0},
+                      "b": {"cells": 2, "skipped": 0, "ran": 1, "by_others": 1, "left": 0}}  # fmt: skip
     assert sorted(r["config"]["depth"] for r in store.results("b")) == [2]
     shared = store.results(keys={cell_key(c) for c in b.cells()})
     assert sorted((r["config"]["depth"], r["sweep"]) for r in shared) == [(2, "b"), (3, "t")]
     again = run_sweeps([a, b], store, workers=1, progress=False)
-    assert again["b"] == {"cells": 2, "skipped": 2, "ran": 0, "by_others": 0}
+    assert again["b"] == {"cells": 2, "skipped": 2, "ran": 0, "by_others": 0, "left": 0}
     # the cost: layer-steps x (1 + B / 64) per model, K^0.6 for K stacked
     one = TrainConfig(depth=10, batch_size=64, train_subset=640, epochs=2).to_dict()
     assert cell_cost([one]) == pytest.approx((10 + 10) * (2 * 640 // 64) * (1 + 64 / 64))  # weights + BN layers
@@ -238,3 +241,53 @@ def test_a_stopped_schedule_ends_at_once_keeping_finished_cells(tmp_path):
     with pytest.raises(InputError, match="not both"):
         store.results("t", keys=set())
     store.close()
+
+
+def _timed_cell(store, depth, batch_size, seconds, batched=1):
+    """A finished cell of another sweep with a given training time (what a time-limited run estimates from)."""
+    config = TrainConfig(**TINY, depth=depth, batch_size=batch_size).to_dict()
+    store.add("old", cell_key(config), config, {"test_accuracy": 0.5, "seconds": seconds, "batched": batched})
+    return config
+
+
+def test_the_cost_model_prices_a_group_by_the_finished_cells_of_its_kind(tmp_path):
+    from bnmft.experiments.groups import CostModel, cell_cost
+
+    store = Store(tmp_path / "s.db")
+    assert CostModel(store.results()).seconds([TrainConfig(**TINY).to_dict()]) is None  # nothing measured
+    cheap = [_timed_cell(store, d, 8, s, batched=2) for d, s in ((5, 1.0), (6, 3.0), (7, 2.0))]
+    dear = _timed_cell(store, 5, 16, 100.0)
+    costs = CostModel(store.results())
+    store.close()
+    prices = sorted(s * 2 / cell_cost([c, c]) for c, s in zip(cheap, (1.0, 3.0, 2.0), strict=True))
+    group = [TrainConfig(**TINY, depth=9, batch_size=8, seed=k).to_dict() for k in range(3)]
+    assert costs.seconds(group) == pytest.approx(prices[1] * cell_cost(group))  # the median price of its kind
+    assert costs.seconds([dear]) == pytest.approx(100.0)  # a cell is its own estimate
+    other = [TrainConfig(**TINY, depth=3, batch_size=32).to_dict()]  # a kind never measured: all cells' median
+    every = sorted([*prices, 100.0 / cell_cost([dear])])
+    assert costs.seconds(other) == pytest.approx((every[1] + every[2]) / 2 * cell_cost(other))
+    costs.add(other[0], {"test_accuracy": 0.5})  # a row without timing teaches nothing
+    assert costs.seconds(other) == pytest.approx((every[1] + every[2]) / 2 * cell_cost(other))
+
+
+def test_a_time_limited_run_starts_only_the_cells_that_fit_and_the_next_run_goes_on(tmp_path, capsys):
+    from bnmft.experiments.sweep import run_sweeps
+
+    config = write_config(tmp_path / "s.toml", [1, 2], sizes=(8, 16))
+    db = tmp_path / "s.db"
+    store = Store(db)
+    _timed_cell(store, 9, 8, 1e-3)  # B = 8 cells cost next to nothing here, B = 16 cells a day each
+    _timed_cell(store, 9, 16, 86400.0)
+    sweep = load_sweeps(config)[0]
+    counts = run_sweeps([sweep], store, workers=1, progress=False, time_limit=3600)
+    assert counts["t"] == {"cells": 4, "skipped": 0, "ran": 2, "by_others": 0, "left": 2}
+    assert sorted(r["config"]["batch_size"] for r in store.results("t")) == [8, 8]
+    for bad in (0, -1.0, math.nan, math.inf, True, "1h"):
+        with pytest.raises(InputError, match="time_limit must be a positive number of seconds"):
+            run_sweeps([sweep], store, time_limit=bad)
+    store.close()
+    assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--hours", "1"]) == 0
+    assert "0 run now, 2 left for the time limit (run again to go on)" in capsys.readouterr().out
+    assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0  # no limit: the rest
+    assert json.loads(capsys.readouterr().out)[0] == {"sweep": "t", "cells": 4, "skipped": 2, "ran": 2,
+                                                       "by_others": 0, "left": 0}  # fmt: skip

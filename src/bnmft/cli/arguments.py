@@ -43,6 +43,14 @@ def _int_at_least(text: str, low: int, why: str = "") -> int:
     return value
 
 
+def positive_hours(text: str) -> float:
+    """Hours of wall time: a finite number > 0 (e.g. 2.5)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of hours > 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 

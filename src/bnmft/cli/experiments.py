@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .arguments import positive_int
+from .arguments import positive_hours, positive_int
 
 
 def cmd_sweep(args) -> int:
@@ -31,6 +31,7 @@ def cmd_sweep(args) -> int:
                         scheduler=args.scheduler,
                         progress=not args.json,
                         device=args.device,
+                        time_limit=None if args.hours is None else args.hours * 3600,
                     ),
                 }
             )
@@ -45,9 +46,10 @@ def cmd_sweep(args) -> int:
     else:
         for s in summaries:
             others = f", {s['by_others']} by another sweep" if s["by_others"] else ""
+            left = f", {s['left']} left for the time limit (run again to go on)" if s["left"] else ""
             print(
-                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others} "
-                f"-> {args.store}"
+                f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others}"
+                f"{left} -> {args.store}"
             )
     return 0
 
@@ -127,11 +129,12 @@ def cmd_budget(args) -> int:
     from ..report.budget import cells_text, run_study
 
     if args.no_train:  # options of training: refused rather than ignored
-        given = [f"--{name}" for name in ("workers", "scheduler", "device") if getattr(args, name) is not None]
+        given = [f"--{name}" for name in ("workers", "scheduler", "device", "hours") if getattr(args, name) is not None]
         if given:
             raise InputError(f"{', '.join(given)}: options of training, not allowed with --no-train (trains nothing)")
     study = run_study(Path(args.out), args.plan, workers=args.workers, scheduler=args.scheduler,
-                      device=args.device or "cpu", progress=not args.json, train=not args.no_train)  # fmt: skip
+                      device=args.device or "cpu", progress=not args.json, train=not args.no_train,
+                      time_limit=None if args.hours is None else args.hours * 3600)  # fmt: skip
     if args.json:
         print(json.dumps({"out": args.out, "cells_done": study["cells_done"], "cells_planned": study["cells_planned"],
                           "not_probed": study["not_probed"], "trends": study["trends"]}, indent=2,
@@ -159,6 +162,10 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+HOURS_HELP = ("a wall-time limit (e.g. a cluster job's): start a cell only while it is expected to finish in time "
+              "(estimated from the store's finished cells); the cells in flight finish; run again to go on")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("sweep", help="run (or resume) a training sweep declared in TOML")
     p.add_argument("config", help="a sweep TOML file, or a preset: quick, paper, tiny")
@@ -166,6 +173,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda: cells of one shape train batched on the GPU")
+    p.add_argument("--hours", type=positive_hours, help=HOURS_HELP)
     p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
     p.set_defaults(func=cmd_sweep)
 
@@ -183,8 +191,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask cluster")
     p.add_argument("--device", help="cpu (default), or cuda: the batched models train on the GPU")
+    p.add_argument("--hours", type=positive_hours, help=HOURS_HELP)
     p.add_argument("--no-train", action="store_true", help="analyse the cells already in the store, train nothing "
-                   "(not with --workers, --scheduler, --device)")  # fmt: skip
+                   "(not with --workers, --scheduler, --device, --hours)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
     p.set_defaults(func=cmd_budget)
 

@@ -32,40 +32,10 @@ from ..simulate.network import NetworkSpec, batch_norm, init_weights
 from ..simulate.torch_phi import to_torch
 from .config import TrainConfig, check_config, layer_counts
 from .data import Dataset
+from .groups import BATCH_KEYS, batch_key
 from .training import batch_statistics, cached_dataset, subset
 
-#: the fields that cells trained together must share
-BATCH_KEYS = (
-    "dataset",
-    "data_dir",
-    "phi",
-    "alpha",
-    "depth",
-    "branch_depth",
-    "width",
-    "batch_size",
-    "optimizer",
-    "epochs",
-    "train_subset",
-    "test_subset",
-)
-#: at most this many cells in one batched model (memory grows linearly with it)
-MAX_MODELS = 16
 RMSPROP_ALPHA, RMSPROP_EPS = 0.99, 1e-8  # torch.optim.RMSprop's defaults, which train() uses
-
-
-def batch_key(config: dict) -> tuple:
-    """The fields a cell must share with the others of its batch."""
-    return tuple(config.get(k) for k in BATCH_KEYS)
-
-
-def group_cells(configs: Sequence[dict], max_models: int = MAX_MODELS) -> list[list[dict]]:
-    """Cells grouped by :func:`batch_key` (first-seen order), each group cut into pieces of at most
-    ``max_models``."""
-    groups: dict[tuple, list[dict]] = {}
-    for config in configs:
-        groups.setdefault(batch_key(config), []).append(config)
-    return [g[i : i + max_models] for g in groups.values() for i in range(0, len(g), max_models)]
 
 
 class _Stack:
@@ -315,4 +285,4 @@ def _evaluate(forward, xte: torch.Tensor, yte: torch.Tensor, classes: int, chunk
     return [float(v) / n for v in loss], [int(c) / n for c in correct]
 
 
-__all__ = ["BATCH_KEYS", "MAX_MODELS", "batch_key", "check_device", "group_cells", "train_batched"]
+__all__ = ["check_device", "train_batched"]

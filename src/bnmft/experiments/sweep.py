@@ -43,7 +43,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from ..errors import InputError
-from .config import CONFIG_KEYS, TrainConfig, check_config, layer_counts
+from .config import CONFIG_KEYS, TrainConfig, check_config
+from .groups import CostModel, cell_cost, group_cells
 from .store import Store, cell_key
 
 TOP_KEYS = ("name", "description", "x", "seeds", "base", "grid")
@@ -175,7 +176,7 @@ def parse_sweep(raw: dict) -> Sweep:
 
 
 def run_cells(configs: list[dict], device: str = "cpu") -> list[dict]:
-    """Train cells that share their shapes (:func:`bnmft.experiments.batched.group_cells`) together as one batched
+    """Train cells that share their shapes (:func:`bnmft.experiments.groups.group_cells`) together as one batched
     model; a single cell on the CPU trains alone. Runs in a worker process (one torch thread)."""
     import torch
 
@@ -222,6 +223,9 @@ def _init_worker(coordinator: int) -> None:
 
 #: seconds a claim on a cell lasts; the coordinator renews its claims every LEASE_SECONDS / 4
 LEASE_SECONDS = 120.0
+#: a time-limited run starts a group only if this many times its estimated wall time fits in the time left (the
+#: estimate is 0.84-1.74x off: :class:`~bnmft.experiments.groups.CostModel`)
+LIMIT_MARGIN = 1.5
 
 
 class _Heartbeat:
@@ -255,6 +259,7 @@ def run_sweep(
     on_result: Callable[[dict], None] | None = None,
     lease: float = LEASE_SECONDS,
     device: str = "cpu",
+    time_limit: float | None = None,
 ) -> dict:
     """Run the cells of ``sweep`` that ``store`` does not have yet; returns counts.
 
@@ -268,13 +273,18 @@ def run_sweep(
         progress: show a progress bar (cells done, time left) on stderr.
         lease: seconds a claim lasts without renewal (renewed every lease / 4 while this sweep runs).
         device: ``"cpu"`` or ``"cuda"``: where the (batched) models train.
+        time_limit: seconds of wall time (e.g. a cluster job's limit less a margin): a cell starts only while it is
+            expected to finish within them (:class:`~bnmft.experiments.groups.CostModel`, from the cells the store
+            holds and those this run finishes, with :data:`LIMIT_MARGIN`; a cell of no measured kind starts while
+            time is left); the cells in flight finish, the others are left for the next run.
 
     Returns:
         ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
-        meanwhile by other sweeps)}``.
+        meanwhile by other sweeps), "left" (not started: the time limit)}``.
     """
-    return _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
-                lease=lease, device=device, order="grid")[sweep.name]  # (grid order: the anchor first)
+    counts = _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
+                  lease=lease, device=device, order="grid", time_limit=time_limit)  # fmt: skip
+    return counts[sweep.name]  # (grid order: the anchor first)
 
 
 def run_sweeps(
@@ -289,6 +299,7 @@ def run_sweeps(
     device: str = "cpu",
     stop: threading.Event | None = None,
     order: str = "cost",
+    time_limit: float | None = None,
 ) -> dict[str, dict]:
     """Run several sweeps as one schedule: the cells (batched groups) of all of them that ``store`` does not have
     yet go to one pool, so no worker idles at the end of each sweep; cells of different sweeps that share their
@@ -301,7 +312,8 @@ def run_sweeps(
         order: ``"cost"``: the costliest groups first (:func:`cell_cost`: the shortest idle tail); ``"sweeps"``:
             the sweeps in the order given, each in its grid order (a stopped run has finished the first sweeps, up
             to the cells in flight, and holds a prefix of the grid of the sweep it stopped in; a group shared by
-            several sweeps goes with the first).
+            several sweeps goes with the first). With a ``time_limit``, a later group that fits in the time left
+            starts when the next does not.
 
     Returns:
         :func:`run_sweep`'s counts per sweep name.
@@ -309,7 +321,7 @@ def run_sweeps(
     if order not in ("cost", "sweeps"):
         raise InputError(f"order must be 'cost' or 'sweeps', got {order!r}")
     return _run(sweeps, store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
-                lease=lease, device=device, order=order, stop=stop)  # fmt: skip
+                lease=lease, device=device, order=order, stop=stop, time_limit=time_limit)  # fmt: skip
 
 
 def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
@@ -318,11 +330,15 @@ def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
     return store.results(keys={cell_key(c) for c in sweep.cells()})
 
 
-def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, device, order, stop=None):
+def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, device, order, stop=None, time_limit=None):
     from tqdm import tqdm
 
+    started = time.monotonic()
     if isinstance(lease, bool) or not (isinstance(lease, int | float) and lease > 0):
         raise InputError(f"lease must be a positive number of seconds, got {lease!r}")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int | float)
+                                   or not math.isfinite(time_limit) or time_limit <= 0):  # fmt: skip
+        raise InputError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     names = [s.name for s in sweeps]
     if len(set(names)) != len(names):
         raise InputError(f"sweeps: each name once, got {names}")
@@ -337,8 +353,8 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
             if key not in done and key not in owner_of:
                 owner_of[key] = sweep.name
                 todo.append(config)
-    counts = {n: {"cells": len(c), "skipped": sum(cell_key(x) in done for x in c), "ran": 0, "by_others": 0}
-              for n, c in cells.items()}  # fmt: skip
+    counts = {n: {"cells": len(c), "skipped": sum(cell_key(x) in done for x in c), "ran": 0, "by_others": 0,
+                  "left": 0} for n, c in cells.items()}  # fmt: skip
     if not todo:
         return counts
     if device != "cpu":
@@ -359,6 +375,7 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     shared = {n: {cell_key(x) for x in c} for n, c in cells.items()}
     ran: set[str] = set()
+    costs = CostModel(store.results()) if time_limit is not None else None
 
     def finished(key: str) -> None:  # the bar counts a cell once per sweep that has it
         bar.update(sum(key in keys for keys in shared.values()))
@@ -367,14 +384,25 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         key = cell_key(config)
         ran.add(key)  # trained here; the store keeps the first result of a cell, so nothing is duplicated
         store.add(owner_of[key], key, config, result, owner=owner)
+        if costs is not None:
+            costs.add(config, result)
         finished(key)
         if on_result is not None:
             on_result(result)
 
+    fits = None
+    if costs is not None:
+        deadline = started + time_limit
+
+        def fits(group: list[dict]) -> bool:
+            now, seconds = time.monotonic(), costs.seconds(group)
+            return now < deadline and (seconds is None or now + LIMIT_MARGIN * seconds <= deadline)
+
     heartbeat = _Heartbeat(store.path, owner, lease)
+    left: set[str] = set()
     try:
         rank = {key: names.index(name) for key, name in owner_of.items()}
-        _schedule(todo, store, owner, lease, runner, record, finished, order, rank, stop)
+        left = _schedule(todo, store, owner, lease, runner, record, finished, order, rank, stop, fits)
     finally:
         runner.close(terminate=stop is not None and stop.is_set())
         heartbeat.close()
@@ -383,37 +411,31 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     for name, keys in shared.items():
         mine = [k for k in keys if k not in done]
         counts[name]["ran"] = sum(k in ran and owner_of.get(k) == name for k in mine)
-        counts[name]["by_others"] = len(mine) - counts[name]["ran"]
+        counts[name]["left"] = sum(k in left for k in mine)
+        counts[name]["by_others"] = len(mine) - counts[name]["ran"] - counts[name]["left"]
     return counts
 
 
-def cell_cost(group: list[dict]) -> float:
-    """A batched group's relative training cost, for ordering (longest first): layer-steps times ``1 + B / 64`` per
-    model (measured on 2 cores at width 384: a layer-step costs 1.1 ms at B = 8 and 3.5 ms at B = 128), times K^0.6
-    for K stacked models (a stack of 3 costs about 2 singles), times (width / 384)^2 (assumed: the weight matrix's
-    size)."""
-    cfg = TrainConfig(**group[0])
-    steps = cfg.epochs * ((cfg.train_subset or 60_000) // cfg.batch_size)  # (None: the whole set, about 60k)
-    per_model = sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * (cfg.width / 384) ** 2
-    return per_model * len(group) ** 0.6
-
-
 def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, order: str,
-              rank: dict[str, int], stop: threading.Event | None) -> None:
+              rank: dict[str, int], stop: threading.Event | None,
+              fits: Callable[[list[dict]], bool] | None) -> set[str]:  # fmt: skip
     """Claim and submit groups of cells (one batched model each) while the runner has room, in ``order``
     (``"grid"``: as given; ``"cost"``; ``"sweeps"``: by the least ``rank`` of a group's cells, else as given); collect
     results (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored
-    one)."""
-    from .batched import group_cells
-
+    one). A group that does not ``fit`` in the time left is dropped (time only runs out). Returns the keys of the
+    dropped cells."""
     waiting = group_cells(todo)  # not yet claimed by this sweep
     if order == "cost":
         waiting.sort(key=cell_cost, reverse=True)
     elif order == "sweeps":
         waiting.sort(key=lambda g: min(rank[cell_key(c)] for c in g))  # (a stable sort: grid order within)
+    dropped: set[str] = set()
     while (waiting or runner.busy()) and not (stop is not None and stop.is_set()):
         still = []
         for group in waiting:
+            if fits is not None and not fits(group):
+                dropped.update(cell_key(c) for c in group)
+                continue
             if not runner.has_room():
                 still.append(group)
                 continue
@@ -436,6 +458,7 @@ def _schedule(todo, store: Store, owner: str, lease: float, runner, record, fini
                 record(config, result)
         elif waiting:
             time.sleep(min(lease / 4, 2.0))  # only cells another sweep holds: wait for them (or for their lease)
+    return dropped
 
 
 class _LocalRunner:

@@ -32,9 +32,15 @@ OPTIMIZER_LABELS = {("sgd", "1e-3*B"): "SGD, lr 1e-3 B (ours)", ("sgd", "1e-5*B"
 
 
 def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None, scheduler: str | None = None,
-              device: str = "cpu", progress: bool = True, train: bool = True) -> dict:  # fmt: skip
+              device: str = "cpu", progress: bool = True, train: bool = True,
+              time_limit: float | None = None) -> dict:  # fmt: skip
     """Train the plan's sweeps (unless ``train`` is False: then only the stored cells are analysed) and write the
     outputs. Returns the analysis (``budget.json``'s content: strict JSON, a non-finite number stored as None).
+    ``time_limit``: seconds of wall time for the training (:func:`~bnmft.experiments.sweep.run_sweeps`'s rule: the
+    cells in flight finish, a cell starts only while it is expected to finish in time).
+
+    ``training_core_seconds_left`` is the estimated training time of the cells not yet stored
+    (:class:`~bnmft.experiments.groups.CostModel`, from the stored cells; None where a kind was never measured).
 
     A :data:`~bnmft.experiments.budget.PROBED` sweep counts as its anchors alone (``anchor_only``) where they are
     stored and none learns; where its anchors are not all stored yet (``not_probed``: only without training) the
@@ -45,12 +51,15 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
 
     if plan_name not in PLANS:
         raise InputError(f"plan: unknown plan {plan_name!r} (allowed: {', '.join(PLANS)})")
+    if time_limit is not None and not train:
+        raise InputError("time_limit: a limit of training, not allowed with train=False")
     plan = PLANS[plan_name]
     out.mkdir(parents=True, exist_ok=True)
     sweeps = budget_sweeps(plan)
     store = Store(out / "sweeps.db")
     started = time.perf_counter()
     options = {"workers": workers, "scheduler": scheduler, "device": device, "progress": progress, "order": "sweeps"}
+    deadline = None if time_limit is None else time.monotonic() + time_limit  # (time_limit is checked by run_sweeps)
     planned, skipped, not_probed, run = 0, [], [], []
     try:
         # the probed optimisers' anchors first (one schedule), then every sweep that is not skipped as one schedule
@@ -58,7 +67,7 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
         # e.g. SGD at both rates of one depth trains as one batched model)
         probes = {sweep.name: anchor_only(sweep, plan) for label, sweep in sweeps if label in PROBED}
         if train and probes:
-            run_sweeps(list(probes.values()), store, **options)
+            run_sweeps(list(probes.values()), store, time_limit=time_limit, **options)
         for _, sweep in sweeps:
             if sweep.name in probes:
                 stored = store.results(sweep.name)
@@ -70,15 +79,18 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
                     continue
             planned += len(sweep.cells())
             run.append(sweep)
-        if train:
-            run_sweeps(run, store, **options)
+        left = None if deadline is None else deadline - time.monotonic()
+        if train and (left is None or left > 0):
+            run_sweeps(run, store, time_limit=left, **options)
         results = {s.name: store.results(s.name) for _, s in sweeps}
+        core_seconds_left = _seconds_left(store, run)
     finally:
         store.close()
     cells = [c for rows in results.values() for c in rows]
     study = analyse(plan, results)
     study |= {"plan": plan_name, "cells_done": len(cells), "cells_planned": planned, "anchor_only": skipped,
               "not_probed": not_probed, "training_core_seconds": sum(c["result"].get("seconds", 0.0) for c in cells),
+              "training_core_seconds_left": core_seconds_left,
               "wall_seconds_this_call": time.perf_counter() - started}  # fmt: skip
     study = _finite(study)
     (out / "budget.json").write_text(json.dumps(study, indent=1, allow_nan=False))
@@ -89,6 +101,19 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     if study["summary"]:
         _plot_budget(study, out / "budget.png")
     return study
+
+
+def _seconds_left(store, sweeps: list[Sweep]) -> float | None:
+    """The estimated training time (core-seconds) of the sweeps' cells ``store`` does not hold, grouped as a run
+    would batch them; None where a group's kind was never measured."""
+    from ..experiments.groups import CostModel, group_cells
+    from ..experiments.store import cell_key
+
+    done = store.done_keys()
+    missing = {cell_key(c): c for s in sweeps for c in s.cells() if cell_key(c) not in done}
+    costs = CostModel(store.results())
+    estimates = [costs.seconds(group) for group in group_cells(list(missing.values()))]
+    return None if None in estimates else float(sum(estimates))
 
 
 def _finite(value):
@@ -104,12 +129,15 @@ def _finite(value):
 
 def cells_text(study: dict) -> str:
     """``"21 of 30 cells"``, or ``"21 of at most 630 cells (5 sweeps not yet probed)"`` where a probed sweep's
-    anchors are not all stored yet."""
+    anchors are not all stored yet; with the estimated training left where cells are missing (``", about 3.2
+    core-hours of training left"``)."""
     waiting = study.get("not_probed") or []
+    left = study.get("training_core_seconds_left")  # (None: not estimated, or a study of an older version)
+    rest = f", about {left / 3600:.1f} core-hours of training left" if left else ""
     if not waiting:
-        return f"{study['cells_done']} of {study['cells_planned']} cells"
+        return f"{study['cells_done']} of {study['cells_planned']} cells{rest}"
     return (f"{study['cells_done']} of at most {study['cells_planned']} cells ({len(waiting)} "
-            f"sweep{'s' if len(waiting) > 1 else ''} not yet probed)")  # fmt: skip
+            f"sweep{'s' if len(waiting) > 1 else ''} not yet probed){rest}")  # fmt: skip
 
 
 def _plot_budget(study: dict, path: Path) -> Path:
