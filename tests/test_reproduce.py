@@ -212,3 +212,21 @@ def test_the_background_training_hands_over_its_error_and_stops_on_request():
     began = time.perf_counter()
     Background(runs_until_stopped, threads).stop()  # returns once the work has seen the stop
     assert time.perf_counter() - began < 10 and torch.get_num_threads() == threads
+
+
+def test_the_presets_sweeps_are_worked_out_once_per_data_directory(monkeypatch, capsys, tmp_path):
+    """start() and run() share one list: a CIFAR-10 sweep skipped on this machine is named once, not twice."""
+    from bnmft.experiments import data
+    from bnmft.report import training
+
+    def missing(name, data_dir=None):
+        raise data.DatasetUnavailable(f"no {name} files here")
+
+    monkeypatch.setattr(data, "load_dataset", missing)
+    training._preset_sweeps.cache_clear()
+    first = training._preset_sweeps("quick", str(tmp_path))
+    assert training._preset_sweeps("quick", str(tmp_path)) is first
+    err = capsys.readouterr().err
+    assert err.count("skipping fig3d: no CIFAR-10 files in") == 1 and "no fashion_mnist files here" in err
+    assert "fig3d" not in {s.name for s in first} and "fig3a" in {s.name for s in first}
+    training._preset_sweeps.cache_clear()  # (the next test's machine has its data again)

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,10 @@ def start(ctx: Context) -> Background:
     have one each: oversubscribed threads are many times slower). :meth:`Background.wait` waits for it;
     :func:`run` then finds every cell done."""
     from ..experiments.store import Store
-    from ..experiments.sweep import load_sweeps, run_sweeps
+    from ..experiments.sweep import run_sweeps
     from ..experiments.training import torch_threads
 
-    sweeps = [s for s in map(_with_stand_in, load_sweeps(ctx.preset)) if s is not None]
+    sweeps = list(_preset_sweeps(ctx.preset, _data_dir()))
 
     def work(stop: threading.Event) -> None:
         store = Store(ctx.out / "sweeps.db")  # (this thread's own connection)
@@ -131,17 +132,14 @@ def start(ctx: Context) -> Background:
 def _sweeps(ctx: Context) -> dict:
     """The preset's training sweep(s) into out/sweeps.db (resumable), and a heatmap per sweep."""
     from ..experiments.store import Store
-    from ..experiments.sweep import load_sweeps, run_sweep, sweep_results
+    from ..experiments.sweep import run_sweep, sweep_results
     from .plots import plot_heatmap
 
     out = ctx.out
     store = Store(out / "sweeps.db")
     made = {}
     try:
-        for sweep in load_sweeps(ctx.preset):
-            sweep = _with_stand_in(sweep)
-            if sweep is None:
-                continue
+        for sweep in _preset_sweeps(ctx.preset, _data_dir()):
             started = time.perf_counter()
             run_sweep(
                 sweep, store, progress=not ctx.quiet, workers=ctx.workers, scheduler=ctx.scheduler, device=ctx.device
@@ -164,17 +162,31 @@ def _sweeps(ctx: Context) -> dict:
     return made
 
 
-def _with_stand_in(sweep):
-    """CIFAR-10 sweeps run on CIFAR-10 where its files are in the data directory (``$BNMFT_DATA`` or ``data``);
-    otherwise on Fashion-MNIST as a clearly labelled stand-in (same shapes of network, 784 inputs), or not at all
-    (with a message) when neither is on this machine."""
+def _data_dir() -> str:
+    """The data directory of the sweeps that name none: ``$BNMFT_DATA``, else ``data``."""
+    return os.environ.get("BNMFT_DATA", "data")
+
+
+@lru_cache(maxsize=8)
+def _preset_sweeps(preset: str, default_data_dir: str) -> tuple:
+    """The preset's sweeps as this machine trains them (:func:`_with_stand_in`): worked out once per process and
+    data directory, for :func:`start` and :func:`run` alike (a skipped sweep is named once)."""
+    from ..experiments.sweep import load_sweeps
+
+    return tuple(s for s in (_with_stand_in(s, default_data_dir) for s in load_sweeps(preset)) if s is not None)
+
+
+def _with_stand_in(sweep, default_data_dir: str):
+    """CIFAR-10 sweeps run on CIFAR-10 where its files are in the data directory (the sweep's ``data_dir``, else
+    ``default_data_dir``); otherwise on Fashion-MNIST as a clearly labelled stand-in (same shapes of network, 784
+    inputs), or not at all (with a message) when neither is on this machine."""
     from dataclasses import replace
 
     from ..experiments.data import DatasetUnavailable, load_dataset
 
     if sweep.base.get("dataset") != "cifar10":
         return sweep
-    data_dir = sweep.base.get("data_dir") or os.environ.get("BNMFT_DATA", "data")
+    data_dir = sweep.base.get("data_dir") or default_data_dir
     if (Path(data_dir) / "cifar-10-batches-py").exists():
         return sweep
     try:
