@@ -291,3 +291,21 @@ def test_a_time_limited_run_starts_only_the_cells_that_fit_and_the_next_run_goes
     assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0  # no limit: the rest
     assert json.loads(capsys.readouterr().out)[0] == {"sweep": "t", "cells": 4, "skipped": 2, "ran": 2,
                                                        "by_others": 0, "left": 0}  # fmt: skip
+
+
+def test_the_progress_bar_estimates_the_time_left_from_the_measured_cells(tmp_path, capsys):
+    from bnmft.experiments.groups import CostModel, cell_cost
+    from bnmft.experiments.sweep import _time_left_text
+
+    store = Store(tmp_path / "s.db")
+    measured = _timed_cell(store, 9, 8, 7200.0)  # two hours for one cell of depth 9
+    costs = CostModel(store.results())
+    twin = [dict(measured, seed=1)]
+    assert _time_left_text(costs, twin, 1) == "~2.0 h left"
+    assert _time_left_text(costs, twin, 3) == "~40 min left"  # three slots
+    assert _time_left_text(CostModel(), twin, 1) == ""  # nothing measured: no guess
+    sweep = parse_sweep({"name": "p", "x": "batch_size", "base": TINY, "grid": {"depth": [1], "batch_size": [8]}})
+    run_sweep(sweep, store, workers=1, progress=True)
+    store.close()
+    minutes = math.ceil(7200 * cell_cost(sweep.cells()) / cell_cost([measured]) / 60)
+    assert f"~{minutes} min left" in capsys.readouterr().err  # shown from the start, from the measured cell

@@ -270,7 +270,9 @@ def run_sweep(
     Args:
         workers: local processes (default: the number of CPU cores); ignored with ``scheduler``.
         scheduler: a Dask distributed scheduler address (``tcp://host:port``): cells run on its workers.
-        progress: show a progress bar (cells done, time left) on stderr.
+        progress: show a progress bar on stderr: the cells done, and the time left as
+            :class:`~bnmft.experiments.groups.CostModel` estimates it from the measured cells (cells differ too much in
+            cost for a rate).
         lease: seconds a claim lasts without renewal (renewed every lease / 4 while this sweep runs).
         device: ``"cpu"`` or ``"cuda"``: where the (batched) models train.
         time_limit: seconds of wall time (e.g. a cluster job's limit less a margin): a cell starts only while it is
@@ -370,15 +372,22 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         unit="cell",
         disable=not progress,
         file=sys.stderr,
-        smoothing=0.1,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",  # (cells differ: no rate, no ETA)
     )
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     shared = {n: {cell_key(x) for x in c} for n, c in cells.items()}
     ran: set[str] = set()
-    costs = CostModel(store.results()) if time_limit is not None else None
+    costs = CostModel(store.results()) if time_limit is not None or progress else None
+    pending = {cell_key(c): c for c in todo}
+
+    def show_time_left() -> None:  # the bar's estimate: the cells not yet done, spread over the runner's slots
+        if progress and costs is not None:
+            bar.set_postfix_str(_time_left_text(costs, list(pending.values()), runner.parallel))
 
     def finished(key: str) -> None:  # the bar counts a cell once per sweep that has it
         bar.update(sum(key in keys for keys in shared.values()))
+        pending.pop(key, None)
+        show_time_left()
 
     def record(config: dict, result: dict) -> None:
         key = cell_key(config)
@@ -391,13 +400,14 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
             on_result(result)
 
     fits = None
-    if costs is not None:
+    if costs is not None and time_limit is not None:
         deadline = started + time_limit
 
         def fits(group: list[dict]) -> bool:
             now, seconds = time.monotonic(), costs.seconds(group)
             return now < deadline and (seconds is None or now + LIMIT_MARGIN * seconds <= deadline)
 
+    show_time_left()
     heartbeat = _Heartbeat(store.path, owner, lease)
     left: set[str] = set()
     try:
@@ -414,6 +424,16 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         counts[name]["left"] = sum(k in left for k in mine)
         counts[name]["by_others"] = len(mine) - counts[name]["ran"] - counts[name]["left"]
     return counts
+
+
+def _time_left_text(costs: CostModel, configs: list[dict], parallel: int) -> str:
+    """``"~3.2 h left"`` (or minutes): the estimated wall time of ``configs`` grouped as a run batches them, on
+    ``parallel`` slots; ``""`` before anything is measured."""
+    estimates = [costs.seconds(group) for group in group_cells(configs)]
+    if not estimates or None in estimates:
+        return ""
+    seconds = sum(e for e in estimates if e is not None) / max(parallel, 1)
+    return f"~{seconds / 3600:.1f} h left" if seconds >= 3600 else f"~{math.ceil(seconds / 60)} min left"
 
 
 def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, order: str,
@@ -469,6 +489,7 @@ class _LocalRunner:
         self.count = max(1, min(workers or multiprocessing.cpu_count(), cells))
         if device != "cpu":
             self.count = 1  # one process drives the GPU; its batched models fill it
+        self.parallel = self.count  # groups that train at once
         self.queue: list[list[dict]] = []
         self.pending: dict = {}
         self.pool: ProcessPoolExecutor | None = None
@@ -528,7 +549,8 @@ class _DaskRunner:
             self.client = Client(scheduler, timeout=20)
         except (OSError, ValueError, TypeError) as err:  # unreachable, or not an address distributed can parse
             raise InputError(f"--scheduler: cannot connect to {scheduler!r} ({err})") from None
-        self.limit = 2 * max(1, sum(self.client.nthreads().values()))
+        self.parallel = max(1, sum(self.client.nthreads().values()))  # groups that train at once
+        self.limit = 2 * self.parallel
         self.pending: dict = {}
 
     def has_room(self) -> bool:
