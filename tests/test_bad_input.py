@@ -247,6 +247,7 @@ def _cases():
     add(["sweep"], None, ["{d}/missing.toml", "{d}/binary.toml", "{d}/invalid.toml", "{d}/adir", "nosuchpreset"])
     add(sweep, "--store", ["{d}/adir", "{d}/text.db", "{d}/other.db", "{d}/afile/x.db"])
     add(sweep, "--workers", ["0", "-1", "abc"])
+    add(sweep, "--hours", ["0", "-1", "abc", "inf", "nan"])
     add(sweep, "--scheduler", ["nonsense://x", "tcp://::::"])
     add(sweep, "--device", ["tpu", "cuda", "cuda:9"])
     # heatmap
@@ -297,6 +298,8 @@ def _cases():
     add(["budget", "--out", "{d}/b", "--no-train"], "--workers", ["2"])  # options of training: refused, not ignored
     add(["budget", "--out", "{d}/b", "--no-train"], "--scheduler", ["tcp://localhost:8786"])
     add(["budget", "--out", "{d}/b", "--no-train"], "--device", ["cpu"])
+    add(["budget", "--out", "{d}/b"], "--hours", ["0", "-2", "1h"])
+    add(["budget", "--out", "{d}/b", "--no-train"], "--hours", ["1"])
     cases += [["nonlinearities", "--jsn"], ["nosuchcommand"], []]
     return cases
 
