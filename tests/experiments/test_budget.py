@@ -380,3 +380,16 @@ def test_a_time_limited_study_trains_what_fits_and_estimates_the_rest(tmp_path, 
             code = exc.code
         err = capsys.readouterr().err
         assert code == 2 and "--hours" in err and "Traceback" not in err
+
+
+def test_the_wall_time_is_the_union_of_the_cells_training_spans():
+    def cell(finished, seconds, batched=1):
+        return {"finished": finished, "result": {"seconds": seconds, "batched": batched}}
+
+    # spans [0, 10] and [5, 12] overlap (two workers), [20, 25] after a pause, [21, 23] inside it (a batch of 2)
+    cells = [cell(12.0, 7.0), cell(10.0, 10.0), cell(25.0, 5.0), cell(23.0, 1.0, batched=2)]
+    assert report._wall_seconds(cells) == pytest.approx(12.0 + 5.0)
+    assert report._wall_seconds([]) == 0.0
+    lines = report.text({"cells_done": 4, "cells_planned": 4, "training_core_seconds": 7200.0,
+                         "training_wall_seconds": 3960.0, "summary": [], "trends": []})  # fmt: skip
+    assert "4 of 4 cells, 2.0 core-hours of training in 1.1 hours of wall time" in lines[2]

@@ -39,7 +39,8 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     ``time_limit``: seconds of wall time for the training (:func:`~bnmft.experiments.sweep.run_sweeps`'s rule: the
     cells in flight finish, a cell starts only while it is expected to finish in time).
 
-    ``training_core_seconds_left`` is the estimated training time of the cells not yet stored
+    ``training_wall_seconds`` is the wall time the study has trained (the union of its cells' training spans, over
+    every call), ``training_core_seconds_left`` the estimated training time of the cells not yet stored
     (:class:`~bnmft.experiments.groups.CostModel`, from the stored cells; None where a kind was never measured).
 
     A :data:`~bnmft.experiments.budget.PROBED` sweep counts as its anchors alone (``anchor_only``) where they are
@@ -90,7 +91,7 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     study = analyse(plan, results)
     study |= {"plan": plan_name, "cells_done": len(cells), "cells_planned": planned, "anchor_only": skipped,
               "not_probed": not_probed, "training_core_seconds": sum(c["result"].get("seconds", 0.0) for c in cells),
-              "training_core_seconds_left": core_seconds_left,
+              "training_core_seconds_left": core_seconds_left, "training_wall_seconds": _wall_seconds(cells),
               "wall_seconds_this_call": time.perf_counter() - started}  # fmt: skip
     study = _finite(study)
     (out / "budget.json").write_text(json.dumps(study, indent=1, allow_nan=False))
@@ -101,6 +102,21 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     if study["summary"]:
         _plot_budget(study, out / "budget.png")
     return study
+
+
+def _wall_seconds(cells: list[dict]) -> float:
+    """The length of the union of the cells' training spans (``finished`` less the batched model's wall time,
+    ``seconds`` x ``batched``): the study's wall time, the pauses between its runs left out."""
+    spans = sorted((c["finished"] - c["result"].get("seconds", 0.0) * c["result"].get("batched", 1), c["finished"])
+                   for c in cells)  # fmt: skip
+    total, start, end = 0.0, None, None
+    for a, b in spans:
+        if end is None or a > end:
+            total += 0.0 if end is None else end - start
+            start, end = a, b
+        else:
+            end = max(end, b)
+    return total + (0.0 if end is None else end - start)
 
 
 def _seconds_left(store, sweeps: list[Sweep]) -> float | None:
@@ -253,11 +269,13 @@ def text(study: dict | None) -> list[str]:
                 "No budget study in docs/budget/ (run `bnmft budget --out docs/budget`, several hours on 2 cores).",
                 ""]  # fmt: skip
     done = cells_text(study)
+    wall = study.get("training_wall_seconds")  # (absent from a study of an older version)
+    wall = f" in {wall / 3600:.1f} hours of wall time" if wall else ""
     lines = [
         "### The edge against the training budget",
         "",
         f"The budget study (`bnmft budget`, docs/budget.md; {done}, {study['training_core_seconds'] / 3600:.1f} "
-        "core-hours of training): per column, optimiser and budget (1x = the quick preset's 1 epoch on 5000 "
+        f"core-hours of training{wall}): per column, optimiser and budget (1x = the quick preset's 1 epoch on 5000 "
         "examples), the crossing depth of each seed (half-way between chance and a depth-8 network's accuracy), "
         "mean +- standard error over the seeds.",
         "",
