@@ -393,3 +393,32 @@ def test_the_wall_time_is_the_union_of_the_cells_training_spans():
     lines = report.text({"cells_done": 4, "cells_planned": 4, "training_core_seconds": 7200.0,
                          "training_wall_seconds": 3960.0, "summary": [], "trends": []})  # fmt: skip
     assert "4 of 4 cells, 2.0 core-hours of training in 1.1 hours of wall time" in lines[2]
+
+
+def test_the_budget_figure_marks_every_row_where_its_legend_says():
+    base = {"column": "B8", "seeds": 3, "censored": 0, "untrained": 0, "partial": False, "below_grid": 0,
+            "grid_bottom": 16, "grid_top": 44, "theory_depth": 27.7, "crossing_stderr": 0.5}  # fmt: skip
+    summary = [
+        base | {"optimizer": "sgd", "lr": "1e-3*B", "budget": 1, "steps": 625, "crossing_mean": 19.0},
+        base | {"optimizer": "sgd", "lr": "1e-3*B", "budget": 4, "steps": 2500, "crossing_mean": 22.0,
+                "partial": True},
+        base | {"optimizer": "sgd", "lr": "1e-5*B", "budget": 1, "steps": 625, "crossing_mean": None, "untrained": 3},
+        base | {"optimizer": "sgd", "lr": "1e-5*B", "budget": 4, "steps": 2500, "crossing_mean": 16.0,
+                "below_grid": 3},
+        base | {"optimizer": "rmsprop", "lr": "1e-5*B", "budget": 4, "steps": 2500, "crossing_mean": None,
+                "censored": 2},
+    ]  # fmt: skip
+    fig = report.budget_figure({"summary": summary, "trends": []})
+    ax = fig.axes[0]
+    points = {(line.get_marker(), round(x), y) for line in ax.get_lines()
+              for x, y in zip(*line.get_data(), strict=True) if line.get_linestyle() == "None"}  # fmt: skip
+    assert ("x", round(625 * 2**0.0), 16) in points  # the paper's SGD, in the middle of three: not moved
+    assert ("v", 2500, 16) in points and ("^", round(2500 * 2**0.07), 44) in points
+    assert ("o", round(2500 * 2**-0.07), 22.0) in points  # the provisional point, open
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["SGD, lr 1e-3 B (ours)", "SGD, lr 1e-5 B (paper)", "RMSProp, lr 1e-5 B (paper)",
+                      "provisional (partial grids)", "below the grid", "beyond the grid", "does not train",
+                      r"theory: $16/\ln\lambda_G$"]  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

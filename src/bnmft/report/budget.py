@@ -157,70 +157,90 @@ def cells_text(study: dict) -> str:
 
 
 def _plot_budget(study: dict, path: Path) -> Path:
-    """Crossing depth (mean over seeds, standard error) against SGD steps, one panel per column, one line per
-    optimiser (the same colour in every panel); the theory's line dashed; a crossing below the grid as a triangle
-    at the grid's first depth, an edge beyond it as one at its last; a converging trend's geometric limit (16-84%)
-    as an open diamond at the right."""
+    """:func:`budget_figure`, saved."""
+    return save_figure(budget_figure(study), path, dpi=150)
+
+
+def budget_figure(study: dict):
+    """Crossing depth (mean over seeds, standard error) against SGD steps: one panel per column, one line per
+    optimiser (its colour the same in every panel, the optimisers a little apart at each budget), the theory's line
+    dashed and labelled in the panel; marker shapes say the rest - open circle: provisional (partial grids), down
+    triangle: below the grid (at its first depth), up triangle: beyond it (at its last), cross: nothing trains (at
+    the grid's first depth), open diamond: a converging trend's geometric limit (16-84%, right of the budgets). One
+    legend for the figure, below the panels.
+
+    Returns:
+        The matplotlib figure.
+    """
     plt = load_pyplot()
+    from matplotlib.lines import Line2D
+
     columns = list(dict.fromkeys(r["column"] for r in study["summary"]))
     colours = {key: f"C{i}" for i, key in enumerate(OPTIMIZER_LABELS)}
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.2), constrained_layout=True,
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 4.2), constrained_layout=True,
                              squeeze=False)  # fmt: skip
+    drawn: dict[tuple, str] = {}  # optimiser -> its label, in the order drawn
+    shapes: set[str] = set()  # the marker kinds drawn, for the legend
     for ax, column in zip(axes[0], columns, strict=True):
         rows = [r for r in study["summary"] if r["column"] == column]
         keys = list(dict.fromkeys((r["optimizer"], r["lr"]) for r in rows))
         budgets = sorted((steps, factor) for factor, steps in {r["budget"]: r["steps"] for r in rows}.items())
         right = budgets[-1][0] * 2
         for i, key in enumerate(keys):
-            colour = colours.get(key, f"C{len(colours) + i}")
+            dodge = 2 ** (0.07 * (i - (len(keys) - 1) / 2))  # the optimisers side by side at each budget
+            colour = colours.setdefault(key, f"C{len(colours)}")
+            drawn.setdefault(key, OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}"))
             own = [r for r in rows if (r["optimizer"], r["lr"]) == key]
-            mine = [r for r in own if r["crossing_mean"] is not None]
-            sel = [r for r in mine if not r["below_grid"]]
-            below = [r for r in mine if r["below_grid"]]  # below the grid: a marker at its first depth, no error bar
-            label = OPTIMIZER_LABELS.get(key, f"{key[0]}, lr {key[1]}")
-            if sel:
-                ax.errorbar([r["steps"] for r in sel], [r["crossing_mean"] for r in sel],
-                            yerr=[r["crossing_stderr"] or 0.0 for r in sel], fmt="o-", color=colour, capsize=3,
-                            label=label)  # fmt: skip
-                partial = [r for r in sel if r["partial"]]  # provisional: open circles over the filled ones
-                ax.plot([r["steps"] for r in partial], [r["crossing_mean"] for r in partial], "o", color=colour,
-                        mfc="white", zorder=3)  # fmt: skip
-            if below:
-                ax.plot([r["steps"] for r in below], [r["grid_bottom"] for r in below], "v", color=colour, ms=8,
-                        label=None if sel else f"{label}: below the grid")  # fmt: skip
-            beyond = [r for r in own if r["crossing_mean"] is None and 2 * r["censored"] > r["seeds"]]
-            if beyond:  # most seeds' edge beyond the grid (the verdict's rule): a marker at the grid's last depth
-                ax.plot([r["steps"] for r in beyond], [r["grid_top"] for r in beyond], "^", color=colour, ms=8,
-                        label=None if sel or below else f"{label}: beyond the grid")  # fmt: skip
-            untrained = [r["steps"] for r in own if r["untrained"] == r["seeds"]]
-            if untrained:  # nothing to draw: said in the legend
-                ax.plot([], [], "x", color=colour, label=f"{label}: does not train at {', '.join(map(str, untrained))} "
-                        "steps")  # fmt: skip
+            on_grid = [r for r in own if r["crossing_mean"] is not None and not r["below_grid"]]
+            if on_grid:
+                ax.errorbar([r["steps"] * dodge for r in on_grid], [r["crossing_mean"] for r in on_grid],
+                            yerr=[r["crossing_stderr"] or 0.0 for r in on_grid], fmt="o-", color=colour,
+                            capsize=3)  # fmt: skip
+            marks = [  # (rows, depth of the marker, marker, its kind)
+                ([r for r in on_grid if r["partial"]], "crossing_mean", dict(marker="o", mfc="white"), "partial"),
+                ([r for r in own if r["crossing_mean"] is not None and r["below_grid"]], "grid_bottom",
+                 dict(marker="v", ms=8), "below"),
+                ([r for r in own if r["crossing_mean"] is None and 2 * r["censored"] > r["seeds"]], "grid_top",
+                 dict(marker="^", ms=8), "beyond"),  # most seeds' edge beyond the grid (the verdict's rule)
+                ([r for r in own if r["untrained"] == r["seeds"]], "grid_bottom", dict(marker="x", ms=8, mew=2),
+                 "untrained"),
+            ]  # fmt: skip
+            for chosen, depth, style, kind in marks:
+                if chosen:
+                    ax.plot([r["steps"] * dodge for r in chosen], [r[depth] for r in chosen], ls="none", color=colour,
+                            zorder=3, **style)  # fmt: skip
+                    shapes.add(kind)
             t = next((t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key)), {})
             if t.get("limit") is not None and t.get("limit_interval") and t["limit_interval"][0] is not None:
                 lo, hi = t["limit_interval"]
                 hi = min(3 * rows[0]["theory_depth"] if hi is None else hi, 3 * rows[0]["theory_depth"])
                 ax.errorbar([right * (1 + 0.1 * i)], [t["limit"]], yerr=[[t["limit"] - lo], [hi - t["limit"]]],
                             fmt="D", color=colour, capsize=3, mfc="none")  # fmt: skip
+                shapes.add("limit")
         line = rows[0]["theory_depth"]
-        ax.axhline(line, color="k", ls="--", lw=1, label=f"16 / ln lambda_G = {line:.1f}")
+        ax.axhline(line, color="k", ls="--", lw=1)
+        ax.annotate(rf"$16/\ln\lambda_G = {line:.1f}$", (0.02, line), xycoords=("axes fraction", "data"),
+                    xytext=(0, 3), textcoords="offset points", fontsize=8, va="bottom")  # fmt: skip
         bottom, top = ax.get_ylim()
-        ax.set_ylim(bottom, max(top, line + 0.35 * (line - bottom)))  # room for the legend above the line
+        ax.set_ylim(bottom - 0.03 * (top - bottom), max(top, line + 0.12 * (line - bottom)))
         ax.set_xscale("log", base=2)
         ax.set_xticks([steps for steps, _ in budgets], [f"{steps}\n({factor}x)" for steps, factor in budgets])
         ax.minorticks_off()
         ax.set_xlim(budgets[0][0] / 1.6, right * 1.5)
         ax.set_xlabel("SGD steps (budget)")
-        ax.set_ylabel("crossing depth (half-way accuracy)")
         ax.set_title(f"column {column}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(
-        "Trainable edge against the training budget (mean +- s.e. over seeds; open circles: partial; "
-        "triangles: below or beyond the grid; open diamonds: geometric limit, 16-84%)",
-        fontsize=9,
-    )
-    return save_figure(fig, path, dpi=150)
+    axes[0][0].set_ylabel("crossing depth (half-way accuracy)")
+    handles = [Line2D([], [], color=colours[key], marker="o", label=label) for key, label in drawn.items()]
+    keys = {"partial": ("o", "white", "provisional (partial grids)"), "below": ("v", "grey", "below the grid"),
+            "beyond": ("^", "grey", "beyond the grid"), "untrained": ("x", "grey", "does not train"),
+            "limit": ("D", "white", "geometric limit (16-84%)")}  # fmt: skip
+    handles += [Line2D([], [], ls="none", color="grey", marker=m, mfc=face, label=text)
+                for kind, (m, face, text) in keys.items() if kind in shapes]  # fmt: skip
+    handles.append(Line2D([], [], color="k", ls="--", lw=1, label=r"theory: $16/\ln\lambda_G$"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.suptitle("Trainable edge against the training budget (mean +- standard error over seeds)", fontsize=10)
+    return fig
 
 
 def load_committed(directory: Path = COMMITTED) -> dict | None:
