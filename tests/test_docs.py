@@ -181,6 +181,7 @@ def test_every_page_renders_in_a_real_browser(site):
 
 def test_readme_budget_tables_are_the_committed_study():
     # the README's copy of the budget study's tables (docs/budget/budget.json) stays equal to what the code draws
+    # (scripts/budget-tables redraws them)
     import json
 
     from bnmft.report.budget import tables
