@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bnmft.experiments.config import TrainConfig, check_config
-from bnmft.experiments.sweep import PRESETS, load_sweeps, run_cells
+from bnmft.experiments.runners import run_cells
+from bnmft.experiments.sweep import PRESETS, load_sweeps
 
 from .test_data import make_cifar
 
