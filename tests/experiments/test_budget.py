@@ -350,29 +350,31 @@ def test_an_anchor_learns_by_the_heatmaps_rule():
 
 
 def test_a_time_limited_study_trains_what_fits_and_estimates_the_rest(tmp_path, monkeypatch, capsys):
-    """A store whose measured cells make every planned group cost hours: a one-hour run trains nothing, and the
-    estimate left is the cost model's sum over the groups a run would train (an exact identity)."""
+    """A store whose measured cells make every planned group cost hours: a one-hour run trains nothing - not even
+    the probed sweep's anchors, so its grid waits (not probed, counted whole) - and the estimate left is the cost
+    model's sum over the groups a run would train (an exact identity)."""
     from bnmft.experiments.groups import CostModel, group_cells
 
     plan = BudgetPlan(columns={"B8": {"batch_size": 8}}, budgets={1: (1, 64)}, seeds=(0, 1), depth_step=24,
-                      anchor_depth=2, optimizers=("rmsprop", "sgd"),
+                      anchor_depth=2, optimizers=("rmsprop", "sgd_paper"),
                       base={"dataset": "mnist", "test_subset": 64, "width": 16})  # fmt: skip
     monkeypatch.setitem(PLANS, "tiny", plan)
     store = Store(tmp_path / "sweeps.db")
-    for optimizer in ("rmsprop", "sgd"):  # one measured cell of each kind, off the plan's grid
-        config = next(s for _, s in budget_sweeps(plan) if optimizer in s.name).cells()[0] | {"depth": 99}
+    for label in ("rmsprop", "sgd_paper"):  # one measured cell of each kind, off the plan's grid
+        config = next(s for lab, s in budget_sweeps(plan) if lab == label).cells()[0] | {"depth": 99}
         store.add("old", cell_key(config), config, {"test_accuracy": 0.5, "seconds": 3e6, "batched": 1})
     costs = CostModel(store.results())
     store.close()
     study = report.run_study(tmp_path, "tiny", workers=1, progress=False, time_limit=3600.0)
-    assert study["cells_done"] == 0
+    assert study["cells_done"] == 0 and study["not_probed"] == [sweep_name("B8", 1, "sgd_paper")]
     cells = {cell_key(c): c for _, s in budget_sweeps(plan) for c in s.cells()}
+    assert study["cells_planned"] == len(cells)
     expected = sum(costs.seconds(g) for g in group_cells(list(cells.values())))
     assert study["training_core_seconds_left"] == pytest.approx(expected)
     assert expected > 3600  # (each group is estimated at hours: none fits)
     assert main(["budget", "--plan", "tiny", "--out", str(tmp_path), "--no-train"]) == 0
     out = capsys.readouterr().out
-    assert f"0 of {len(cells)} cells, about {expected / 3600:.1f} core-hours of training left" in out
+    assert f"0 of at most {len(cells)} cells (1 sweep not yet probed), about {expected / 3600:.1f} core-hours" in out
     for argv in (["--no-train", "--hours", "1"], ["--hours", "-1"]):
         try:
             code = main(["budget", "--plan", "tiny", "--out", str(tmp_path), *argv])

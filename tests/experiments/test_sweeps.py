@@ -56,6 +56,7 @@ def test_rmsprop_and_ghost_batches_run():
         ({"grid": {"depth": [2]}}, "'name' is required"),
         ({"name": "s", "x": "gamma", "grid": {"depth": [2]}}, "x = 'gamma' must be one of the grid keys"),
         ({"name": "s", "base": {"batch_size": 10, "ghost_size": 4}, "grid": {"depth": [2]}}, "must divide"),
+        ({"name": "s", "seeds": [0, 1, 0], "grid": {"depth": [2]}}, "seeds repeats a seed"),
     ],
 )
 def test_bad_configurations_are_rejected_with_the_key_named(raw, message):
@@ -238,6 +239,7 @@ def test_a_stopped_schedule_ends_at_once_keeping_finished_cells(tmp_path):
     stop = threading.Event()
     counts = run_sweeps([sweep], store, workers=1, progress=False, stop=stop, on_result=lambda r: stop.set())
     assert counts["t"]["ran"] == 1 and len(sweep_results(store, sweep)) == 1  # the first cell kept, then stopped
+    assert counts["t"]["left"] == 5 and counts["t"]["by_others"] == 0  # the others left for the next run
     with pytest.raises(InputError, match="not both"):
         store.results("t", keys=set())
     store.close()
@@ -268,6 +270,9 @@ def test_the_cost_model_prices_a_group_by_the_finished_cells_of_its_kind(tmp_pat
     assert costs.seconds(other) == pytest.approx((every[1] + every[2]) / 2 * cell_cost(other))
     costs.add(other[0], {"test_accuracy": 0.5})  # a row without timing teaches nothing
     assert costs.seconds(other) == pytest.approx((every[1] + every[2]) / 2 * cell_cost(other))
+    no_steps = TrainConfig(**(TINY | {"train_subset": 16}), batch_size=32).to_dict()  # a valid cell of 0 steps
+    assert cell_cost([no_steps]) == cell_cost([dict(no_steps, train_subset=32)]) > 0  # priced as one step
+    costs.add(no_steps, {"test_accuracy": 0.1, "seconds": 0.5})
 
 
 def test_a_time_limited_run_starts_only_the_cells_that_fit_and_the_next_run_goes_on(tmp_path, capsys):
@@ -283,7 +288,7 @@ def test_a_time_limited_run_starts_only_the_cells_that_fit_and_the_next_run_goes
     assert counts["t"] == {"cells": 4, "skipped": 0, "ran": 2, "by_others": 0, "left": 2}
     assert sorted(r["config"]["batch_size"] for r in store.results("t")) == [8, 8]
     for bad in (0, -1.0, math.nan, math.inf, True, "1h"):
-        with pytest.raises(InputError, match="time_limit must be a positive number of seconds"):
+        with pytest.raises(InputError, match="time_limit must be"):
             run_sweeps([sweep], store, time_limit=bad)
     store.close()
     assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--hours", "1"]) == 0
@@ -291,6 +296,19 @@ def test_a_time_limited_run_starts_only_the_cells_that_fit_and_the_next_run_goes
     assert main(["sweep", str(config), "--store", str(db), "--workers", "1", "--json"]) == 0  # no limit: the rest
     assert json.loads(capsys.readouterr().out)[0] == {"sweep": "t", "cells": 4, "skipped": 2, "ran": 2,
                                                        "by_others": 0, "left": 0}  # fmt: skip
+    # a file of two sweeps under one limit: the cheap kind trains in both, the dear kind is left in both
+    db = tmp_path / "two.db"
+    store = Store(db)
+    _timed_cell(store, 9, 8, 1e-3)
+    _timed_cell(store, 9, 16, 86400.0)
+    store.close()
+    base = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+    two = tmp_path / "two.toml"
+    two.write_text("".join(f'[[sweeps]]\nname = "{n}"\nx = "batch_size"\n[sweeps.base]\n{base}\n[sweeps.grid]\n'
+                           f"depth = [{d}]\nbatch_size = [8, 16]\n" for n, d in (("u", 3), ("v", 4))))  # fmt: skip
+    assert main(["sweep", str(two), "--store", str(db), "--workers", "2", "--hours", "1", "--json"]) == 0
+    assert [(r["sweep"], r["ran"], r["left"]) for r in json.loads(capsys.readouterr().out)] == [("u", 1, 1),
+                                                                                             ("v", 1, 1)]
 
 
 def test_the_progress_bar_estimates_the_time_left_from_the_measured_cells(tmp_path, capsys):

@@ -46,7 +46,7 @@ def _int_at_least(text: str, low: int, why: str = "") -> int:
 def positive_hours(text: str) -> float:
     """Hours of wall time: a finite number > 0 (e.g. 2.5)."""
     value = finite_float(text)
-    if value <= 0:
+    if value <= 0 or not math.isfinite(value * 3600):
         raise argparse.ArgumentTypeError(f"must be a number of hours > 0, got {text!r}")
     return value
 

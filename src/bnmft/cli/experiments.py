@@ -13,28 +13,18 @@ from .arguments import positive_hours, positive_int
 
 def cmd_sweep(args) -> int:
     from ..experiments.store import Store
-    from ..experiments.sweep import load_sweeps, run_sweep
+    from ..experiments.sweep import load_sweeps, run_sweeps
 
     sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
     created = not Path(args.store).exists()
     store = Store(args.store)
-    summaries = []
     try:
-        for sweep in sweeps:
-            summaries.append(
-                {
-                    "sweep": sweep.name,
-                    **run_sweep(
-                        sweep,
-                        store,
-                        workers=args.workers,
-                        scheduler=args.scheduler,
-                        progress=not args.json,
-                        device=args.device,
-                        time_limit=None if args.hours is None else args.hours * 3600,
-                    ),
-                }
-            )
+        # one schedule: the sweeps in the file's order, each in its grid order (a free worker takes the next sweep's
+        # cells), under one time limit
+        counts = run_sweeps(sweeps, store, workers=args.workers, scheduler=args.scheduler, progress=not args.json,
+                            device=args.device, order="sweeps",
+                            time_limit=None if args.hours is None else args.hours * 3600)  # fmt: skip
+        summaries = [{"sweep": sweep.name, **counts[sweep.name]} for sweep in sweeps]
     except BaseException:
         if created:  # a sweep that fails (no data, Ctrl-C) before its first cell leaves no new store behind
             _remove_if_unused(store, {s.name for s in sweeps})
@@ -162,8 +152,9 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-HOURS_HELP = ("a wall-time limit (e.g. a cluster job's): start a cell only while it is expected to finish in time "
-              "(estimated from the store's finished cells); the cells in flight finish; run again to go on")
+HOURS_HELP = ("a wall-time limit: start a cell only while 1.5x its estimated time (from the store's finished cells) "
+              "fits; the cells in flight finish; run again to go on (under a cluster job's limit, give less: the "
+              "estimate can be 2x off)")
 
 
 def add_parsers(sub) -> None:

@@ -52,7 +52,7 @@ def cell_cost(group: list[dict]) -> float:
     for K stacked models (a stack of 3 costs about 2 singles), times (width / 384)^2 (assumed: the weight matrix's
     size)."""
     cfg = TrainConfig(**group[0])
-    steps = cfg.epochs * ((cfg.train_subset or 60_000) // cfg.batch_size)  # (None: the whole set, about 60k)
+    steps = max(1, cfg.epochs * ((cfg.train_subset or 60_000) // cfg.batch_size))  # (None: the whole set, ~60k)
     per_model = sum(layer_counts(cfg)) * steps * (1 + cfg.batch_size / 64) * (cfg.width / 384) ** 2
     return per_model * len(group) ** 0.6
 

@@ -90,6 +90,9 @@ class LocalRunner:
     def busy(self) -> bool:
         return bool(self.pending or self.queue)
 
+    def in_flight(self) -> int:
+        return len(self.pending) + len(self.queue)
+
     def submit(self, configs: list[dict]) -> None:
         if self.pool is None:
             self.queue.append(configs)
@@ -139,6 +142,9 @@ class DaskRunner:
 
     def busy(self) -> bool:
         return bool(self.pending)
+
+    def in_flight(self) -> int:
+        return len(self.pending)
 
     def submit(self, configs: list[dict]) -> None:
         self.pending[self.client.submit(run_cells, configs, self.device, pure=False)] = configs

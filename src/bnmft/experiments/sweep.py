@@ -40,6 +40,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from ..errors import InputError
+from ..options import check_real
 from .config import CONFIG_KEYS, TrainConfig, check_config
 from .groups import CostModel, cell_cost, group_cells
 from .runners import DaskRunner, LocalRunner
@@ -162,6 +163,8 @@ def parse_sweep(raw: dict) -> Sweep:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise InputError("config: seeds must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        raise InputError("config: seeds repeats a seed (each cell once)")
     sweep = Sweep(
         raw["name"], x, dict(base), {k: list(v) for k, v in grid.items()}, tuple(seeds), raw.get("description", "")
     )
@@ -227,14 +230,15 @@ def run_sweep(
             cost for a rate).
         lease: seconds a claim lasts without renewal (renewed every lease / 4 while this sweep runs).
         device: ``"cpu"`` or ``"cuda"``: where the (batched) models train.
-        time_limit: seconds of wall time (e.g. a cluster job's limit less a margin): a cell starts only while it is
-            expected to finish within them (:class:`~bnmft.experiments.groups.CostModel`, from the cells the store
-            holds and those this run finishes, with :data:`LIMIT_MARGIN`; a cell of no measured kind starts while
-            time is left); the cells in flight finish, the others are left for the next run.
+        time_limit: seconds of wall time (e.g. a cluster job's limit less a margin: the estimate can be 2x off): a
+            group of cells starts only while :data:`LIMIT_MARGIN` times its estimated wall time fits in the time
+            left (:class:`~bnmft.experiments.groups.CostModel`, from the cells the store holds and those this run
+            finishes; on a store with nothing measured, the first group trains alone to measure), and no more groups
+            than train at once; the groups in flight finish, the others are left for the next run.
 
     Returns:
         ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
-        meanwhile by other sweeps), "left" (not started: the time limit)}``.
+        meanwhile by other sweeps), "left" (not finished: the time limit, or a stop)}``.
     """
     counts = _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
                   lease=lease, device=device, order="grid", time_limit=time_limit)  # fmt: skip
@@ -290,9 +294,8 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     started = time.monotonic()
     if isinstance(lease, bool) or not (isinstance(lease, int | float) and lease > 0):
         raise InputError(f"lease must be a positive number of seconds, got {lease!r}")
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, int | float)
-                                   or not math.isfinite(time_limit) or time_limit <= 0):  # fmt: skip
-        raise InputError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    if time_limit is not None:
+        check_real("time_limit", time_limit, positive=True)
     names = [s.name for s in sweeps]
     if len(set(names)) != len(names):
         raise InputError(f"sweeps: each name once, got {names}")
@@ -315,6 +318,7 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         from .batched import check_device
 
         check_device(device)
+    costs = CostModel(store.results()) if time_limit is not None or progress else None  # (before the runner)
     runner = DaskRunner(scheduler, device) if scheduler else LocalRunner(workers, len(todo), device)  # before output
     total = sum(len(c) for c in cells.values())
     bar = tqdm(
@@ -329,8 +333,7 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     shared = {n: {cell_key(x) for x in c} for n, c in cells.items()}
     ran: set[str] = set()
-    costs = CostModel(store.results()) if time_limit is not None or progress else None
-    pending = {cell_key(c): c for c in todo}
+    pending = {cell_key(c): c for c in todo}  # not yet finished (here or by another sweep), nor dropped
 
     def show_time_left() -> None:  # the bar's estimate: the cells not yet done, spread over the runner's slots
         if progress and costs is not None:
@@ -339,6 +342,11 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     def finished(key: str) -> None:  # the bar counts a cell once per sweep that has it
         bar.update(sum(key in keys for keys in shared.values()))
         pending.pop(key, None)
+        show_time_left()
+
+    def dropped(group: list[dict]) -> None:  # not started for the time limit: out of the bar's estimate
+        for config in group:
+            pending.pop(cell_key(config), None)
         show_time_left()
 
     def record(config: dict, result: dict) -> None:
@@ -351,29 +359,36 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
         if on_result is not None:
             on_result(result)
 
-    fits = None
+    decide = None
     if costs is not None and time_limit is not None:
         deadline = started + time_limit
 
-        def fits(group: list[dict]) -> bool:
+        def decide(group: list[dict], busy: bool) -> str:
+            """``"start"``, ``"wait"`` or ``"drop"`` a group under the time limit (``busy``: groups in flight)."""
             now, seconds = time.monotonic(), costs.seconds(group)
-            return now < deadline and (seconds is None or now + LIMIT_MARGIN * seconds <= deadline)
+            if now >= deadline:
+                return "drop"
+            if seconds is None:  # nothing measured yet: one group at a time, until one has been
+                return "wait" if busy else "start"
+            if now + LIMIT_MARGIN * seconds <= deadline:
+                return "start"
+            return "wait" if busy else "drop"  # a group in flight may lower the price; with none, nothing will
 
-    show_time_left()
     heartbeat = _Heartbeat(store.path, owner, lease)
-    left: set[str] = set()
     try:
+        show_time_left()
         rank = {key: names.index(name) for key, name in owner_of.items()}
-        left = _schedule(todo, store, owner, lease, runner, record, finished, order, rank, stop, fits)
+        _schedule(todo, store, owner, lease, runner, record, finished, order, rank, stop, decide, dropped)
     finally:
         runner.close(terminate=stop is not None and stop.is_set())
         heartbeat.close()
         store.release(owner)
         bar.close()
+    now_done = store.done_keys()
     for name, keys in shared.items():
         mine = [k for k in keys if k not in done]
         counts[name]["ran"] = sum(k in ran and owner_of.get(k) == name for k in mine)
-        counts[name]["left"] = sum(k in left for k in mine)
+        counts[name]["left"] = sum(k not in now_done for k in mine)  # (the time limit, or a stop)
         counts[name]["by_others"] = len(mine) - counts[name]["ran"] - counts[name]["left"]
     return counts
 
@@ -389,26 +404,27 @@ def _time_left_text(costs: CostModel, configs: list[dict], parallel: int) -> str
 
 
 def _schedule(todo, store: Store, owner: str, lease: float, runner, record, finished, order: str,
-              rank: dict[str, int], stop: threading.Event | None,
-              fits: Callable[[list[dict]], bool] | None) -> set[str]:  # fmt: skip
+              rank: dict[str, int], stop: threading.Event | None, decide: Callable[[list[dict], bool], str] | None,
+              dropped: Callable[[list[dict]], None]) -> None:  # fmt: skip
     """Claim and submit groups of cells (one batched model each) while the runner has room, in ``order``
     (``"grid"``: as given; ``"cost"``; ``"sweeps"``: by the least ``rank`` of a group's cells, else as given); collect
     results (``record``); wait for the cells other sweeps hold (``finished(key)`` once another sweep has stored
-    one). A group that does not ``fit`` in the time left is dropped (time only runs out). Returns the keys of the
-    dropped cells."""
+    one). Under a time limit, ``decide`` starts, keeps waiting or drops each group (``dropped(group)``), and no more
+    groups are submitted than the runner trains at once (a queued group would start later than decided)."""
     waiting = group_cells(todo)  # not yet claimed by this sweep
     if order == "cost":
         waiting.sort(key=cell_cost, reverse=True)
     elif order == "sweeps":
         waiting.sort(key=lambda g: min(rank[cell_key(c)] for c in g))  # (a stable sort: grid order within)
-    dropped: set[str] = set()
     while (waiting or runner.busy()) and not (stop is not None and stop.is_set()):
         still = []
         for group in waiting:
-            if fits is not None and not fits(group):
-                dropped.update(cell_key(c) for c in group)
+            verdict = "start" if decide is None else decide(group, runner.busy())
+            if verdict == "drop":
+                dropped(group)
                 continue
-            if not runner.has_room():
+            room = runner.has_room() and (decide is None or runner.in_flight() < runner.parallel)
+            if verdict == "wait" or not room:
                 still.append(group)
                 continue
             claimed, taken = [], []
@@ -430,7 +446,6 @@ def _schedule(todo, store: Store, owner: str, lease: float, runner, record, fini
                 record(config, result)
         elif waiting:
             time.sleep(min(lease / 4, 2.0))  # only cells another sweep holds: wait for them (or for their lease)
-    return dropped
 
 
 def grid_table(results: list[dict], x: str) -> tuple[list, list, list[list[float]]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .._io import write_csv
 from ..errors import InputError
+from ..options import check_real
 from .plots import load_pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -41,11 +42,12 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
 
     ``training_wall_seconds`` is the wall time the study has trained (the union of its cells' training spans, over
     every call), ``training_core_seconds_left`` the estimated training time of the cells not yet stored
-    (:class:`~bnmft.experiments.groups.CostModel`, from the stored cells; None where a kind was never measured).
+    (:class:`~bnmft.experiments.groups.CostModel`, from the stored cells; None while nothing is measured).
 
     A :data:`~bnmft.experiments.budget.PROBED` sweep counts as its anchors alone (``anchor_only``) where they are
-    stored and none learns; where its anchors are not all stored yet (``not_probed``: only without training) the
-    whole sweep counts, so ``cells_planned`` is then an upper bound."""
+    stored and none learns; where its anchors are not all stored yet (``not_probed``: without training, or where a
+    time limit stopped the probes - then its grid waits for the next run) the whole sweep counts, so
+    ``cells_planned`` is then an upper bound."""
     from ..experiments.budget import PLANS, PROBED, analyse, anchor_learns, anchor_only, budget_sweeps
     from ..experiments.store import Store
     from ..experiments.sweep import run_sweeps
@@ -54,14 +56,16 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
         raise InputError(f"plan: unknown plan {plan_name!r} (allowed: {', '.join(PLANS)})")
     if time_limit is not None and not train:
         raise InputError("time_limit: a limit of training, not allowed with train=False")
+    if time_limit is not None:
+        check_real("time_limit", time_limit, positive=True)
     plan = PLANS[plan_name]
     out.mkdir(parents=True, exist_ok=True)
     sweeps = budget_sweeps(plan)
     store = Store(out / "sweeps.db")
     started = time.perf_counter()
     options = {"workers": workers, "scheduler": scheduler, "device": device, "progress": progress, "order": "sweeps"}
-    deadline = None if time_limit is None else time.monotonic() + time_limit  # (time_limit is checked by run_sweeps)
-    planned, skipped, not_probed, run = 0, [], [], []
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    planned, skipped, not_probed, run, waiting = 0, [], [], [], []
     try:
         # the probed optimisers' anchors first (one schedule), then every sweep that is not skipped as one schedule
         # in the plan's order (the smallest budget first; each group with the first sweep that has a cell of it -
@@ -73,7 +77,11 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
             if sweep.name in probes:
                 stored = store.results(sweep.name)
                 if sum(r["config"]["depth"] == plan.anchor_depth for r in stored) < len(probes[sweep.name].cells()):
-                    not_probed.append(sweep.name)  # (only without training) the whole sweep may follow
+                    not_probed.append(sweep.name)  # (without training, or stopped by the time limit) it may follow
+                    if train:  # never its grid before its probe: the next run probes it first
+                        planned += len(sweep.cells())
+                        waiting.append(sweep)
+                        continue
                 elif not anchor_learns(stored, plan):
                     planned += len(probes[sweep.name].cells())
                     skipped.append(sweep.name)
@@ -84,7 +92,7 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
         if train and (left is None or left > 0):
             run_sweeps(run, store, time_limit=left, **options)
         results = {s.name: store.results(s.name) for _, s in sweeps}
-        core_seconds_left = _seconds_left(store, run)
+        core_seconds_left = _seconds_left(store, run + waiting)
     finally:
         store.close()
     cells = [c for rows in results.values() for c in rows]
@@ -121,7 +129,7 @@ def _wall_seconds(cells: list[dict]) -> float:
 
 def _seconds_left(store, sweeps: list[Sweep]) -> float | None:
     """The estimated training time (core-seconds) of the sweeps' cells ``store`` does not hold, grouped as a run
-    would batch them; None where a group's kind was never measured."""
+    would batch them; None while nothing is measured."""
     from ..experiments.groups import CostModel, group_cells
     from ..experiments.store import cell_key
 
