@@ -394,7 +394,7 @@ def test_the_wall_time_is_the_union_of_the_cells_training_spans():
     assert report._wall_seconds([]) == 0.0
     lines = report.text({"cells_done": 4, "cells_planned": 4, "training_core_seconds": 7200.0,
                          "training_wall_seconds": 3960.0, "summary": [], "trends": []})  # fmt: skip
-    assert "4 of 4 cells, 2.0 core-hours of training in 1.1 hours of wall time" in lines[2]
+    assert "4 of 4 cells, 2.0 core-hours of training in 1.1 hours of wall time. Per column" in lines[2]
 
 
 def test_the_budget_figure_marks_every_row_where_its_legend_says():

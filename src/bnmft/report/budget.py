@@ -151,13 +151,13 @@ def _finite(value):
     return value
 
 
-def cells_text(study: dict) -> str:
+def cells_text(study: dict, left: bool = True) -> str:
     """``"21 of 30 cells"``, or ``"21 of at most 630 cells (5 sweeps not yet probed)"`` where a probed sweep's
-    anchors are not all stored yet; with the estimated training left where cells are missing (``", about 3.2
-    core-hours of training left"``)."""
+    anchors are not all stored yet; with ``left``, the estimated training left where cells are missing (``", about
+    3.2 core-hours of training left"``)."""
     waiting = study.get("not_probed") or []
-    left = study.get("training_core_seconds_left")  # (None: not estimated, or a study of an older version)
-    rest = f", about {left / 3600:.1f} core-hours of training left" if left else ""
+    seconds = study.get("training_core_seconds_left") if left else None  # (None too: a study of an older version)
+    rest = f", about {seconds / 3600:.1f} core-hours of training left" if seconds else ""
     if not waiting:
         return f"{study['cells_done']} of {study['cells_planned']} cells{rest}"
     return (f"{study['cells_done']} of at most {study['cells_planned']} cells ({len(waiting)} "
@@ -296,16 +296,17 @@ def text(study: dict | None) -> list[str]:
         return ["### The edge against the training budget", "",
                 "No budget study in docs/budget/ (run `bnmft budget --out docs/budget`, several hours on 2 cores).",
                 ""]  # fmt: skip
-    done = cells_text(study)
     wall = study.get("training_wall_seconds")  # (absent from a study of an older version)
-    wall = f" in {wall / 3600:.1f} hours of wall time" if wall else ""
+    left = study.get("training_core_seconds_left")
+    spent = (f"{study['training_core_seconds'] / 3600:.1f} core-hours of training"
+             + (f" in {wall / 3600:.1f} hours of wall time" if wall else "")
+             + (f"; about {left / 3600:.1f} core-hours left" if left else ""))  # fmt: skip
     lines = [
         "### The edge against the training budget",
         "",
-        f"The budget study (`bnmft budget`, docs/budget.md; {done}, {study['training_core_seconds'] / 3600:.1f} "
-        f"core-hours of training{wall}): per column, optimiser and budget (1x = the quick preset's 1 epoch on 5000 "
-        "examples), the crossing depth of each seed (half-way between chance and a depth-8 network's accuracy), "
-        "mean +- standard error over the seeds.",
+        f"The budget study (`bnmft budget`, docs/budget.md): {cells_text(study, left=False)}, {spent}. Per column, "
+        "optimiser and budget (1x = the quick preset's 1 epoch on 5000 examples), the crossing depth of each seed "
+        "(half-way between chance and a depth-8 network's accuracy), mean +- standard error over the seeds.",
         "",
         "![budget study](budget.png)",
         "",
