@@ -197,6 +197,9 @@ def test_a_small_run_resumes_from_its_store(tmp_path, monkeypatch, capsys):
     # rmsprop over the whole grid; SGD at the paper's rate only its anchors (they stay at chance at this budget)
     planned = len(depth_grid(plan, "B8")) * 2 * 2 + 2 * 2
     assert first["cells_done"] == first["cells_planned"] == planned
+    assert first["training_core_seconds_left"] == 0.0
+    # one worker: the wall time is the training time, plus the milliseconds between storing a batch's cells
+    assert first["training_core_seconds"] <= first["training_wall_seconds"] <= 1.5 * first["training_core_seconds"]
     paper = [t for t in first["trends"] if t["lr"] == "1e-5*B" and t["optimizer"] == "sgd"]
     assert paper and paper[0]["verdict"] == "does not train within the budgets tried (8, 32 steps)"
     stored = json.loads((tmp_path / "budget.json").read_text())

@@ -126,9 +126,9 @@ def cmd_budget(args) -> int:
                       device=args.device or "cpu", progress=not args.json, train=not args.no_train,
                       time_limit=None if args.hours is None else args.hours * 3600)  # fmt: skip
     if args.json:
-        print(json.dumps({"out": args.out, "cells_done": study["cells_done"], "cells_planned": study["cells_planned"],
-                          "not_probed": study["not_probed"], "trends": study["trends"]}, indent=2,
-                         allow_nan=False))  # fmt: skip
+        keys = ("cells_done", "cells_planned", "not_probed", "training_core_seconds", "training_wall_seconds",
+                "training_core_seconds_left", "trends")  # fmt: skip
+        print(json.dumps({"out": args.out} | {k: study[k] for k in keys}, indent=2, allow_nan=False))
         return 0
     print(f"budget study ({args.plan}): {cells_text(study)} -> {args.out}")
     for t in study["trends"]:
