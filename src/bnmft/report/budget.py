@@ -114,7 +114,8 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
 
 def _wall_seconds(cells: list[dict]) -> float:
     """The length of the union of the cells' training spans (``finished`` less the batched model's wall time,
-    ``seconds`` x ``batched``): the study's wall time, the pauses between its runs left out."""
+    ``seconds`` x ``batched``): the study's wall time, the pauses between its runs left out (and the milliseconds
+    between storing the cells of one batch counted)."""
     spans = sorted((c["finished"] - c["result"].get("seconds", 0.0) * c["result"].get("batched", 1), c["finished"])
                    for c in cells)  # fmt: skip
     total, start, end = 0.0, None, None
