@@ -66,10 +66,10 @@ class CostModel:
     cost, the median over the finished cells of the same kind (:data:`KIND_KEYS`: optimiser, batch and ghost size,
     width, residual branch depth, data set), else over all finished cells; None before any cell has finished.
 
-    Accuracy (measured on the budget study's store, 2 workers on 2 cores: each 4x or 16x cell predicted from the
-    cells of its kind at smaller budgets): the actual time is 0.84-1.74x the estimate (median per kind), single
-    cells 0.9-2.2x (one 7x outlier, a cell trained beside another job). The price moves with the machine's load,
-    so a time-limited run leaves a margin (:data:`bnmft.experiments.sweep.LIMIT_MARGIN`).
+    Accuracy (``benchmarks/cost_model.py`` on the budget study's store, 2 workers on 2 cores: each 4x or 16x cell
+    predicted from the cells of its kind at smaller budgets): the actual time is 0.84-1.74x the estimate (median per
+    kind; all cells: median 1.30, 10-90% 0.99-1.75, one 7x outlier trained beside another job). The price moves
+    with the machine's load, so a time-limited run leaves a margin (:data:`bnmft.experiments.sweep.LIMIT_MARGIN`).
     """
 
     def __init__(self, rows: Iterable[dict] = ()):
