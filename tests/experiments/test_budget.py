@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -337,7 +338,7 @@ def test_no_train_reads_a_partial_store_without_nan(tmp_path, monkeypatch, capsy
 def test_a_bad_plan_is_refused(change, named, tmp_path):
     with pytest.raises(InputError, match=named):
         replace(PLAN, **change)
-    with pytest.raises(InputError, match="plan: unknown plan 'huge'"):
+    with pytest.raises(InputError, match=r"plan: cannot read 'huge'.*or one of full, tiny"):
         report.run_study(tmp_path / "x", "huge")
     with pytest.raises(InputError, match="column: no column 'B99'"):
         column_theory(PLAN, "B99")
@@ -427,3 +428,61 @@ def test_the_budget_figure_marks_every_row_where_its_legend_says():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_the_docs_plan_file_loads_as_documented(tmp_path):
+    """docs/budget.md's example plan: its line, grid and cell count are what the page says."""
+    import re
+    from pathlib import Path
+
+    from bnmft.experiments.budget import load_plan
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "budget.md").read_text()
+    (tmp_path / "my_plan.toml").write_text(re.search(r"```toml\n(.*?)```", page, re.S).group(1))
+    plan = load_plan(str(tmp_path / "my_plan.toml"))
+    line, grid = column_theory(plan, "tanh16"), depth_grid(plan, "tanh16")
+    cells = sum(len(s.cells()) for _, s in budget_sweeps(plan))
+    assert f"line is {line:.1f} layers: the anchor and {len(grid) - 1} depths from {grid[1]} to {grid[-1]}, " \
+           f"{cells} cells" in " ".join(page.split())  # fmt: skip
+    assert plan.base["phi"] == "tanh" and plan.budgets == {1: (1, 5000), 4: (2, 10000), 16: (4, 20000)}
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("seeds = [0]\ncolour = 1\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "unknown key 'colour'"),
+        ("[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "'seeds' is required"),
+        ("seeds = [0]\n[columns.a]\nghost_size = 4\n[budgets]\n1 = [1, 64]\n", "columns.a: a table with an integer"),
+        ("seeds = [0]\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n2 = [1, 128]\n8 = [1, 512]\n",
+         "grow by one ratio"),
+        ("seeds = [0]\n[columns.a]\nbatch_size = 8\n[budgets]\nx = [1, 64]\n", "the factors must be integers"),
+        ("seeds = [0]\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1]\n", "budgets.1: (epochs, train_subset)"),
+        ("seeds = [0, 0]\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "seeds repeats"),
+        ("seeds = [0]\n[base]\nlr = 0.1\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "base.lr: set by"),
+        ("seeds = [0]\ndepth_range = [2, 1]\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "depth_range"),
+        ("seeds = [0]\noptimizers = ['adam']\n[columns.a]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n", "unknown 'adam'"),
+        ("seeds = [0]\n[columns.a]\nbatch_size = 8\nphi = 'nosuch'\n[budgets]\n1 = [1, 64]\n", "unknown nonlinearity"),
+        ("seeds = [0\n", "plan: not valid TOML"),
+    ],
+)  # fmt: skip
+def test_a_bad_plan_file_is_refused_with_its_key_named(text, named, tmp_path, capsys):
+    from bnmft.experiments.budget import load_plan
+
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(named)):
+        load_plan(str(path))
+    assert main(["budget", "--plan", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and not (tmp_path / "o" / "sweeps.db").exists()
+
+
+def test_a_plan_file_runs_end_to_end(tmp_path, capsys):
+    path = tmp_path / "p.toml"
+    path.write_text('seeds = [0]\noptimizers = ["rmsprop"]\ndepth_step = 24\nanchor_depth = 2\n'
+                    '[base]\ndataset = "mnist"\nwidth = 16\ntest_subset = 64\n'
+                    '[columns.small]\nbatch_size = 8\n[budgets]\n1 = [1, 64]\n4 = [1, 256]\n')  # fmt: skip
+    assert main(["budget", "--plan", str(path), "--out", str(tmp_path / "o"), "--workers", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cells_done"] == out["cells_planned"] > 0 and {t["column"] for t in out["trends"]} == {"small"}
+    assert json.loads((tmp_path / "o" / "budget.json").read_text())["plan"] == str(path)

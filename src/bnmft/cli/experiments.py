@@ -177,8 +177,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("budget", help="the trainable edge against the training budget (hours: resumable)")
     p.add_argument("--out", default="results/budget", help="directory of the store and outputs (default: "
                    "results/budget; the committed run is docs/budget)")  # fmt: skip
-    p.add_argument("--plan", choices=("full", "tiny"), default="full",
-                   help="full: Fig 3a's B = 8, 32 and Fig 3b's ghost 8, budgets 1x, 4x, 16x, 3 seeds; tiny: smoke run")
+    p.add_argument("--plan", default="full", metavar="full|tiny|FILE.toml",
+                   help="full: Fig 3a's B = 8, 32 and Fig 3b's ghost 8, budgets 1x, 4x, 16x, 3 seeds; tiny: smoke run; "
+                   "or a plan file of your own columns, budgets, optimisers and seeds (docs/budget.md)")  # fmt: skip
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask cluster")
     p.add_argument("--device", help="cpu (default), or cuda: the batched models train on the GPU")

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import InputError
 from .agreement import column_edge, theory_depth_for
-from .config import TrainConfig
-from .sweep import Sweep, parse_sweep
+from .config import TrainConfig, check_config
+from .sweep import Sweep, parse_sweep, read_toml
 
 #: optimisers: label -> (optimizer, learning rate)
 OPTIMIZERS = {
@@ -40,6 +40,10 @@ CONVERGE_FRACTION = 0.84
 #: (7 layers at B = 8): a wider interval would hold the line whatever the edge does (docs/budget.md, the rule)
 MAX_INTERVAL_FRACTION = 0.25
 BOOTSTRAP_DRAWS = 2000
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,27 @@ class BudgetPlan:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InputError(f"BudgetPlan {name} must be a positive integer, got {value!r}")
+        for column, fields_ in self.columns.items():
+            if not isinstance(fields_, dict) or not _is_int(fields_.get("batch_size")):
+                raise InputError(f"BudgetPlan columns.{column}: a table with an integer batch_size (and optionally "
+                                 "ghost_size or any field of a training run)")  # fmt: skip
+        factors = sorted(self.budgets)
+        if not all(_is_int(f) and f > 0 for f in factors):
+            raise InputError(f"BudgetPlan budgets: the factors must be positive integers, got {factors}")
+        if len(factors) > 2 and len({factors[i + 1] / factors[i] for i in range(len(factors) - 1)}) > 1:
+            raise InputError(f"BudgetPlan budgets: the factors must grow by one ratio (e.g. 1, 4, 16: the limit "
+                             f"assumes equal steps in log budget), got {factors}")  # fmt: skip
+        for factor, value in self.budgets.items():
+            if not (isinstance(value, tuple | list) and len(value) == 2 and all(_is_int(v) for v in value)):
+                raise InputError(f"BudgetPlan budgets.{factor}: (epochs, train_subset), two integers, got {value!r}")
+        lo, hi = self.depth_range
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)) or not 0 < lo < hi:
+            raise InputError(f"BudgetPlan depth_range: (low, high) times the theory's depth, 0 < low < high, got "
+                             f"{self.depth_range!r}")  # fmt: skip
+        owned = sorted(set(self.base) & {"batch_size", "optimizer", "lr", "epochs", "train_subset", "seed", "depth"})
+        if owned:
+            raise InputError(f"BudgetPlan base.{owned[0]}: set by the plan itself (columns, budgets, optimizers, "
+                             "seeds, the depth grid)")  # fmt: skip
 
 
 PLANS = {
@@ -96,6 +121,56 @@ PLANS = {
         optimizers=("sgd", "sgd_paper"),
     ),
 }
+
+
+#: the keys of a plan file (docs/budget.md, "Your own plan")
+PLAN_KEYS = ("columns", "budgets", "seeds", "depth_range", "depth_step", "anchor_depth", "base", "optimizers")
+
+
+def load_plan(source: str) -> BudgetPlan:
+    """A plan by name (:data:`PLANS`: ``full``, ``tiny``) or from a TOML file of :data:`PLAN_KEYS` (docs/budget.md):
+    ``[columns.NAME]`` tables (``batch_size``, optionally ``ghost_size``, ``phi``, ...), ``[budgets]`` factor = [epochs,
+    train_subset], ``seeds``, ``optimizers`` (labels of :data:`OPTIMIZERS`), ``[base]`` fields shared by every cell,
+    ``depth_range``, ``depth_step``, ``anchor_depth``. Every cell is checked (and every column's theory depth
+    computed) before anything trains; InputError names the offending key."""
+    if source in PLANS:
+        return PLANS[source]
+    raw = read_toml(source, "plan", f"a plan file (TOML) or one of {', '.join(PLANS)}")
+    unknown = sorted(set(raw) - set(PLAN_KEYS))
+    if unknown:
+        raise InputError(f"plan: unknown key {unknown[0]!r} (allowed: {', '.join(PLAN_KEYS)})")
+    missing = [k for k in ("columns", "budgets", "seeds") if k not in raw]
+    if missing:
+        raise InputError(f"plan: {missing[0]!r} is required (columns, budgets and seeds are)")
+    fields_: dict = dict(raw)
+    budgets = raw.get("budgets")
+    if not isinstance(budgets, dict):
+        raise InputError("plan: budgets must be a table: factor = [epochs, train_subset], e.g. 1 = [1, 5000]")
+    try:
+        fields_["budgets"] = {int(k): tuple(v) if isinstance(v, list) else v for k, v in budgets.items()}
+    except ValueError:
+        raise InputError(f"plan: budgets: the factors must be integers, got {sorted(budgets)}") from None
+    for name in ("seeds", "optimizers", "depth_range"):
+        if name in raw:
+            if not isinstance(raw[name], list):
+                raise InputError(f"plan: {name} must be an array")
+            fields_[name] = tuple(raw[name])
+    if len(set(fields_.get("seeds", ()))) != len(fields_.get("seeds", ())):
+        raise InputError("plan: seeds repeats a seed")
+    for name in ("columns", "base"):
+        if name in raw and not isinstance(raw[name], dict):
+            raise InputError(f"plan: {name} must be a table")
+    try:
+        plan = BudgetPlan(**fields_)
+    except InputError as err:
+        raise InputError(f"plan: {str(err).removeprefix('BudgetPlan ')}") from None
+    for column, fields_ in plan.columns.items():  # a column's own fields first: then its theory depth can be asked
+        try:
+            check_config(TrainConfig(**{**plan.base, **fields_}))
+        except (InputError, TypeError) as err:  # TypeError: a key TrainConfig does not take
+            raise InputError(f"plan: columns.{column}: {err}") from None
+    budget_sweeps(plan)  # every cell checked, every column's theory depth computed
+    return plan
 
 
 def _check_column(plan: BudgetPlan, column: str) -> None:

@@ -111,19 +111,28 @@ def _read_toml(source: str | Path) -> dict:
     text_source = str(source)
     if text_source in PRESETS and not Path(text_source).exists():
         text = resources.files("bnmft.experiments").joinpath(PRESET_DIR).joinpath(f"{text_source}.toml").read_text()
-    else:
-        try:
-            text = Path(source).read_text()
-        except OSError as err:
-            raise InputError(
-                f"config: cannot read {source!r} ({err.strerror}); give a TOML file or one of {PRESETS}"
-            ) from None
-        except UnicodeDecodeError:
-            raise InputError(f"config: {source!r} is not a text file (a sweep is TOML text)") from None
+        return parse_toml(text, "config")
+    return read_toml(source, "config", f"a TOML file or one of {PRESETS}")
+
+
+def read_toml(path: str | Path, name: str, allowed: str) -> dict:
+    """A TOML file's tables; InputError naming ``name`` (the argument) and what is ``allowed`` where it cannot be
+    read, is not text or not TOML."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise InputError(f"{name}: cannot read {str(path)!r} ({err.strerror}); give {allowed}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: {str(path)!r} is not a text file (give {allowed})") from None
+    return parse_toml(text, name)
+
+
+def parse_toml(text: str, name: str) -> dict:
+    """TOML text's tables; InputError naming ``name`` where it is not TOML."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise InputError(f"config: not valid TOML ({err})") from None
+        raise InputError(f"{name}: not valid TOML ({err})") from None
 
 
 def parse_sweep(raw: dict) -> Sweep:

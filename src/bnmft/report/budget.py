@@ -32,11 +32,13 @@ OPTIMIZER_LABELS = {("sgd", "1e-3*B"): "SGD, lr 1e-3 B (ours)", ("sgd", "1e-5*B"
                     ("rmsprop", "1e-5*B"): "RMSProp, lr 1e-5 B (paper)"}  # fmt: skip
 
 
-def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None, scheduler: str | None = None,
+def run_study(out: Path, plan: str = "full", *, workers: int | None = None, scheduler: str | None = None,
               device: str = "cpu", progress: bool = True, train: bool = True,
               time_limit: float | None = None) -> dict:  # fmt: skip
-    """Train the plan's sweeps (unless ``train`` is False: then only the stored cells are analysed) and write the
-    outputs. Returns the analysis (``budget.json``'s content: strict JSON, a non-finite number stored as None).
+    """Train the sweeps of ``plan`` (a name of :data:`~bnmft.experiments.budget.PLANS`, or a plan file:
+    :func:`~bnmft.experiments.budget.load_plan`) unless ``train`` is False (then only the stored cells are
+    analysed), and write the outputs. Returns the analysis (``budget.json``'s content: strict JSON, a non-finite
+    number stored as None).
     ``time_limit``: seconds of wall time for the training (:func:`~bnmft.experiments.sweep.run_sweeps`'s rule: the
     cells in flight finish, a cell starts only while it is expected to finish in time).
 
@@ -48,17 +50,15 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
     stored and none learns; where its anchors are not all stored yet (``not_probed``: without training, or where a
     time limit stopped the probes - then its grid waits for the next run) the whole sweep counts, so
     ``cells_planned`` is then an upper bound."""
-    from ..experiments.budget import PLANS, PROBED, analyse, anchor_learns, anchor_only, budget_sweeps
+    from ..experiments.budget import PROBED, analyse, anchor_learns, anchor_only, budget_sweeps, load_plan
     from ..experiments.store import Store
     from ..experiments.sweep import run_sweeps
 
-    if plan_name not in PLANS:
-        raise InputError(f"plan: unknown plan {plan_name!r} (allowed: {', '.join(PLANS)})")
     if time_limit is not None and not train:
         raise InputError("time_limit: a limit of training, not allowed with train=False")
     if time_limit is not None:
         check_real("time_limit", time_limit, positive=True)
-    plan = PLANS[plan_name]
+    source, plan = plan, load_plan(plan)
     out.mkdir(parents=True, exist_ok=True)
     sweeps = budget_sweeps(plan)
     store = Store(out / "sweeps.db")
@@ -97,7 +97,7 @@ def run_study(out: Path, plan_name: str = "full", *, workers: int | None = None,
         store.close()
     cells = [c for rows in results.values() for c in rows]
     study = analyse(plan, results)
-    study |= {"plan": plan_name, "cells_done": len(cells), "cells_planned": planned, "anchor_only": skipped,
+    study |= {"plan": source, "cells_done": len(cells), "cells_planned": planned, "anchor_only": skipped,
               "not_probed": not_probed, "training_core_seconds": sum(c["result"].get("seconds", 0.0) for c in cells),
               "training_core_seconds_left": core_seconds_left, "training_wall_seconds": _wall_seconds(cells),
               "wall_seconds_this_call": time.perf_counter() - started}  # fmt: skip
