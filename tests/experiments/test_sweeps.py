@@ -327,3 +327,33 @@ def test_the_progress_bar_estimates_the_time_left_from_the_measured_cells(tmp_pa
     store.close()
     minutes = math.ceil(7200 * cell_cost(sweep.cells()) / cell_cost([measured]) / 60)
     assert f"~{minutes} min left" in capsys.readouterr().err  # shown from the start, from the measured cell
+
+
+def test_a_dry_run_estimates_without_training_or_creating_a_store(tmp_path, capsys):
+    from bnmft.experiments.groups import CostModel, group_cells
+
+    config = write_config(tmp_path / "s.toml", [1, 2], sizes=(8, 16))
+    fresh = tmp_path / "new.db"
+    assert main(["sweep", str(config), "--store", str(fresh), "--dry-run"]) == 0
+    assert "4 cells, 0 done, 4 to train: not estimated (nothing measured in the store yet)" in capsys.readouterr().out
+    assert not fresh.exists()
+    db = tmp_path / "s.db"
+    store = Store(db)
+    _timed_cell(store, 9, 8, 3600.0)
+    _timed_cell(store, 9, 16, 7200.0)
+    done = TrainConfig(**TINY, depth=1, batch_size=8).to_dict()
+    store.add("t", cell_key(done), done, {"test_accuracy": 0.5, "seconds": 1.0})
+    costs, before = CostModel(store.results()), len(store.results())
+    store.close()
+    assert main(["sweep", str(config), "--store", str(db), "--dry-run", "--workers", "2", "--json"]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)
+    todo = [c for c in load_sweeps(config)[0].cells() if cell_key(c) != cell_key(done)]
+    expected = sum(costs.seconds(g) for g in group_cells(todo))
+    assert (plan["cells"], plan["done"], plan["to_train"]) == (4, 1, 3)
+    assert plan["core_seconds"] == pytest.approx(expected) and plan["wall_seconds"] == pytest.approx(expected / 2)
+    store = Store(db)
+    assert len(store.results()) == before  # nothing trained
+    store.close()
+    for extra in (["--hours", "1"], ["--device", "cuda"]):
+        assert main(["sweep", str(config), "--store", str(db), "--dry-run", *extra]) == 2
+        assert "not allowed with --dry-run" in capsys.readouterr().err

@@ -16,6 +16,8 @@ def cmd_sweep(args) -> int:
     from ..experiments.sweep import load_sweeps, run_sweeps
 
     sweeps = load_sweeps(args.config)  # every cell is validated before any work starts
+    if args.dry_run:
+        return _dry_run(args, sweeps)
     created = not Path(args.store).exists()
     store = Store(args.store)
     try:
@@ -41,6 +43,36 @@ def cmd_sweep(args) -> int:
                 f"sweep {s['sweep']}: {s['cells']} cells, {s['skipped']} already done, {s['ran']} run now{others}"
                 f"{left} -> {args.store}"
             )
+    return 0
+
+
+def _dry_run(args, sweeps) -> int:
+    """``bnmft sweep --dry-run``: the cells each sweep would train and their estimated cost; nothing trains, no store
+    is created."""
+    from ..experiments.store import Store
+    from ..experiments.sweep import plan_sweeps
+
+    given = [f"--{name}" for name in ("scheduler", "hours") if getattr(args, name) is not None]
+    given += ["--device"] if args.device != "cpu" else []
+    if given:
+        raise InputError(f"{', '.join(given)}: options of training, not allowed with --dry-run (trains nothing)")
+    store = Store(args.store) if Path(args.store).exists() else None
+    try:
+        plans = plan_sweeps(sweeps, store)
+    finally:
+        if store is not None:
+            store.close()
+    workers = args.workers or 1
+    if args.json:
+        print(json.dumps([p | {"wall_seconds": None if p["core_seconds"] is None else p["core_seconds"] / workers}
+                          for p in plans], indent=2))  # fmt: skip
+        return 0
+    for p in plans:
+        hours = p["core_seconds"] / 3600 if p["core_seconds"] is not None else None
+        cost = "not estimated (nothing measured in the store yet)" if hours is None else f"about {hours:.1f} core-hours"
+        if hours is not None and workers > 1:
+            cost += f" ({hours / workers:.1f} hours with {workers} workers)"
+        print(f"sweep {p['sweep']}: {p['cells']} cells, {p['done']} done, {p['to_train']} to train: {cost}")
     return 0
 
 
@@ -165,6 +197,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: CPU cores)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda: cells of one shape train batched on the GPU")
     p.add_argument("--hours", type=positive_hours, help=HOURS_HELP)
+    p.add_argument("--dry-run", action="store_true", help="train nothing: the cells each sweep would train and their "
+                   "estimated core-hours (from the store's finished cells; hours with --workers)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="no progress bar; print a JSON summary")
     p.set_defaults(func=cmd_sweep)
 

@@ -291,6 +291,26 @@ def run_sweeps(
                 lease=lease, device=device, order=order, stop=stop, time_limit=time_limit)  # fmt: skip
 
 
+def plan_sweeps(sweeps: list[Sweep], store: Store | None = None) -> list[dict]:
+    """What running ``sweeps`` on ``store`` would train, without training: per sweep ``{"sweep", "cells", "done",
+    "to_train", "core_seconds"}``, the last the estimated training time of its cells not yet done, grouped as a run
+    batches them (:class:`~bnmft.experiments.groups.CostModel` from the store's finished cells; None while nothing
+    is measured; a cell two sweeps share counts in the first). ``store`` None: a new store (nothing done)."""
+    done = store.done_keys() if store is not None else set()
+    costs = CostModel(store.results() if store is not None else ())
+    seen: set[str] = set()
+    out = []
+    for sweep in sweeps:
+        cells = sweep.cells()
+        todo = [c for c in cells if cell_key(c) not in done and cell_key(c) not in seen]
+        seen.update(cell_key(c) for c in todo)
+        estimates = [costs.seconds(group) for group in group_cells(todo)]
+        core_seconds = None if None in estimates else float(sum(e or 0.0 for e in estimates))
+        out.append({"sweep": sweep.name, "cells": len(cells), "done": sum(cell_key(c) in done for c in cells),
+                    "to_train": len(todo), "core_seconds": core_seconds})  # fmt: skip
+    return out
+
+
 def sweep_results(store: Store, sweep: Sweep) -> list[dict]:
     """The finished cells of ``sweep`` in ``store`` (:meth:`Store.results`'s rows), whichever sweep trained them: a
     cell two sweeps share is stored once, under the first."""
