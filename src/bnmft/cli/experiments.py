@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -62,16 +63,19 @@ def _dry_run(args, sweeps) -> int:
     finally:
         if store is not None:
             store.close()
-    workers = args.workers or 1
+    workers = args.workers or os.cpu_count() or 1  # (a run's default)
+    for p in plans:  # the wall time: spread over the workers, but never under the longest batched group
+        p["wall_seconds"] = (None if p["core_seconds"] is None
+                             else max(p["core_seconds"] / workers, p["longest_group_seconds"]))  # fmt: skip
     if args.json:
-        print(json.dumps([p | {"wall_seconds": None if p["core_seconds"] is None else p["core_seconds"] / workers}
-                          for p in plans], indent=2))  # fmt: skip
+        print(json.dumps(plans, indent=2))
         return 0
     for p in plans:
-        hours = p["core_seconds"] / 3600 if p["core_seconds"] is not None else None
-        cost = "not estimated (nothing measured in the store yet)" if hours is None else f"about {hours:.1f} core-hours"
-        if hours is not None and workers > 1:
-            cost += f" ({hours / workers:.1f} hours with {workers} workers)"
+        if p["core_seconds"] is None:
+            cost = "not estimated (nothing measured in the store yet)"
+        else:
+            cost = (f"about {p['core_seconds'] / 3600:.1f} core-hours, {p['wall_seconds'] / 3600:.1f} hours with "
+                    f"{workers} worker{'s' if workers > 1 else ''}")  # fmt: skip
         print(f"sweep {p['sweep']}: {p['cells']} cells, {p['done']} done, {p['to_train']} to train: {cost}")
     return 0
 

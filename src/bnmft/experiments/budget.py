@@ -16,6 +16,7 @@ the seeds for its uncertainty.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from ..errors import InputError
 from .agreement import column_edge, theory_depth_for
 from .config import TrainConfig, check_config
+from .store import cell_key
 from .sweep import Sweep, parse_sweep, read_toml
 
 #: optimisers: label -> (optimizer, learning rate)
@@ -40,6 +42,8 @@ CONVERGE_FRACTION = 0.84
 #: (7 layers at B = 8): a wider interval would hold the line whatever the edge does (docs/budget.md, the rule)
 MAX_INTERVAL_FRACTION = 0.25
 BOOTSTRAP_DRAWS = 2000
+#: a plan's depth grid ends at most this many times a column's theory depth
+MAX_DEPTH_RANGE = 10.0
 
 
 def _is_int(value) -> bool:
@@ -80,10 +84,19 @@ class BudgetPlan:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InputError(f"BudgetPlan {name} must be a positive integer, got {value!r}")
+        owned = ("optimizer", "lr", "epochs", "train_subset", "seed", "depth")  # the plan's own, per cell
         for column, fields_ in self.columns.items():
+            if not isinstance(column, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", column):
+                raise InputError(f"BudgetPlan columns: a column's name is letters, digits, _ . - (got {column!r})")
             if not isinstance(fields_, dict) or not _is_int(fields_.get("batch_size")):
                 raise InputError(f"BudgetPlan columns.{column}: a table with an integer batch_size (and optionally "
-                                 "ghost_size or any field of a training run)")  # fmt: skip
+                                 "ghost_size or other fields of a training run)")  # fmt: skip
+            mine = sorted(set(fields_) & set(owned))
+            if mine:
+                raise InputError(f"BudgetPlan columns.{column}.{mine[0]}: set by the plan itself (budgets, "
+                                 "optimizers, seeds, the depth grid)")  # fmt: skip
+        if len(set(self.optimizers)) != len(self.optimizers):
+            raise InputError(f"BudgetPlan optimizers: each once, got {list(self.optimizers)}")
         factors = sorted(self.budgets)
         if not all(_is_int(f) and f > 0 for f in factors):
             raise InputError(f"BudgetPlan budgets: the factors must be positive integers, got {factors}")
@@ -93,10 +106,17 @@ class BudgetPlan:
         for factor, value in self.budgets.items():
             if not (isinstance(value, tuple | list) and len(value) == 2 and all(_is_int(v) for v in value)):
                 raise InputError(f"BudgetPlan budgets.{factor}: (epochs, train_subset), two integers, got {value!r}")
-        lo, hi = self.depth_range
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)) or not 0 < lo < hi:
-            raise InputError(f"BudgetPlan depth_range: (low, high) times the theory's depth, 0 < low < high, got "
-                             f"{self.depth_range!r}")  # fmt: skip
+        first = factors[0]
+        seen = {f: self.budgets[f][0] * self.budgets[f][1] for f in factors}  # examples seen
+        if any(seen[f] * first != seen[first] * f for f in factors):
+            raise InputError(f"BudgetPlan budgets: the examples seen (epochs x train_subset) must be proportional to "
+                             f"the factors, got {seen}")  # fmt: skip
+        rng = self.depth_range
+        if (not isinstance(rng, tuple | list) or len(rng) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in rng)
+                or not 0 < rng[0] < rng[1] <= MAX_DEPTH_RANGE):  # fmt: skip
+            raise InputError(f"BudgetPlan depth_range: (low, high) times the theory's depth, 0 < low < high <= "
+                             f"{MAX_DEPTH_RANGE:g}, got {rng!r}")  # fmt: skip
         owned = sorted(set(self.base) & {"batch_size", "optimizer", "lr", "epochs", "train_subset", "seed", "depth"})
         if owned:
             raise InputError(f"BudgetPlan base.{owned[0]}: set by the plan itself (columns, budgets, optimizers, "
@@ -143,33 +163,50 @@ def load_plan(source: str) -> BudgetPlan:
     if missing:
         raise InputError(f"plan: {missing[0]!r} is required (columns, budgets and seeds are)")
     fields_: dict = dict(raw)
-    budgets = raw.get("budgets")
-    if not isinstance(budgets, dict):
-        raise InputError("plan: budgets must be a table: factor = [epochs, train_subset], e.g. 1 = [1, 5000]")
-    try:
-        fields_["budgets"] = {int(k): tuple(v) if isinstance(v, list) else v for k, v in budgets.items()}
-    except ValueError:
-        raise InputError(f"plan: budgets: the factors must be integers, got {sorted(budgets)}") from None
-    for name in ("seeds", "optimizers", "depth_range"):
-        if name in raw:
-            if not isinstance(raw[name], list):
-                raise InputError(f"plan: {name} must be an array")
-            fields_[name] = tuple(raw[name])
-    if len(set(fields_.get("seeds", ()))) != len(fields_.get("seeds", ())):
-        raise InputError("plan: seeds repeats a seed")
-    for name in ("columns", "base"):
+    for name in ("columns", "base", "budgets"):
         if name in raw and not isinstance(raw[name], dict):
             raise InputError(f"plan: {name} must be a table")
+    factors = {}
+    for key, value in raw["budgets"].items():
+        if not key.strip().isdigit() or str(int(key)) != key.strip():
+            raise InputError(f"plan: budgets.{key}: a factor is a positive integer written plainly (1, 4, 16)")
+        factors[int(key)] = tuple(value) if isinstance(value, list) else value
+    fields_["budgets"] = factors
+    kinds = {"seeds": (int, "integers >= 0"), "optimizers": (str, f"labels ({', '.join(OPTIMIZERS)})"),
+             "depth_range": ((int, float), "two numbers")}  # fmt: skip
+    for name, (kind, what) in kinds.items():
+        if name in raw:
+            value = raw[name]
+            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise InputError(f"plan: {name} must be an array of {what}, got {value!r}")
+            if name != "depth_range" and len(set(value)) != len(value):
+                raise InputError(f"plan: {name} repeats a value ({value})")
+            fields_[name] = tuple(value)
+    if any(seed < 0 for seed in fields_["seeds"]):
+        raise InputError(f"plan: seeds must be integers >= 0, got {list(fields_['seeds'])}")
     try:
         plan = BudgetPlan(**fields_)
     except InputError as err:
         raise InputError(f"plan: {str(err).removeprefix('BudgetPlan ')}") from None
-    for column, fields_ in plan.columns.items():  # a column's own fields first: then its theory depth can be asked
+    for column, own in plan.columns.items():  # a column's own fields first: then its theory depth can be asked
         try:
-            check_config(TrainConfig(**{**plan.base, **fields_}))
+            check_config(TrainConfig(**{**plan.base, **own}))
         except (InputError, TypeError) as err:  # TypeError: a key TrainConfig does not take
             raise InputError(f"plan: columns.{column}: {err}") from None
-    budget_sweeps(plan)  # every cell checked, every column's theory depth computed
+        if len(_grid(plan, column)) < 3:
+            raise InputError(f"plan: columns.{column}: its depth grid has fewer than 2 depths past the anchor "
+                             f"({_grid(plan, column)}): widen depth_range or lower anchor_depth")  # fmt: skip
+    try:
+        sweeps = budget_sweeps(plan)  # every cell checked
+    except InputError as err:
+        raise InputError(f"plan: {str(err).removeprefix('config: ')}") from None
+    keys: dict[str, str] = {}
+    for _, sweep in sweeps:
+        for cell in sweep.cells():
+            other = keys.setdefault(cell_key(cell), sweep.name)
+            if other != sweep.name:
+                raise InputError(f"plan: {other} and {sweep.name} train the same cells (two columns or budgets "
+                                 "alike): give each its own fields")  # fmt: skip
     return plan
 
 

@@ -246,8 +246,8 @@ def run_sweep(
             than train at once; the groups in flight finish, the others are left for the next run.
 
     Returns:
-        ``{"cells", "skipped" (done when it started), "ran" (trained by this sweep), "by_others" (finished
-        meanwhile by other sweeps), "left" (not finished: the time limit, or a stop)}``.
+        ``{"cells", "skipped" (done when it started), "ran" (trained by this run), "by_others" (finished
+        meanwhile by another run), "left" (not finished: the time limit, or a stop)}``.
     """
     counts = _run([sweep], store, workers=workers, scheduler=scheduler, progress=progress, on_result=on_result,
                   lease=lease, device=device, order="grid", time_limit=time_limit)  # fmt: skip
@@ -293,9 +293,10 @@ def run_sweeps(
 
 def plan_sweeps(sweeps: list[Sweep], store: Store | None = None) -> list[dict]:
     """What running ``sweeps`` on ``store`` would train, without training: per sweep ``{"sweep", "cells", "done",
-    "to_train", "core_seconds"}``, the last the estimated training time of its cells not yet done, grouped as a run
-    batches them (:class:`~bnmft.experiments.groups.CostModel` from the store's finished cells; None while nothing
-    is measured; a cell two sweeps share counts in the first). ``store`` None: a new store (nothing done)."""
+    "to_train", "core_seconds", "longest_group_seconds"}``: the estimated training time of its cells not yet done,
+    grouped by sweep (:class:`~bnmft.experiments.groups.CostModel` from the store's finished cells; None while
+    nothing is measured), and of its longest batched group (no run is shorter); a cell two sweeps share counts in
+    the first (``to_train`` of the second leaves it out). ``store`` None: a new store (nothing done)."""
     done = store.done_keys() if store is not None else set()
     costs = CostModel(store.results() if store is not None else ())
     seen: set[str] = set()
@@ -305,9 +306,11 @@ def plan_sweeps(sweeps: list[Sweep], store: Store | None = None) -> list[dict]:
         todo = [c for c in cells if cell_key(c) not in done and cell_key(c) not in seen]
         seen.update(cell_key(c) for c in todo)
         estimates = [costs.seconds(group) for group in group_cells(todo)]
-        core_seconds = None if None in estimates else float(sum(e or 0.0 for e in estimates))
+        known = [e for e in estimates if e is not None]
+        whole = len(known) == len(estimates)
         out.append({"sweep": sweep.name, "cells": len(cells), "done": sum(cell_key(c) in done for c in cells),
-                    "to_train": len(todo), "core_seconds": core_seconds})  # fmt: skip
+                    "to_train": len(todo), "core_seconds": float(sum(known)) if whole else None,
+                    "longest_group_seconds": max(known, default=0.0) if whole else None})  # fmt: skip
     return out
 
 
@@ -416,7 +419,7 @@ def _run(sweeps, store, *, workers, scheduler, progress, on_result, lease, devic
     now_done = store.done_keys()
     for name, keys in shared.items():
         mine = [k for k in keys if k not in done]
-        counts[name]["ran"] = sum(k in ran and owner_of.get(k) == name for k in mine)
+        counts[name]["ran"] = sum(k in ran for k in mine)  # (a cell two sweeps share: trained once, run for both)
         counts[name]["left"] = sum(k not in now_done for k in mine)  # (the time limit, or a stop)
         counts[name]["by_others"] = len(mine) - counts[name]["ran"] - counts[name]["left"]
     return counts

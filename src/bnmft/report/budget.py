@@ -116,8 +116,8 @@ def _wall_seconds(cells: list[dict]) -> float:
     """The length of the union of the cells' training spans (``finished`` less the batched model's wall time,
     ``seconds`` x ``batched``): the study's wall time, the pauses between its runs left out (and the milliseconds
     between storing the cells of one batch counted)."""
-    spans = sorted((c["finished"] - c["result"].get("seconds", 0.0) * c["result"].get("batched", 1), c["finished"])
-                   for c in cells)  # fmt: skip
+    spans = sorted((c["finished"] - c["result"]["seconds"] * c["result"].get("batched", 1), c["finished"])
+                   for c in cells if isinstance(c["result"].get("seconds"), int | float))  # fmt: skip
     total, start, end = 0.0, None, None
     for a, b in spans:
         if end is None or a > end:
@@ -297,6 +297,8 @@ def text(study: dict | None) -> list[str]:
         return ["### The edge against the training budget", "",
                 "No budget study in docs/budget/ (run `bnmft budget --out docs/budget`, several hours on 2 cores).",
                 ""]  # fmt: skip
+    one = ("1x = the quick preset's 1 epoch on 5000 examples" if study.get("plan", "full") == "full"
+           else f"the plan {study['plan']}'s budgets")  # fmt: skip
     wall = study.get("training_wall_seconds")  # (absent from a study of an older version)
     left = study.get("training_core_seconds_left")
     spent = (f"{study['training_core_seconds'] / 3600:.1f} core-hours of training"
@@ -306,8 +308,8 @@ def text(study: dict | None) -> list[str]:
         "### The edge against the training budget",
         "",
         f"The budget study (`bnmft budget`, docs/budget.md): {cells_text(study, left=False)}, {spent}. Per column, "
-        "optimiser and budget (1x = the quick preset's 1 epoch on 5000 examples), the crossing depth of each seed "
-        "(half-way between chance and a depth-8 network's accuracy), mean +- standard error over the seeds.",
+        f"optimiser and budget ({one}), the crossing depth of each seed (half-way between chance and the shallow "
+        "anchor network's accuracy), mean +- standard error over the seeds.",
         "",
         "![budget study](budget.png)",
         "",
