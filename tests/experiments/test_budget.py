@@ -499,3 +499,13 @@ def test_a_plan_file_runs_end_to_end(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["cells_done"] == out["cells_planned"] > 0 and {t["column"] for t in out["trends"]} == {"small"}
     assert json.loads((tmp_path / "o" / "budget.json").read_text())["plan"] == str(path)
+
+
+def test_the_trends_file_takes_a_limit_first_met_on_a_later_row(tmp_path):
+    """The study's trends differ in keys (a limit's interval only where the crossing converges): the CSV's columns
+    are every row's keys, a row without one leaves its cell empty (the full study crashed here once)."""
+    from bnmft._io import write_csv
+
+    rows = [{"column": "B8", "limit": None}, {"column": "B32", "limit": 42.0, "limit_interval": (40.8, 43.8)}]
+    text = write_csv(tmp_path / "trends.csv", rows).read_text().splitlines()
+    assert text == ["column,limit,limit_interval", "B8,,", 'B32,42.0,"(40.8, 43.8)"']
