@@ -359,3 +359,29 @@ def test_a_dry_run_estimates_without_training_or_creating_a_store(tmp_path, caps
     for extra in (["--hours", "1"], ["--device", "cuda"]):
         assert main(["sweep", str(config), "--store", str(db), "--dry-run", *extra]) == 2
         assert "not allowed with --dry-run" in capsys.readouterr().err
+
+
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """A SQLite file of another program (its own tables, no ``cells``) is refused by a run and by a dry run, and
+    bnmft's tables are never added to it; a dry run opens a store read-only (its bytes unchanged)."""
+    config = write_config(tmp_path / "s.toml", [1, 2], sizes=(8, 16))
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    for extra in (["--dry-run"], ["--workers", "1"]):
+        assert main(["sweep", str(config), "--store", str(other), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "another program's database (tables ['users']" in err and "Traceback" not in err
+        assert other.read_bytes() == before
+    with pytest.raises(InputError, match="does not exist"):
+        Store(tmp_path / "none.db", read_only=True)
+    mine = tmp_path / "mine.db"
+    store = Store(mine)
+    _timed_cell(store, 9, 8, 3600.0)
+    store.close()
+    before = mine.read_bytes()
+    assert main(["sweep", str(config), "--store", str(mine), "--dry-run"]) == 0
+    assert mine.read_bytes() == before and "4 to train" in capsys.readouterr().out

@@ -57,7 +57,7 @@ def _dry_run(args, sweeps) -> int:
     given += ["--device"] if args.device != "cpu" else []
     if given:
         raise InputError(f"{', '.join(given)}: options of training, not allowed with --dry-run (trains nothing)")
-    store = Store(args.store) if Path(args.store).exists() else None
+    store = Store(args.store, read_only=True) if Path(args.store).exists() else None
     try:
         plans = plan_sweeps(sweeps, store)
     finally:

@@ -76,17 +76,38 @@ def cell_key(config: dict) -> str:
 class Store:
     """The results of one or more sweeps in a SQLite file."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        """Open (or create) the store at ``path``.
+
+        Args:
+          path: the SQLite file; created with its tables where it does not exist (never in ``read_only``).
+          read_only: open an existing store for reading only: nothing is written to it, not even its tables or
+            the WAL mode (``bnmft sweep --dry-run``).
+
+        Raises InputError for a file that is not a bnmft store: not SQLite, or another program's database (tables
+        of its own and no ``cells``; bnmft's tables are never added to it), or tables of bnmft's names with other
+        columns.
+        """
         self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
+        if read_only and not self.path.is_file():
+            raise InputError(f"store: {self.path} does not exist (a store opened read-only must)")
+        if not read_only and self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            if read_only:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions
+            tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "cells" not in tables:
+                raise InputError(f"store: {self.path} is another program's database (tables {sorted(tables)}, "
+                                 "no bnmft cells): use a new --store file")  # fmt: skip
+            if not read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(SCHEMA)
             for table, columns in COLUMNS.items():
                 found = [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
-                if found != columns:
+                if found != columns and not (read_only and not found and table != "cells"):
                     raise InputError(
                         f"store: {self.path} has a table {table!r} with columns {found}, not bnmft's {columns}: "
                         "it is another program's database (or another version's); use a new --store file"
