@@ -509,3 +509,29 @@ def test_the_trends_file_takes_a_limit_first_met_on_a_later_row(tmp_path):
     rows = [{"column": "B8", "limit": None}, {"column": "B32", "limit": 42.0, "limit_interval": (40.8, 43.8)}]
     text = write_csv(tmp_path / "trends.csv", rows).read_text().splitlines()
     assert text == ["column,limit,limit_interval", "B8,,", 'B32,42.0,"(40.8, 43.8)"']
+
+
+@pytest.mark.parametrize("interval", [(38.4, None), (20.0, 24.0)])
+def test_the_figure_draws_a_limit_outside_its_interval(interval):
+    """The bootstrap's 16-84% interval need not hold the geometric limit: the diamond sits at the limit and the bar
+    spans the interval; a limit whose interval is unbounded above (the full study's ghost-8 SGD: 108.1, 38.4 to
+    unbounded) is left to the verdict's words."""
+    import matplotlib.pyplot as plt
+
+    row = {"column": "B8", "optimizer": "sgd", "lr": "1e-3*B", "seeds": 3, "censored": 0, "untrained": 0,
+           "partial": False, "below_grid": 0, "grid_bottom": 16, "grid_top": 44, "theory_depth": 27.7,
+           "crossing_stderr": 0.5}  # fmt: skip
+    summary = [row | {"budget": b, "steps": s, "crossing_mean": m} for b, s, m in ((1, 625, 19), (4, 2500, 26),
+                                                                                     (16, 10000, 32))]  # fmt: skip
+    trend = {"column": "B8", "optimizer": "sgd", "lr": "1e-3*B", "limit": 108.1, "limit_interval": interval}
+    fig = report.budget_figure({"summary": summary, "trends": [trend]})
+    ax = fig.axes[0]
+    diamonds = [list(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == "D"]
+    bars = [c.get_segments()[0] for c in ax.collections if len(c.get_segments()) == 1
+            and c.get_segments()[0][0][0] > 10000]  # fmt: skip
+    if interval[1] is None:
+        assert diamonds == [] and bars == []
+    else:
+        assert diamonds == [[108.1]] and len(bars) == 1
+        assert sorted(point[1] for point in bars[0]) == pytest.approx(list(interval))
+    plt.close(fig)

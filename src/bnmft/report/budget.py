@@ -220,11 +220,13 @@ def budget_figure(study: dict):
                             zorder=3, **style)  # fmt: skip
                     shapes.add(kind)
             t = next((t for t in study["trends"] if (t["column"], t["optimizer"], t["lr"]) == (column, *key)), {})
-            if t.get("limit") is not None and t.get("limit_interval") and t["limit_interval"][0] is not None:
+            # a limit whose interval is unbounded above says little and would squash the panel: the verdict states it
+            if t.get("limit") is not None and t.get("limit_interval") and None not in t["limit_interval"]:
                 lo, hi = t["limit_interval"]
-                hi = min(3 * rows[0]["theory_depth"] if hi is None else hi, 3 * rows[0]["theory_depth"])
-                ax.errorbar([right * (1 + 0.1 * i)], [t["limit"]], yerr=[[t["limit"] - lo], [hi - t["limit"]]],
-                            fmt="D", color=colour, capsize=3, mfc="none")  # fmt: skip
+                # the interval as a bar of its own: the bootstrap's 16-84% need not hold the point estimate
+                x = right * (1 + 0.1 * i)
+                ax.errorbar([x], [(lo + hi) / 2], yerr=[(hi - lo) / 2], fmt="none", color=colour, capsize=3)
+                ax.plot([x], [t["limit"]], "D", color=colour, mfc="none")
                 shapes.add("limit")
         line = rows[0]["theory_depth"]
         ax.axhline(line, color="k", ls="--", lw=1)
