@@ -98,6 +98,19 @@ class Store:
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
             else:
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # explicit transactions
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"store: {self.path} is not a bnmft results database ({err})") from None
+        try:
+            self._check_tables(read_only)
+        except BaseException:
+            self.db.close()  # a refused file is left as it was, with no connection held to it
+            raise
+
+    def _check_tables(self, read_only: bool) -> None:
+        """Refuse another program's database before writing to it; then (unless ``read_only``) set WAL mode and
+        create bnmft's tables, and check every table's columns (read-only: a table missing from an older store
+        other than ``cells`` is not read, so not required)."""
+        try:
             tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "cells" not in tables:
                 raise InputError(f"store: {self.path} is another program's database (tables {sorted(tables)}, "
@@ -107,7 +120,9 @@ class Store:
                 self.db.executescript(SCHEMA)
             for table, columns in COLUMNS.items():
                 found = [row[1] for row in self.db.execute(f"PRAGMA table_info({table})")]
-                if found != columns and not (read_only and not found and table != "cells"):
+                if read_only and not found and table != "cells":
+                    continue
+                if found != columns:
                     raise InputError(
                         f"store: {self.path} has a table {table!r} with columns {found}, not bnmft's {columns}: "
                         "it is another program's database (or another version's); use a new --store file"
